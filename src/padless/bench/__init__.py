@@ -1,0 +1,1 @@
+"""Offline benchmarks: a reproducible mixed-length workload, a matmul peak, and padless vs. common baselines."""

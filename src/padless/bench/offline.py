@@ -1,0 +1,289 @@
+"""Side-by-side offline benchmark: padless against the ways people usually run a classifier over a list of texts.
+
+Configs (all on the same model folder, the same workload, in one process):
+
+* ``pipeline-b1``: ``transformers.pipeline("text-classification")`` called one text at a time;
+* ``pipeline-b32``: the same pipeline called on the whole list with ``batch_size=32`` (pads each chunk of 32
+  consecutive inputs to its longest);
+* ``pad512-b32``: a hand-written loop over chunks of 32, every row padded to 512 tokens;
+* ``padless``: :meth:`padless.engine.Classifier.run` with its defaults.
+
+Every round times each config on the whole workload with ``time.perf_counter`` (tokenization included); the order
+of configs rotates from round to round so no config always runs first or on a warmer cache. Figures are medians over
+rounds. "% of peak" is useful model FLOPs (padding excluded, :func:`padless.engine.model_flops`) per second over the
+best matmul rate measured in the same run (:mod:`padless.bench.peak`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from padless.bench.peak import measure_matmul_peak
+from padless.bench.workload import describe_lengths, describe_mix, make_workload
+from padless.config import BatchConfig
+from padless.engine import Classifier, Stats, model_flops
+from padless.errors import ItemError
+from padless.runtime.torch import usable_cores
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+CONFIGS = ("pipeline-b1", "pipeline-b32", "pad512-b32", "padless")
+CHUNK_ROWS = 32
+PAD_WIDTH = 512
+WARMUP_TEXTS = 8
+DESCRIPTIONS = {
+    "pipeline-b1": "transformers.pipeline, one text per call",
+    "pipeline-b32": "transformers.pipeline, batch_size=32 (each chunk padded to its longest)",
+    "pad512-b32": f"hand loop, chunks of {CHUNK_ROWS} in input order, padded to {PAD_WIDTH}",
+    "padless": "padless Classifier.run (length-sorted, planned batches)",
+}
+
+# A runner classifies the texts and returns one label per text (None for an unscorable item) and, for padless,
+# the engine's stats for that call.
+Runner = Callable[[list[str]], tuple[list[str | None], Stats | None]]
+
+
+def _runners(clf: Classifier, names: list[str]) -> dict[str, Runner]:
+    runners: dict[str, Runner] = {}
+    if any(name.startswith("pipeline") for name in names):
+        from transformers import pipeline
+
+        # Its own copy of the model, loaded from the same folder, exactly as a user of the pipeline would get it.
+        pipe = pipeline("text-classification", model=str(clf.path), device=-1)
+        runners["pipeline-b1"] = lambda texts: ([pipe(t, truncation=True)[0]["label"] for t in texts], None)
+        runners["pipeline-b32"] = lambda texts: (
+            [out["label"] for out in pipe(texts, batch_size=CHUNK_ROWS, truncation=True)], None)
+    tokenizer = clf.encoder.tokenizer
+    model = getattr(clf.runtime, "model", None)
+
+    def pad512(texts: list[str]) -> tuple[list[str | None], Stats | None]:
+        assert model is not None
+        labels: list[str | None] = []
+        for start in range(0, len(texts), CHUNK_ROWS):
+            enc = tokenizer(texts[start:start + CHUNK_ROWS], padding="max_length", max_length=PAD_WIDTH,
+                            truncation=True, return_tensors="pt")
+            with torch.inference_mode():
+                logits = model(**enc).logits
+            labels.extend(model.config.id2label[int(i)] for i in logits.argmax(dim=-1))
+        return labels, None
+
+    def padless(texts: list[str]) -> tuple[list[str | None], Stats | None]:
+        run = clf.with_options()  # a fresh clone per call, so its stats cover exactly this call
+        results = run.run(texts)
+        return [None if isinstance(r, ItemError) else r.label for r in results], run.stats
+
+    runners["pad512-b32"] = pad512
+    runners["padless"] = padless
+    return {name: runners[name] for name in names}
+
+
+def chunk_padded_tokens(lengths: list[int], rows: int) -> int:
+    """Tokens computed when consecutive chunks of ``rows`` inputs are each padded to their longest.
+
+    That is what the pipeline's collate function does with ``batch_size=rows``.
+    """
+    return sum(max(lengths[i:i + rows]) * len(lengths[i:i + rows]) for i in range(0, len(lengths), rows))
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import transformers
+
+    return {"cpu": cpu, "usable_cores": usable_cores(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _loadavg() -> float | None:
+    # Recorded because other processes competing for the cores slow every config; a high figure flags a noisy run.
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _notes(load_start: float | None) -> list[str]:
+    # Threads spin-wait on each other, so a forward pass on a core shared with another busy process can take many
+    # times longer; such a run says more about the neighbour than about the configs, and the report should say so.
+    if load_start is not None and load_start > 0.5:
+        return [f"1-minute load average was {load_start:.1f} at the start: other processes were using the CPU, "
+                "so these timings are not representative of an idle machine"]
+    return []
+
+
+def run_offline_bench(
+    model: str = "default",
+    *,
+    mix: str = "realistic",
+    n: int = 500,
+    rounds: int = 3,
+    seed: int = 0,
+    configs: list[str] | None = None,
+    out_dir: Path | None = None,
+    max_batch_tokens: int = BatchConfig.max_batch_tokens,
+    max_batch_size: int = BatchConfig.max_batch_size,
+    progress: bool = False,
+    peak_size: int = 2048,
+) -> dict[str, Any]:
+    """Run the configs interleaved over ``rounds`` and return the results (see the module docstring).
+
+    If ``out_dir`` is given, also write ``bench.json`` and ``bench.png`` there.
+    """
+    # transformers.pipeline sets this to "false" on its first call when unset, which would also halve padless's
+    # batch tokenization later in this process; setting it first keeps the comparison fair.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    names = list(configs or CONFIGS)
+    unknown = [name for name in names if name not in CONFIGS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(f"configs must be distinct names from {', '.join(CONFIGS)}; got {names}")
+    if n < 1 or rounds < 1:
+        raise ValueError("n and rounds must be positive")
+    from rich.console import Console
+
+    console = Console(stderr=True) if progress else None
+    load_start = _loadavg()
+    clf = Classifier(model, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+    if "pad512-b32" in names and (clf.max_length < PAD_WIDTH or not hasattr(clf.runtime, "model")):
+        raise ValueError(f"pad512-b32 needs the torch backend and a model that accepts {PAD_WIDTH} tokens")
+    texts = make_workload(clf.encoder.tokenizer, mix, n, seed)
+    # What every config computes: the token ids after truncation to the model's limit, special tokens included.
+    encoded = clf.encoder.encode(texts)
+    bad = [e for e in encoded if isinstance(e, ItemError)]
+    if bad:
+        raise ValueError(f"{len(bad)} workload items cannot be scored: {bad[0]}")
+    lengths = [len(e) for e in encoded]  # type: ignore[arg-type]
+    real = sum(lengths)
+    useful_flops = sum(model_flops(clf.info, length) for length in lengths)
+
+    runners = _runners(clf, names)
+    peak_before = measure_matmul_peak(peak_size)
+    # One untimed call each pays one-off costs (lazy imports, first-call allocation) outside the measurement.
+    for name in names:
+        runners[name](texts[:WARMUP_TEXTS])
+
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    labels: dict[str, list[str | None]] = {}
+    stats: dict[str, Stats] = {}
+    orders = []
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        orders.append(order)
+        for name in order:
+            started = time.perf_counter()
+            labels[name], call_stats = runners[name](texts)
+            elapsed = time.perf_counter() - started
+            seconds[name].append(elapsed)
+            if call_stats is not None:
+                stats[name] = call_stats
+            if console:
+                console.print(f"round {r + 1}/{rounds}  {name:<13} {elapsed:7.2f} s  {n / elapsed:9.1f} texts/s")
+    peak_after = measure_matmul_peak(peak_size)
+    peak = max(peak_before, peak_after)
+
+    computed = {
+        "pipeline-b1": real,  # one text per forward: nothing padded
+        "pipeline-b32": chunk_padded_tokens(lengths, CHUNK_ROWS),
+        "pad512-b32": PAD_WIDTH * n,
+    }
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        secs = seconds[name]
+        entry: dict[str, Any] = {
+            "description": DESCRIPTIONS[name],
+            "seconds": statistics.median(secs),
+            "seconds_per_round": secs,
+            "texts_per_s": statistics.median(n / s for s in secs),
+            "real_tokens_per_s": statistics.median(real / s for s in secs),
+            "model_flops_pct_of_peak": statistics.median(100 * useful_flops / s / (peak * 1e9) for s in secs),
+        }
+        if name == "padless":
+            st = stats[name]
+            entry.update(padding_fraction=st.padding_fraction, computed_tokens=st.padded_tokens,
+                         batches=st.batches, stats_real_tokens=st.real_tokens)
+        else:
+            entry.update(padding_fraction=1 - real / computed[name], computed_tokens=computed[name])
+        reference = labels.get("pipeline-b1")
+        entry["agreement_with_pipeline_b1"] = (
+            None if reference is None else sum(a == b for a, b in zip(labels[name], reference)) / n)
+        results[name] = entry
+
+    ratios = {f"padless_vs_{name}": results["padless"]["texts_per_s"] / results[name]["texts_per_s"]
+              for name in names if name != "padless" and "padless" in results}
+    info = clf.info
+    result: dict[str, Any] = {
+        "benchmark": "offline",
+        "machine": {**_machine(), "loadavg_1m_start": load_start, "loadavg_1m_end": _loadavg()},
+        "model": {**clf.describe(), "hidden_size": info.hidden_size, "num_layers": info.num_layers,
+                  "non_embedding_params": info.non_embedding_params},
+        "workload": {"mix": mix, "n": n, "seed": seed, "buckets": describe_mix(mix),
+                     "lengths": describe_lengths(lengths), "real_tokens": real, "useful_gflops": useful_flops / 1e9},
+        "method": {"rounds": rounds, "orders": orders, "warmup_texts": WARMUP_TEXTS, "statistic": "median",
+                   "timing": "time.perf_counter around the whole workload, tokenization included",
+                   "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")},
+        "peak": {"size": peak_size, "dtype": "float32", "before_gflops": peak_before, "after_gflops": peak_after,
+                 "gflops": peak},
+        "configs": results,
+        "ratios": ratios,
+        "notes": _notes(load_start),
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_chart(result, out_dir / "bench.png")
+    return result
+
+
+def write_chart(result: dict[str, Any], path: Path) -> None:
+    """A bar chart of texts/s per config, each bar labelled with its padding share, saved as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(result["configs"])
+    rates = [result["configs"][name]["texts_per_s"] for name in names]
+    fig = Figure(figsize=(7, 4), dpi=120)
+    FigureCanvasAgg(fig)  # Agg directly: no pyplot, no GUI backend, no global state
+    ax = fig.add_subplot()
+    bars = ax.bar(names, rates, color=["#1f77b4" if name == "padless" else "#9e9e9e" for name in names])
+    for bar, name, rate in zip(bars, names, rates):
+        padding = result["configs"][name]["padding_fraction"]
+        ax.annotate(f"{rate:.0f}/s\npadding {padding:.0%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    work, machine = result["workload"], result["machine"]
+    ax.set_ylabel("texts / s (median)")
+    ax.set_ylim(0, max(rates) * 1.25)
+    ax.set_title(f"{Path(result['model']['path']).name}: {work['mix']} mix, {work['n']} texts, "
+                 f"{machine['torch_threads']} threads", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def render_table(result: dict[str, Any]) -> Table:
+    """A rich Table of the per-config figures, for the CLI."""
+    from rich.table import Table
+
+    table = Table(title=f"offline benchmark, peak {result['peak']['gflops']:.0f} GFLOP/s (matmul)",
+                  caption="\n".join(result.get("notes", [])) or None)
+    for column in ("config", "texts/s", "real tok/s", "padding", "agree b1", "% of peak", "padless ×"):
+        table.add_column(column, justify="left" if column == "config" else "right", no_wrap=True)
+    for name, entry in result["configs"].items():
+        agreement = entry["agreement_with_pipeline_b1"]
+        ratio = result["ratios"].get(f"padless_vs_{name}")
+        table.add_row(name, f"{entry['texts_per_s']:.1f}", f"{entry['real_tokens_per_s']:.0f}",
+                      f"{entry['padding_fraction']:.1%}", "-" if agreement is None else f"{agreement:.1%}",
+                      f"{entry['model_flops_pct_of_peak']:.1f}%", "-" if ratio is None else f"{ratio:.2f}×")
+    return table

@@ -1,0 +1,1 @@
+"""The ``padless`` command line (typer). Entry point: :func:`padless.cli.main.main`."""

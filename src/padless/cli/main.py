@@ -1,0 +1,244 @@
+"""The ``padless`` command line. Every option has a flag, a ``PADLESS_*`` environment variable and a visible default.
+
+Errors padless expects (bad file, missing column, model without a classification head, impossible options) print
+one line, ``error: …``, and exit 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from padless.config import BatchConfig, ModelConfig
+from padless.errors import PadlessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run Hugging Face text classifiers on mixed-length text without padding waste.")
+models_app = typer.Typer(no_args_is_help=True, help="Build and inspect models.")
+app.add_typer(models_app, name="models")
+
+# Shared option declarations, so every command spells them, their env vars and defaults the same way.
+ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="PADLESS_MODEL",
+                                       help="'default', a local Hugging Face folder, or a Hub id.")]
+BackendOpt = Annotated[str, typer.Option(envvar="PADLESS_BACKEND", help="Runtime backend: torch or dummy.")]
+MaxLenOpt = Annotated[Optional[int], typer.Option(envvar="PADLESS_MAX_LENGTH",
+                                                  help="Token limit per input [default: the model's limit].")]
+MaxCharsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_CHARS", help="Character cap applied before tokenizing.")]
+TokensOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_BATCH_TOKENS", help="Padded tokens (rows × longest) per batch.")]
+RowsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_BATCH_SIZE", help="Rows per batch.")]
+ThreadsOpt = Annotated[int, typer.Option(envvar="PADLESS_THREADS", help="CPU threads; 0 = every usable core.")]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _build_progress(console: object) -> object:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("building default model"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                    TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console)  # type: ignore[arg-type]
+
+
+def _load_classifier(model: str, backend: str, max_length: int | None, truncate: bool, max_chars: int,
+                     threads: int, max_batch_tokens: int, max_batch_size: int) -> object:
+    """Validate options first (one clear line for impossible ones), build the default model if needed, load."""
+    ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
+                threads=threads).validate()
+    BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size).validate(max_length)
+    _quiet_libraries()
+    from padless import models
+    from padless.engine import Classifier
+
+    if model == models.DEFAULT_NAME and not (models.default_model_dir() / "config.json").is_file():
+        _build_default_with_progress()
+    return Classifier(model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
+                      threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+
+
+def _build_default_with_progress() -> dict:
+    from rich.console import Console
+
+    from padless import models
+
+    console = Console(stderr=True)
+    console.print(f"[bold]building the default model[/] into {models.default_model_dir()} (one-off, ~10 min on 2 cores)")
+    progress = _build_progress(console) if console.is_terminal else None
+    if progress is not None:
+        with progress:  # type: ignore[attr-defined]
+            task = progress.add_task("build", total=None, loss=0.0)  # type: ignore[attr-defined]
+
+            def on_step(step: int, total: int, loss: float) -> None:
+                progress.update(task, completed=step, total=total, loss=loss)  # type: ignore[attr-defined]
+
+            card = models.build_default(on_step=on_step)
+    else:
+        def on_step(step: int, total: int, loss: float) -> None:
+            if step % 100 == 0 or step == total:
+                console.print(f"step {step}/{total} loss {loss:.3f}")
+
+        card = models.build_default(on_step=on_step)
+    console.print(f"held-out accuracy {card['held_out_accuracy']:.2%} on {card['eval_set']}")
+    return card
+
+
+@app.command()
+def classify(
+    input: Annotated[str, typer.Argument(help="Input file (CSV, TSV, JSONL, Parquet, text) or - for stdin.")],
+    output: Annotated[str, typer.Option("--output", "-o", envvar="PADLESS_OUTPUT", help="Output file, or - for stdout.")] = "-",
+    column: Annotated[str, typer.Option("--column", "-c", envvar="PADLESS_COLUMN", help="Text column or field.")] = "text",
+    input_format: Annotated[Optional[str], typer.Option("--input-format", envvar="PADLESS_INPUT_FORMAT",
+                                                        help="csv|tsv|jsonl|parquet|txt [default: from the name; txt for stdin]")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", "-f", envvar="PADLESS_FORMAT",
+                                                  help="Output format csv|tsv|jsonl|parquet [default: from -o; jsonl for stdout]")] = None,
+    model: ModelOpt = "default",
+    backend: BackendOpt = "torch",
+    max_length: MaxLenOpt = None,
+    truncate: Annotated[bool, typer.Option("--truncate/--no-truncate", envvar="PADLESS_TRUNCATE",
+                                           help="Cut over-long input, or report it as a row error.")] = True,
+    max_chars: MaxCharsOpt = ModelConfig.max_chars,
+    max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
+    max_batch_size: RowsOpt = BatchConfig.max_batch_size,
+    chunk_rows: Annotated[int, typer.Option(envvar="PADLESS_CHUNK_ROWS", help="Rows read, sorted and committed together.")] = BatchConfig.chunk_rows,
+    top_k: Annotated[int, typer.Option(envvar="PADLESS_TOP_K", help="Labels kept per row (0 = all); >1 adds a 'scores' column.")] = 1,
+    raw_scores: Annotated[bool, typer.Option("--raw-scores", envvar="PADLESS_RAW_SCORES", help="Logits instead of probabilities.")] = False,
+    threads: ThreadsOpt = 0,
+    output_prefix: Annotated[str, typer.Option(envvar="PADLESS_OUTPUT_PREFIX", help="Prefix for the added columns.")] = "",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run of the same command.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar [default: on a terminal].")] = None,
+) -> None:
+    """Classify every row of a file; keeps the input's columns and adds label, score and error."""
+    from padless.fileio import FORMATS, detect_format
+    from padless.job import JobSpec
+
+    in_fmt = input_format or ("txt" if input == "-" else detect_format(input, None))
+    detect_format(input, in_fmt)
+    out_fmt = format or ("jsonl" if output == "-" else detect_format(output, None))
+    if out_fmt not in FORMATS or out_fmt == "txt":
+        raise PadlessError(f"output format must be csv, tsv, jsonl or parquet, not {out_fmt!r}")
+    if out_fmt == "parquet" and output == "-":
+        raise PadlessError("Parquet cannot be written to stdout; pass -o FILE.parquet")
+    if chunk_rows < 1:
+        raise PadlessError("--chunk-rows must be positive")
+    spec = JobSpec(input=input, input_format=in_fmt, column=column, output=output, output_format=out_fmt,
+                   chunk_rows=chunk_rows, top_k=top_k, raw_scores=raw_scores, output_prefix=output_prefix,
+                   resume=resume, overwrite=overwrite)
+    if input != "-" and not Path(input).is_file():
+        raise PadlessError(f"cannot read {input}: no such file")
+    clf = _load_classifier(model, backend, max_length, truncate, max_chars, threads, max_batch_tokens, max_batch_size)
+    from padless.cli.progress import run_with_progress
+
+    summary = run_with_progress(spec, clf, show=sys.stderr.isatty() if progress is None else progress)
+    if summary.rows_in != summary.rows_scored + summary.rows_errored:
+        raise PadlessError("internal accounting error: rows in != scored + errored")
+
+
+@models_app.command("build")
+def models_build(
+    name: Annotated[str, typer.Argument(help="Only 'default' can be built.")] = "default",
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
+) -> None:
+    """Fine-tune and cache padless's embedded default sentiment model (~10 min on 2 cores)."""
+    _quiet_libraries()
+    from padless import models
+
+    if name != models.DEFAULT_NAME:
+        raise PadlessError(f"only the 'default' model can be built, not {name!r}")
+    card_path = models.default_model_dir() / "padless_card.json"
+    if card_path.is_file() and not force:
+        card = json.loads(card_path.read_text())
+        typer.echo(f"already built: {models.default_model_dir()} (held-out accuracy {card['held_out_accuracy']:.2%}); "
+                   "--force rebuilds")
+        return
+    _build_default_with_progress()
+    typer.echo(str(models.default_model_dir()))
+
+
+@models_app.command("path")
+def models_path(model: ModelOpt = "default") -> None:
+    """Print the local folder a model name resolves to (without building or downloading)."""
+    from padless import models
+
+    if model == models.DEFAULT_NAME:
+        typer.echo(str(models.default_model_dir()))
+    else:
+        typer.echo(str(models.resolve(model, build_if_missing=False)))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    eval_set: Annotated[str, typer.Option("--eval", envvar="PADLESS_EVAL", help="vader-movies-test, vader-amazon, vader-tweets, vader-nyt, vader-movies-train")] = "vader-movies-test",
+    model: ModelOpt = "default",
+    backend: BackendOpt = "torch",
+    max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
+    max_batch_size: RowsOpt = BatchConfig.max_batch_size,
+    threads: ThreadsOpt = 0,
+) -> None:
+    """Accuracy and macro-F1 of a model on a named labelled set (JSON on stdout)."""
+    from padless import datasets
+    from padless.evaluate import evaluate
+
+    data = datasets.load(eval_set)
+    clf = _load_classifier(model, backend, None, True, ModelConfig.max_chars, threads, max_batch_tokens, max_batch_size)
+    metrics = evaluate(clf, data)
+    metrics.pop("predicted")
+    typer.echo(json.dumps(metrics))
+
+
+@app.command()
+def bench(
+    model: ModelOpt = "default",
+    mix: Annotated[str, typer.Option(envvar="PADLESS_BENCH_MIX", help="realistic (3–300 tokens) or long (50–512).")] = "realistic",
+    n: Annotated[int, typer.Option("-n", envvar="PADLESS_BENCH_N", help="Texts in the workload.")] = 400,
+    rounds: Annotated[int, typer.Option(envvar="PADLESS_BENCH_ROUNDS", help="Interleaved rounds; medians reported.")] = 2,
+    seed: Annotated[int, typer.Option(envvar="PADLESS_BENCH_SEED", help="Workload seed.")] = 0,
+    configs: Annotated[Optional[str], typer.Option(envvar="PADLESS_BENCH_CONFIGS", help="Comma-separated subset of pipeline-b1,pipeline-b32,pad512-b32,padless.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out-dir", envvar="PADLESS_BENCH_OUT", help="Where bench.json and bench.png go.")] = Path("bench-results"),
+    max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
+    max_batch_size: RowsOpt = BatchConfig.max_batch_size,
+) -> None:
+    """padless side by side with transformers.pipeline baselines, in one process, interleaved."""
+    _quiet_libraries()
+    from rich.console import Console
+
+    from padless import models
+    from padless.bench.offline import render_table, run_offline_bench
+
+    if mix not in ("realistic", "long"):
+        raise PadlessError(f"unknown mix {mix!r}; choose realistic or long")
+    if model == models.DEFAULT_NAME and not (models.default_model_dir() / "config.json").is_file():
+        _build_default_with_progress()
+    chosen = [c.strip() for c in configs.split(",")] if configs else None
+    result = run_offline_bench(model, mix=mix, n=n, rounds=rounds, seed=seed, configs=chosen, out_dir=out_dir,
+                               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, progress=True)
+    Console().print(render_table(result))
+    typer.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+
+
+def main() -> None:
+    """Console entry point: expected errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except PadlessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # `padless classify … | head` closing the pipe early is not an error
+        sys.stderr.close()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Frozen configuration, one dataclass per concern, each with visible defaults.
+
+Every field has a CLI flag (``--max-batch-tokens``) and an environment variable (``PADLESS_MAX_BATCH_TOKENS``); the
+CLI reads both through typer, the Python API through :func:`from_env`. ``validate()`` refuses impossible
+combinations with one clear line (a :class:`~padless.errors.ConfigError`) before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from padless.errors import ConfigError
+
+BACKENDS = ("torch", "dummy")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which model runs, where, and how its input is cut."""
+
+    model: str = "default"
+    backend: str = "torch"
+    max_length: int | None = None  # None: the model's own limit (e.g. 512 for BERT)
+    truncate: bool = True  # False: over-long input is a per-row error instead of being cut
+    max_chars: int = 20_000  # cap applied before tokenizing, so a 10 MB line cannot stall the tokenizer
+    threads: int = 0  # 0: every core this process may use
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError(f"max_length must be at least 2 (room for the special tokens), got {self.max_length}")
+        if self.max_chars < 1:
+            raise ConfigError(f"max_chars must be positive, got {self.max_chars}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be 0 (all cores) or positive, got {self.threads}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchConfig:
+    """How the planner packs sorted inputs into batches. Padded tokens = rows × longest row."""
+
+    max_batch_tokens: int = 8192
+    max_batch_size: int = 128
+    chunk_rows: int = 10_000  # rows read, sorted and committed together when streaming a file
+
+    def validate(self, max_length: int | None = None) -> None:
+        if self.max_batch_tokens < 1 or self.max_batch_size < 1 or self.chunk_rows < 1:
+            raise ConfigError("max_batch_tokens, max_batch_size and chunk_rows must all be positive")
+        if max_length is not None and max_length > self.max_batch_tokens:
+            raise ConfigError(
+                f"max_length ({max_length}) is larger than max_batch_tokens ({self.max_batch_tokens}): "
+                "a single full-length input could never be scheduled"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputConfig:
+    """What each prediction carries."""
+
+    top_k: int = 1  # labels kept per row; 0 keeps all
+    raw_scores: bool = False  # logits instead of softmax/sigmoid probabilities
+
+    def validate(self) -> None:
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be 0 (all labels) or positive, got {self.top_k}")
+
+
+T = TypeVar("T")
+
+
+def _parse(raw: str, kind: Any) -> Any:
+    text = str(kind)
+    if "bool" in text:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"not a boolean: {raw!r}")
+    if "int" in text:
+        if raw.lower() in ("", "none") and "None" in text:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"not an integer: {raw!r}") from None
+    return raw
+
+
+def from_env(cls: type[T], env: dict[str, str] | None = None, **overrides: Any) -> T:
+    """Build ``cls`` from defaults, then ``PADLESS_<FIELD>`` environment variables, then ``overrides``."""
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = f"PADLESS_{field.name.upper()}"
+        if key in env:
+            try:
+                values[field.name] = _parse(env[key], field.type)
+            except ConfigError as err:
+                raise ConfigError(f"{key}: {err}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)

@@ -1,0 +1,174 @@
+"""The offline engine: tokenize once, plan length-sorted batches, run them, post-process, restore input order.
+
+:class:`Classifier` is the public Python API::
+
+    from padless import Classifier
+    clf = Classifier("default")
+    clf(["great film", "dull and far too long"])   # -> [Prediction(label="positive", score=0.97, ...), ...]
+
+``__call__`` raises on the first item that cannot be scored; :meth:`Classifier.run` never raises for an item and
+returns an :class:`~padless.errors.ItemError` in that item's place instead, so callers can account for every row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from padless import models
+from padless.config import BatchConfig, ModelConfig, OutputConfig
+from padless.errors import ItemError
+from padless.planner import Batch, plan
+from padless.postprocess import Prediction, PostProcessor
+from padless.runtime import ModelInfo, Runtime, load_runtime
+from padless.tokenize import TextEncoder, model_max_length
+
+Result = Prediction | ItemError
+
+
+@dataclass
+class Stats:
+    """Running totals, for progress bars and benchmarks."""
+
+    rows: int = 0
+    errors: int = 0
+    batches: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0  # tokens computed, padding included
+    model_flops: float = 0.0  # useful FLOPs: 2·P·L + 4·L²·h·layers per item, padding excluded
+    tokenize_s: float = 0.0
+    forward_s: float = 0.0
+
+    @property
+    def padding_fraction(self) -> float:
+        return 0.0 if self.padded_tokens == 0 else 1.0 - self.real_tokens / self.padded_tokens
+
+
+class Classifier:
+    """A text classifier that batches without padding waste. See the module docstring."""
+
+    def __init__(
+        self,
+        model: str = "default",
+        *,
+        backend: str = "torch",
+        max_length: int | None = None,
+        truncate: bool = True,
+        max_chars: int = ModelConfig.max_chars,
+        threads: int = 0,
+        max_batch_tokens: int = BatchConfig.max_batch_tokens,
+        max_batch_size: int = BatchConfig.max_batch_size,
+        runtime_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.model_config = ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate,
+                                        max_chars=max_chars, threads=threads)
+        self.batch_config = BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+        self.model_config.validate()
+        self.batch_config.validate(max_length)
+        from transformers import AutoTokenizer
+
+        self.path = models.resolve(model)
+        self.info: ModelInfo = models.read_info(self.path)
+        tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        if not getattr(tokenizer, "is_fast", False):
+            from padless.errors import ModelError
+
+            raise ModelError(f"{self.path} has no fast tokenizer (tokenizer.json); padless needs one")
+        limit = model_max_length(tokenizer, _config_of(self.path))
+        self.max_length = min(max_length or limit, limit)
+        self.batch_config.validate(self.max_length)
+        self.encoder = TextEncoder(tokenizer, max_length=self.max_length, truncate=truncate, max_chars=max_chars)
+        self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads,
+                                             **(runtime_options or {}))
+        self.post = PostProcessor(self.info.id2label, self.info.problem_type)
+        self.stats = Stats()
+
+    @property
+    def labels(self) -> list[str]:
+        return self.post.labels
+
+    def __call__(self, texts: str | Sequence[str], *, top_k: int = 1, raw_scores: bool = False) -> Any:
+        """Classify one text (returns a Prediction) or a list (returns a list); raises on an unscorable item."""
+        single = isinstance(texts, str)
+        results = self.run([texts] if single else list(texts), top_k=top_k, raw_scores=raw_scores)
+        for i, result in enumerate(results):
+            if isinstance(result, ItemError):
+                raise type(result)(f"item {i}: {result}")
+        return results[0] if single else results
+
+    def run(self, texts: Sequence[object], *, top_k: int = 1, raw_scores: bool = False) -> list[Result]:
+        """Classify every text; an item that cannot be scored gets its ItemError in its place. Order is kept."""
+        OutputConfig(top_k=top_k, raw_scores=raw_scores).validate()
+        started = time.perf_counter()
+        encoded = self.encoder.encode(texts)
+        self.stats.tokenize_s += time.perf_counter() - started
+        results: list[Result | None] = [None] * len(texts)
+        good = [i for i, e in enumerate(encoded) if not isinstance(e, ItemError)]
+        for i, e in enumerate(encoded):
+            if isinstance(e, ItemError):
+                results[i] = e
+        ids = [encoded[i] for i in good]
+        for batch in self.plan([len(x) for x in ids]):  # type: ignore[arg-type]
+            rows = [ids[k] for k in batch.indices]
+            logits = self.forward_padded(rows, batch.width)  # type: ignore[arg-type]
+            for k, pred in zip(batch.indices, self.post(logits, top_k=top_k, raw_scores=raw_scores)):
+                results[good[k]] = pred
+        self.stats.rows += len(texts)
+        self.stats.errors += len(texts) - len(good)
+        return results  # type: ignore[return-value]
+
+    def plan(self, lengths: Sequence[int]) -> list[Batch]:
+        return plan(lengths, max_batch_tokens=self.batch_config.max_batch_tokens,
+                    max_batch_size=self.batch_config.max_batch_size)
+
+    def forward_padded(self, rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
+        """Right-pad ``rows`` to ``width`` and run the runtime; updates the stats."""
+        input_ids = np.full((len(rows), width), self.encoder.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, row in enumerate(rows):
+            input_ids[r, : len(row)] = row
+            mask[r, : len(row)] = 1
+        started = time.perf_counter()
+        logits = self.runtime.forward(input_ids, mask)
+        self.stats.forward_s += time.perf_counter() - started
+        real = [len(row) for row in rows]
+        self.stats.batches += 1
+        self.stats.real_tokens += sum(real)
+        self.stats.padded_tokens += len(rows) * width
+        self.stats.model_flops += sum(model_flops(self.info, n) for n in real)
+        return logits
+
+    def with_options(self, **changes: Any) -> Classifier:
+        """A shallow copy sharing the loaded runtime, with other batch limits (for benchmarks)."""
+        clone = object.__new__(Classifier)
+        clone.__dict__.update(self.__dict__)
+        clone.batch_config = replace(self.batch_config, **changes)
+        clone.stats = Stats()
+        return clone
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.model_config.model,
+            "path": str(self.path),
+            "labels": self.labels,
+            "max_length": self.max_length,
+            "truncate": self.model_config.truncate,
+            "max_batch_tokens": self.batch_config.max_batch_tokens,
+            "max_batch_size": self.batch_config.max_batch_size,
+            **self.runtime.describe(),
+        }
+
+
+def model_flops(info: ModelInfo, length: int) -> float:
+    """Useful forward FLOPs for one text of ``length`` tokens: 2·P·L + 4·L²·h·layers."""
+    return 2.0 * info.non_embedding_params * length + 4.0 * length * length * info.hidden_size * info.num_layers
+
+
+def _config_of(path: Any) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(path))
