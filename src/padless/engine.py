@@ -23,7 +23,7 @@ from padless import models
 from padless.config import BatchConfig, ModelConfig, OutputConfig
 from padless.errors import ItemError
 from padless.planner import Batch, plan
-from padless.postprocess import Prediction, PostProcessor
+from padless.postprocess import PostProcessor, Prediction
 from padless.runtime import ModelInfo, Runtime, load_runtime
 from padless.tokenize import TextEncoder, model_max_length
 

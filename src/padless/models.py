@@ -102,11 +102,12 @@ def base_encoder_path() -> Path:
 
 
 def build_default(*, out_dir: Path | None = None, on_step: Callable[[int, int, float], None] | None = None,
-                  config: Any = None) -> dict[str, Any]:
+                  config: Any = None, train_rows: int | None = None) -> dict[str, Any]:
     """Fine-tune the default sentiment model, evaluate it on the held-out split, and write a model card.
 
     Writes to a temporary folder first and renames it into place, so an interrupted build leaves no half model.
-    Returns the model card's metrics.
+    ``train_rows`` trains on only the first rows of the training split (quick smoke builds in tests; the card
+    records it). Returns the model card.
     """
     from padless import datasets
     from padless.train import TrainConfig, fine_tune
@@ -116,6 +117,8 @@ def build_default(*, out_dir: Path | None = None, on_step: Callable[[int, int, f
     tmp = target.with_name(target.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     train = datasets.load("vader-movies-train")
+    if train_rows is not None:
+        train = datasets.LabelledSet(name=train.name, texts=train.texts[:train_rows], labels=train.labels[:train_rows])
     test = datasets.load("vader-movies-test")
     started = time.perf_counter()
     fine_tune(base=base_encoder_path(), texts=train.texts, labels=train.labels, label_names=datasets.LABELS,

@@ -41,7 +41,7 @@ def plan(
     *,
     max_batch_tokens: int,
     max_batch_size: int,
-    batch_overhead_tokens: int = 64,
+    batch_overhead_tokens: int = 32,
 ) -> list[Batch]:
     """Pack items of the given token lengths into batches (see the module docstring for the contract)."""
     if max_batch_tokens < 1 or max_batch_size < 1:

@@ -17,7 +17,8 @@ TEXTS = ["a wonderful, moving film", "dull and far too long", "", "ok", "  ", "t
 N_BAD = 2  # the empty and whitespace-only rows
 
 
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["padless", *args])
     with pytest.raises(SystemExit) as exc:
         main()
@@ -76,7 +77,8 @@ def test_stdin_to_stdout_jsonl(tiny_model_dir: Path, monkeypatch: pytest.MonkeyP
     import io
 
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"great\n\nbad \xff\n")))
-    code, out, err = run_cli(["classify", "-", "--model", str(tiny_model_dir), "--format", "jsonl"], monkeypatch, capsys)
+    args = ["classify", "-", "--model", str(tiny_model_dir), "--format", "jsonl"]
+    code, out, err = run_cli(args, monkeypatch, capsys)
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["error"] is None for r in rows] == [True, False, False]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from padless.postprocess import Prediction, PostProcessor, scoring_function
+from padless.postprocess import PostProcessor, Prediction, scoring_function
 
 LABELS3 = {0: "neg", 1: "neu", 2: "pos"}
 

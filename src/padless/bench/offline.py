@@ -31,7 +31,7 @@ from padless.bench.peak import measure_matmul_peak
 from padless.bench.workload import describe_lengths, describe_mix, make_workload
 from padless.config import BatchConfig
 from padless.engine import Classifier, Stats, model_flops
-from padless.errors import ItemError
+from padless.errors import ConfigError, ItemError
 from padless.runtime.torch import usable_cores
 
 if TYPE_CHECKING:
@@ -149,22 +149,22 @@ def run_offline_bench(
     names = list(configs or CONFIGS)
     unknown = [name for name in names if name not in CONFIGS]
     if unknown or not names or len(set(names)) != len(names):
-        raise ValueError(f"configs must be distinct names from {', '.join(CONFIGS)}; got {names}")
+        raise ConfigError(f"configs must be distinct names from {', '.join(CONFIGS)}; got {names}")
     if n < 1 or rounds < 1:
-        raise ValueError("n and rounds must be positive")
+        raise ConfigError("n and rounds must be positive")
     from rich.console import Console
 
     console = Console(stderr=True) if progress else None
     load_start = _loadavg()
     clf = Classifier(model, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
     if "pad512-b32" in names and (clf.max_length < PAD_WIDTH or not hasattr(clf.runtime, "model")):
-        raise ValueError(f"pad512-b32 needs the torch backend and a model that accepts {PAD_WIDTH} tokens")
+        raise ConfigError(f"pad512-b32 needs the torch backend and a model that accepts {PAD_WIDTH} tokens")
     texts = make_workload(clf.encoder.tokenizer, mix, n, seed)
     # What every config computes: the token ids after truncation to the model's limit, special tokens included.
     encoded = clf.encoder.encode(texts)
     bad = [e for e in encoded if isinstance(e, ItemError)]
     if bad:
-        raise ValueError(f"{len(bad)} workload items cannot be scored: {bad[0]}")
+        raise ConfigError(f"{len(bad)} workload items cannot be scored: {bad[0]}")
     lengths = [len(e) for e in encoded]  # type: ignore[arg-type]
     real = sum(lengths)
     useful_flops = sum(model_flops(clf.info, length) for length in lengths)
@@ -221,7 +221,8 @@ def run_offline_bench(
             None if reference is None else sum(a == b for a, b in zip(labels[name], reference)) / n)
         results[name] = entry
 
-    ratios = {f"padless_vs_{name}": results["padless"]["texts_per_s"] / results[name]["texts_per_s"]
+    # Paired per round (same round, adjacent in time), then the median: robust to the machine drifting mid-run.
+    ratios = {f"padless_vs_{name}": statistics.median(b / a for a, b in zip(seconds["padless"], seconds[name]))
               for name in names if name != "padless" and "padless" in results}
     info = clf.info
     result: dict[str, Any] = {

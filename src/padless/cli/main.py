@@ -10,11 +10,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from padless.config import BatchConfig, ModelConfig
+from padless.config import BatchConfig, ModelConfig, QueueConfig, ServerConfig
 from padless.errors import PadlessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -26,7 +26,7 @@ app.add_typer(models_app, name="models")
 ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="PADLESS_MODEL",
                                        help="'default', a local Hugging Face folder, or a Hub id.")]
 BackendOpt = Annotated[str, typer.Option(envvar="PADLESS_BACKEND", help="Runtime backend: torch or dummy.")]
-MaxLenOpt = Annotated[Optional[int], typer.Option(envvar="PADLESS_MAX_LENGTH",
+MaxLenOpt = Annotated[int | None, typer.Option(envvar="PADLESS_MAX_LENGTH",
                                                   help="Token limit per input [default: the model's limit].")]
 MaxCharsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_CHARS", help="Character cap applied before tokenizing.")]
 TokensOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_BATCH_TOKENS", help="Padded tokens (rows × longest) per batch.")]
@@ -96,9 +96,9 @@ def classify(
     input: Annotated[str, typer.Argument(help="Input file (CSV, TSV, JSONL, Parquet, text) or - for stdin.")],
     output: Annotated[str, typer.Option("--output", "-o", envvar="PADLESS_OUTPUT", help="Output file, or - for stdout.")] = "-",
     column: Annotated[str, typer.Option("--column", "-c", envvar="PADLESS_COLUMN", help="Text column or field.")] = "text",
-    input_format: Annotated[Optional[str], typer.Option("--input-format", envvar="PADLESS_INPUT_FORMAT",
+    input_format: Annotated[str | None, typer.Option("--input-format", envvar="PADLESS_INPUT_FORMAT",
                                                         help="csv|tsv|jsonl|parquet|txt [default: from the name; txt for stdin]")] = None,
-    format: Annotated[Optional[str], typer.Option("--format", "-f", envvar="PADLESS_FORMAT",
+    format: Annotated[str | None, typer.Option("--format", "-f", envvar="PADLESS_FORMAT",
                                                   help="Output format csv|tsv|jsonl|parquet [default: from -o; jsonl for stdout]")] = None,
     model: ModelOpt = "default",
     backend: BackendOpt = "torch",
@@ -115,7 +115,7 @@ def classify(
     output_prefix: Annotated[str, typer.Option(envvar="PADLESS_OUTPUT_PREFIX", help="Prefix for the added columns.")] = "",
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run of the same command.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
-    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar [default: on a terminal].")] = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar [default: on a terminal].")] = None,
 ) -> None:
     """Classify every row of a file; keeps the input's columns and adds label, score and error."""
     from padless.fileio import FORMATS, detect_format
@@ -202,7 +202,7 @@ def bench(
     n: Annotated[int, typer.Option("-n", envvar="PADLESS_BENCH_N", help="Texts in the workload.")] = 400,
     rounds: Annotated[int, typer.Option(envvar="PADLESS_BENCH_ROUNDS", help="Interleaved rounds; medians reported.")] = 2,
     seed: Annotated[int, typer.Option(envvar="PADLESS_BENCH_SEED", help="Workload seed.")] = 0,
-    configs: Annotated[Optional[str], typer.Option(envvar="PADLESS_BENCH_CONFIGS", help="Comma-separated subset of pipeline-b1,pipeline-b32,pad512-b32,padless.")] = None,
+    configs: Annotated[str | None, typer.Option(envvar="PADLESS_BENCH_CONFIGS", help="Comma-separated subset of pipeline-b1,pipeline-b32,pad512-b32,padless.")] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", envvar="PADLESS_BENCH_OUT", help="Where bench.json and bench.png go.")] = Path("bench-results"),
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
@@ -223,6 +223,45 @@ def bench(
                                max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, progress=True)
     Console().print(render_table(result))
     typer.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+
+
+@app.command()
+def serve(
+    model: ModelOpt = "default",
+    backend: BackendOpt = "torch",
+    host: Annotated[str, typer.Option(envvar="PADLESS_HOST", help="Bind address (loopback unless you say otherwise).")] = ServerConfig.host,
+    port: Annotated[int, typer.Option(envvar="PADLESS_PORT", help="TCP port.")] = ServerConfig.port,
+    max_length: MaxLenOpt = None,
+    max_chars: MaxCharsOpt = ModelConfig.max_chars,
+    max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
+    max_batch_size: RowsOpt = BatchConfig.max_batch_size,
+    threads: ThreadsOpt = 0,
+    max_wait_ms: Annotated[float, typer.Option(envvar="PADLESS_MAX_WAIT_MS", help="Longest wait to fill a batch when lightly loaded.")] = QueueConfig.max_wait_ms,
+    max_queue_inputs: Annotated[int, typer.Option(envvar="PADLESS_MAX_QUEUE_INPUTS", help="Admitted inputs before 429.")] = QueueConfig.max_queue_inputs,
+    max_queue_tokens: Annotated[int, typer.Option(envvar="PADLESS_MAX_QUEUE_TOKENS", help="Admitted tokens before 429.")] = QueueConfig.max_queue_tokens,
+    lookahead: Annotated[int, typer.Option(envvar="PADLESS_LOOKAHEAD", help="Queued items the batch former considers.")] = QueueConfig.lookahead,
+    forward_timeout: Annotated[float, typer.Option(envvar="PADLESS_FORWARD_TIMEOUT", help="Seconds before a stuck forward pass fails its batch.")] = QueueConfig.forward_timeout_s,
+    request_timeout: Annotated[float, typer.Option(envvar="PADLESS_REQUEST_TIMEOUT", help="Per-request deadline (s); X-Request-Timeout may shorten it.")] = ServerConfig.request_timeout_s,
+    drain_timeout: Annotated[float, typer.Option(envvar="PADLESS_DRAIN_TIMEOUT", help="Seconds to finish accepted work on SIGTERM.")] = ServerConfig.drain_timeout_s,
+    max_inputs_per_request: Annotated[int, typer.Option(envvar="PADLESS_MAX_INPUTS_PER_REQUEST", help="Inputs per request before 422.")] = ServerConfig.max_inputs_per_request,
+    max_body_bytes: Annotated[int, typer.Option(envvar="PADLESS_MAX_BODY_BYTES", help="Request body limit (413 beyond).")] = ServerConfig.max_body_bytes,
+    cache_size: Annotated[int, typer.Option(envvar="PADLESS_CACHE_SIZE", help="Result cache entries; 0 disables.")] = ServerConfig.cache_size,
+    api_key: Annotated[str | None, typer.Option(envvar="PADLESS_API_KEY", help="Require this key (Bearer or X-API-Key) on every route but /health.", show_default=False)] = None,
+    cors_origins: Annotated[str, typer.Option(envvar="PADLESS_CORS_ORIGINS", help="Comma-separated allowed origins; empty = CORS closed.")] = "",
+    log_level: Annotated[str, typer.Option(envvar="PADLESS_LOG_LEVEL", help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a model over HTTP with continuous token-budget batching."""
+    server_cfg = ServerConfig(host=host, port=port, api_key=api_key, cors_origins=cors_origins,
+                              max_body_bytes=max_body_bytes, max_inputs_per_request=max_inputs_per_request,
+                              request_timeout_s=request_timeout, drain_timeout_s=drain_timeout, cache_size=cache_size)
+    queue_cfg = QueueConfig(max_wait_ms=max_wait_ms, max_queue_inputs=max_queue_inputs,
+                            max_queue_tokens=max_queue_tokens, lookahead=lookahead, forward_timeout_s=forward_timeout)
+    server_cfg.validate()
+    queue_cfg.validate(BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size))
+    clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size)
+    from padless.server.run import serve as run_server
+
+    run_server(clf, server_cfg, queue_cfg, log_level=log_level)  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -1,0 +1,51 @@
+"""The baseline a user would write: FastAPI calling ``transformers.pipeline`` once per request.
+
+Same ``POST /predict`` shape as padless (``{"inputs": str | [str]}`` → one list of ``{label, score}`` per input), so
+one load generator drives both. Run: ``python -m padless.bench.baseline_server MODEL_DIR PORT``.
+The pipeline call is synchronous inside an ``async def`` route — exactly the common pattern — so requests are
+served one at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class PredictRequest(BaseModel):
+    inputs: str | list[str]
+
+
+def create_app(model_dir: str) -> Any:
+    from fastapi import FastAPI
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=model_dir, device="cpu", top_k=None)
+    app = FastAPI(title="pipeline baseline")
+
+    @app.post("/predict")
+    async def predict(body: PredictRequest) -> Any:
+        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        out = pipe(texts, truncation=True)
+        return [[{"label": d["label"], "score": d["score"]} for d in row] for row in out]
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    model_dir, port = sys.argv[1], int(sys.argv[2])
+    uvicorn.run(create_app(model_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,775 @@
+"""An open-loop HTTP load generator for a padless server, and a capacity search on top of it.
+
+Why open loop: a closed-loop client (N workers, each waiting for its answer before sending the next request) slows
+down exactly when the server does, so a struggling server is offered *less* load and its tail latency looks fine
+("coordinated omission"). Here every request has a send time fixed in advance from a Poisson process (exponential
+gaps, seeded), it is sent at that time whether or not earlier requests have finished, and its latency is measured
+from that *scheduled* time to the end of the response. A server that falls behind therefore shows it in the
+percentiles, and so does a client that falls behind (its lateness is also reported on its own, as ``send_lag_ms``).
+
+Safety: this tool only ever talks to loopback addresses (127.0.0.0/8, ``localhost``, ``::1``); any other host is
+refused with :class:`ValueError` before a socket is opened. Proxies from the environment are ignored and redirects are
+not followed, so traffic cannot be bounced elsewhere either.
+
+Public API: :func:`run_load`, :func:`find_capacity`, :func:`render_report` (plus the small helpers
+:func:`poisson_schedule`, :func:`percentile`, :func:`parse_prometheus`, :func:`server_stats`, :func:`check_loopback`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+from rich.table import Table
+
+__all__ = [
+    "OUTCOMES",
+    "check_loopback",
+    "find_capacity",
+    "parse_prometheus",
+    "percentile",
+    "poisson_schedule",
+    "render_capacity",
+    "render_report",
+    "run_load",
+    "server_stats",
+]
+
+#: Every scheduled request ends in exactly one of these (``report["outcomes"]`` sums to ``report["scheduled"]``).
+OUTCOMES: tuple[str, ...] = (
+    "ok",  # 200 with one result list per input
+    "bad_response",  # 200 whose body is not one list per input (a server bug, not a success)
+    "rejected_429",  # overload shedding; never retried, since a retry would change the offered load
+    "client_error_4xx",  # any other 4xx (413, 422, ...)
+    "server_error_5xx",  # 500, 503, 504, ...
+    "other_status",  # 1xx/3xx/other 2xx: unexpected for this API
+    "timeout",  # no complete response within ``timeout`` (including stragglers cancelled at the end)
+    "connection_error",  # refused, reset, protocol errors: the request never got an HTTP answer
+    "client_exception",  # anything else raised on the client side (a bug here, kept visible rather than hidden)
+    "dropped_client_side",  # not sent because ``max_in_flight`` requests were already outstanding
+)
+
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+_asyncio_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+; 3.10 falls back to asyncio.wait_for
+
+# Metric names of the padless server (all optional: a server without them simply gives no server-side section).
+_M_ROWS = "padless_batch_size"
+_M_TOKENS = "padless_batch_tokens"
+_M_REAL = "padless_batch_real_tokens_total"
+_M_PADDED = "padless_batch_padded_tokens_total"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def check_loopback(url: str) -> httpx.URL:
+    """Parse ``url`` and return it, or raise :class:`ValueError` unless it is http(s) to a loopback host.
+
+    Accepted hosts: ``localhost``, any address in 127.0.0.0/8, ``::1`` (and IPv4-mapped ``::ffff:127.x.y.z``).
+    Names are not resolved: a name other than ``localhost`` is refused even if it happens to point at loopback,
+    because resolution can change between this check and the connection.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except Exception as exc:  # httpx raises InvalidURL, but a malformed URL must read as a refusal either way
+        raise ValueError(f"invalid URL {url!r}: {exc}") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"refusing {url!r}: only http:// and https:// URLs are supported")
+    host = parsed.host.lower()
+    if not host:
+        raise ValueError(f"refusing {url!r}: no host")
+    if host in _LOOPBACK_NAMES:
+        return parsed
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise ValueError(f"refusing {url!r}: the load generator only targets loopback hosts "
+                         "(127.0.0.0/8, localhost, ::1)") from None
+    mapped = getattr(address, "ipv4_mapped", None)
+    if address.is_loopback or (mapped is not None and mapped.is_loopback):
+        return parsed
+    raise ValueError(f"refusing {url!r}: {host} is not a loopback address; the load generator only targets "
+                     "127.0.0.0/8, localhost and ::1")
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """``(base, predict_url)``: ``url`` may be the server root (``http://127.0.0.1:8000``) or its ``/predict``."""
+    parsed = check_loopback(url)
+    text = str(parsed.copy_with(query=None, fragment=None)).rstrip("/")
+    if text.endswith("/predict"):
+        return text[: -len("/predict")], text
+    return text, text + "/predict"
+
+
+def poisson_schedule(rate: float, duration: float, seed: int = 0) -> list[float]:
+    """Send offsets in seconds (sorted, all ``< duration``) of a Poisson process with ``rate`` arrivals per second.
+
+    Gaps are exponential with mean ``1/rate`` drawn from ``random.Random(seed)``, so a seed always gives the same
+    schedule. The count is itself random (mean ``rate·duration``), as real independent arrivals are.
+    """
+    if not (rate > 0 and math.isfinite(rate)):
+        raise ValueError(f"rate must be a positive number, got {rate}")
+    if not (duration > 0 and math.isfinite(duration)):
+        raise ValueError(f"duration must be a positive number, got {duration}")
+    rng = random.Random(seed)
+    offsets: list[float] = []
+    t = rng.expovariate(rate)
+    while t < duration:
+        offsets.append(t)
+        t += rng.expovariate(rate)
+    return offsets
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank ``p``-th percentile (0 < p ≤ 100) of ``values``; ``None`` for no values.
+
+    Nearest rank returns an observed value (never an interpolation between two), and for small samples it errs
+    towards the slower side, which is the safe direction for a latency limit (the rule of
+    ``workload.describe_lengths`` too).
+    """
+    if not 0 < p <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {p}")
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def _latency_summary(seconds: Sequence[float]) -> dict[str, float | int | None]:
+    """count, mean, p50, p90, p99, max of latencies given in seconds, reported in milliseconds."""
+    ms = sorted(s * 1000.0 for s in seconds)
+    if not ms:
+        return {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None, "max": None}
+    return {
+        "count": len(ms),
+        "mean": sum(ms) / len(ms),
+        "p50": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "p99": percentile(ms, 99),
+        "max": ms[-1],
+    }
+
+
+def _split_sample(line: str) -> tuple[str, str, str] | None:
+    """``(name, labels, rest)`` of one exposition line, respecting quoted label values (which may hold ``}``)."""
+    brace = line.find("{")
+    space = line.find(" ")
+    if brace == -1 or (space != -1 and space < brace):
+        if space == -1:
+            return None
+        return line[:space], "", line[space + 1:]
+    in_quotes = escaped = False
+    for i in range(brace + 1, len(line)):
+        ch = line[i]
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            in_quotes = not in_quotes
+        elif ch == "}" and not in_quotes:
+            return line[:brace], line[brace + 1: i], line[i + 1:]
+    return None
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Sample name → value from Prometheus/OpenMetrics text, summing samples that differ only in labels.
+
+    Summing over labels is what the load report needs (e.g. one histogram per model or per device still adds up
+    to the server's totals). Histogram ``_bucket`` samples are skipped: only ``_sum``/``_count`` are used, and
+    keeping buckets would make label-summing meaningless. Comments, malformed lines and non-numeric values are
+    ignored, so an unexpected exposition never breaks a load test.
+    """
+    values: dict[str, float] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = _split_sample(line)
+        if parts is None:
+            continue
+        name, _labels, rest = parts
+        if name.endswith("_bucket"):
+            continue
+        fields = rest.split()
+        if not fields:
+            continue
+        try:
+            value = float(fields[0])
+        except ValueError:
+            continue
+        values[name] = values.get(name, 0.0) + value
+    return values
+
+
+def server_stats(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None] | None:
+    """Server-side batch figures over a window, from two :func:`parse_prometheus` results.
+
+    Keys: ``batches``, ``rows``, ``mean_batch_size``, ``mean_batch_tokens``, ``real_tokens``, ``padded_tokens``,
+    ``padding_fraction`` (``1 − real/padded``). A figure is ``None`` when its metrics are absent or did not move;
+    the whole result is ``None`` when none of the padless metrics is present. Counters are differenced because the
+    server's totals include everything it served before the window. Anything else the server did during the
+    window (another client) is included too; metrics cannot tell requests apart.
+    """
+    def delta(name: str) -> float | None:
+        if name not in after:
+            return None
+        # A counter that went down means the server restarted in between; the difference would be garbage.
+        d = after[name] - before.get(name, 0.0)
+        return d if d >= 0 else None
+
+    names = (f"{_M_ROWS}_count", f"{_M_ROWS}_sum", f"{_M_TOKENS}_count", f"{_M_TOKENS}_sum", _M_REAL, _M_PADDED)
+    if not any(n in after for n in names):
+        return None
+    batches, rows = delta(f"{_M_ROWS}_count"), delta(f"{_M_ROWS}_sum")
+    token_batches, tokens = delta(f"{_M_TOKENS}_count"), delta(f"{_M_TOKENS}_sum")
+    real, padded = delta(_M_REAL), delta(_M_PADDED)
+    return {
+        "batches": batches if batches is not None else token_batches,
+        "rows": rows,
+        "mean_batch_size": rows / batches if rows is not None and batches else None,
+        "mean_batch_tokens": tokens / token_batches if tokens is not None and token_batches else None,
+        "real_tokens": real,
+        "padded_tokens": padded,
+        "padding_fraction": 1.0 - real / padded if real is not None and padded else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The load run
+
+
+def _raise_fd_limit(needed: int) -> str | None:
+    """Raise the soft open-files limit towards ``needed``; a warning string if it stays too low.
+
+    Each in-flight HTTP/1.1 request holds its own socket; running out of descriptors would show up as connection
+    errors and be blamed on the server.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX: nothing to adjust
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        target = soft
+    if target < needed:
+        return (f"open-files limit {target} is below max_in_flight + headroom ({needed}); "
+                "high concurrency may fail with client-side connection errors")
+    return None
+
+
+async def _fetch_text(client: httpx.AsyncClient, url: str) -> str | None:
+    try:
+        response = await client.get(url, timeout=5.0)
+    except httpx.HTTPError:
+        return None
+    return response.text if response.status_code == 200 else None
+
+
+async def _fetch_metrics(client: httpx.AsyncClient, base: str) -> dict[str, float] | None:
+    text = await _fetch_text(client, base + "/metrics")
+    return parse_prometheus(text) if text is not None else None
+
+
+async def _fetch_info(client: httpx.AsyncClient, base: str) -> dict[str, Any] | None:
+    text = await _fetch_text(client, base + "/info")
+    if text is None:
+        return None
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _classify(response: httpx.Response, n_inputs: int) -> tuple[str, str | None]:
+    """Outcome name and, for error bodies, the server's ``error_type``."""
+    code = response.status_code
+    if code == 200:
+        try:
+            body = response.json()
+        except ValueError:
+            return "bad_response", None
+        good = isinstance(body, list) and len(body) == n_inputs and all(isinstance(r, list) for r in body)
+        return ("ok" if good else "bad_response"), None
+    error_type: str | None = None
+    try:
+        body = response.json()
+        if isinstance(body, dict) and body.get("error_type") is not None:
+            error_type = str(body["error_type"])
+    except ValueError:
+        pass
+    if code == 429:
+        return "rejected_429", error_type
+    if 400 <= code < 500:
+        return "client_error_4xx", error_type
+    if 500 <= code < 600:
+        return "server_error_5xx", error_type
+    return "other_status", error_type
+
+
+class _Result:
+    """What one request task produced; kept tiny since a long run makes tens of thousands."""
+
+    __slots__ = ("outcome", "status", "latency", "lag", "error_type", "retry_after", "detail")
+
+    def __init__(self, outcome: str, *, status: int | None = None, latency: float | None = None,
+                 lag: float = 0.0, error_type: str | None = None, retry_after: float | None = None,
+                 detail: str | None = None) -> None:
+        self.outcome = outcome
+        self.status = status
+        self.latency = latency
+        self.lag = lag
+        self.error_type = error_type
+        self.retry_after = retry_after
+        self.detail = detail
+
+
+async def run_load(
+    url: str,
+    *,
+    rate: float,
+    duration: float,
+    texts: list[str],
+    inputs_per_request: int = 1,
+    timeout: float = 30.0,
+    seed: int = 0,
+    max_in_flight: int = 2000,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Offer ``rate`` requests/s of Poisson arrivals to ``POST {url}/predict`` for ``duration`` seconds.
+
+    ``url`` is the server root (``http://127.0.0.1:8000``) or its ``/predict`` URL; it must be a loopback address
+    (:class:`ValueError` otherwise). Each request carries ``inputs_per_request`` texts taken in order from ``texts``,
+    cycling (a single text is sent as a string, several as a list), with ``raw_scores=false, truncate=true``.
+    Send times come from :func:`poisson_schedule` with ``seed``; each request is fired at its time regardless of
+    earlier ones, unless ``max_in_flight`` are outstanding, in which case it is counted as ``dropped_client_side``.
+    A request gets ``timeout`` seconds from being sent; after the last send the run waits at most ``timeout`` more for
+    stragglers, which then count as timeouts. Nothing is retried (a 429 is an outcome, not a reason to resend).
+
+    Returns a JSON-ready report:
+
+    * ``url``, ``offered_rate`` (the ``rate`` asked for), ``duration_s``, ``seed``, ``inputs_per_request``,
+      ``timeout_s``, ``max_in_flight``;
+    * ``scheduled`` (requests in the schedule), ``scheduled_rate`` (``scheduled / duration``: the Poisson draw's own
+      rate), ``sent``;
+    * ``outcomes``: count per name in :data:`OUTCOMES`, summing to ``scheduled``; ``status_codes``: HTTP status
+      (as a string) → count; ``error_types``: the error bodies' ``error_type`` → count; ``retry_after_s_max``;
+    * ``window_s``: from the first scheduled send to the last completion (at least ``duration``), the span that
+      throughput is measured over; ``throughput_rps`` and ``throughput_texts_per_s``: successful requests and texts
+      per second over that window;
+    * ``latency_ms``: ``count, mean, p50, p90, p99, max`` of successful (``ok``) requests, from scheduled send to the
+      end of the response; ``latency_all_ms``: the same over every request that got any HTTP response;
+    * ``send_lag_ms``: ``p50, p99, max`` of how late the client started each request against its schedule (large
+      values mean the load generator itself was the bottleneck); ``client_cpu_percent``: this process's CPU time
+      over the window (all threads); ``peak_in_flight``;
+    * ``server``: :func:`server_stats` of ``/metrics`` before and after the run, or ``None`` if unavailable;
+      ``server_info``: the ``/info`` JSON or ``None``;
+    * ``warnings``: human-readable caveats about the measurement itself;
+    * ``errors_sample``: up to 5 distinct client-side exception messages.
+    """
+    if not texts:
+        raise ValueError("texts must not be empty")
+    if inputs_per_request < 1:
+        raise ValueError(f"inputs_per_request must be at least 1, got {inputs_per_request}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be a positive number, got {timeout}")
+    if max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+    base, predict_url = _split_url(url)  # refuses non-loopback before anything is opened
+    offsets = poisson_schedule(rate, duration, seed)
+    warnings: list[str] = []
+    fd_warning = _raise_fd_limit(max_in_flight + 64)
+    if fd_warning:
+        warnings.append(fd_warning)
+
+    n_texts = len(texts)
+    bodies: dict[int, bytes] = {}
+
+    def body_for(i: int) -> bytes:
+        # Request i carries texts i·k … i·k+k−1 (mod n); there are at most n distinct bodies, so they are encoded
+        # once and reused: JSON encoding in the send path would steal CPU from the schedule at high rates.
+        start = (i * inputs_per_request) % n_texts
+        body = bodies.get(start)
+        if body is None:
+            chosen = [texts[(start + j) % n_texts] for j in range(inputs_per_request)]
+            payload = {"inputs": chosen[0] if inputs_per_request == 1 else chosen, "raw_scores": False,
+                       "truncate": True}
+            body = bodies[start] = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        return body
+
+    request_headers = {"content-type": "application/json", **(headers or {})}
+    # One connection per in-flight request (HTTP/1.1); the pool must never be what limits concurrency, or requests
+    # would queue invisibly inside the client. trust_env=False: an HTTP(S)_PROXY variable must not reroute traffic
+    # off the loopback interface; redirects are not followed for the same reason.
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    loop = asyncio.get_running_loop()
+
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout), trust_env=False,
+                                 follow_redirects=False, headers=request_headers) as client:
+        metrics_before = await _fetch_metrics(client, base)
+        info = await _fetch_info(client, base)
+
+        async def one(i: int, scheduled: float) -> _Result:
+            lag = loop.time() - scheduled
+            try:
+                # A total deadline per request: httpx's own timeout is per operation (connect, each read...), so a
+                # server trickling bytes could otherwise hold a request far beyond ``timeout``. asyncio.timeout
+                # (3.11+) avoids the extra task per request that wait_for costs on 3.11.
+                if _asyncio_timeout is not None:
+                    async with _asyncio_timeout(timeout):
+                        response = await client.post(predict_url, content=body_for(i))
+                else:
+                    response = await asyncio.wait_for(client.post(predict_url, content=body_for(i)), timeout)
+            except (asyncio.TimeoutError, httpx.TimeoutException):  # distinct types before Python 3.11
+                return _Result("timeout", lag=lag)
+            except httpx.TransportError as exc:
+                return _Result("connection_error", lag=lag, detail=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - any other failure is counted, never lost
+                return _Result("client_exception", lag=lag, detail=f"{type(exc).__name__}: {exc}")
+            latency = loop.time() - scheduled
+            outcome, error_type = _classify(response, inputs_per_request)
+            retry_after: float | None = None
+            if response.status_code == 429:
+                try:
+                    retry_after = float(response.headers.get("retry-after", ""))
+                except ValueError:
+                    retry_after = None
+            return _Result(outcome, status=response.status_code, latency=latency, lag=lag,
+                           error_type=error_type, retry_after=retry_after)
+
+        tasks: list[asyncio.Task[_Result] | None] = []  # None: dropped client-side
+        in_flight: set[asyncio.Task[_Result]] = set()
+        peak = 0
+        last_done = [0.0]
+
+        def finished(task: asyncio.Task[_Result]) -> None:
+            in_flight.discard(task)
+            last_done[0] = max(last_done[0], loop.time())
+
+        cpu_start = time.process_time()
+        start = loop.time() + 0.01  # a few ms of slack so the first send is not already late
+        for i, offset in enumerate(offsets):
+            scheduled = start + offset
+            delay = scheduled - loop.time()
+            # When behind schedule, still yield once so already-created requests get to run; the lateness is
+            # charged to latency (measured from ``scheduled``) and shows in send_lag_ms.
+            await asyncio.sleep(delay if delay > 0 else 0)
+            if len(in_flight) >= max_in_flight:
+                tasks.append(None)
+                continue
+            task = asyncio.create_task(one(i, scheduled))
+            task.add_done_callback(finished)
+            in_flight.add(task)
+            tasks.append(task)
+            peak = max(peak, len(in_flight))
+
+        stragglers = 0
+        if in_flight:
+            _, pending = await asyncio.wait(set(in_flight), timeout=timeout)
+            stragglers = len(pending)
+            for task in pending:
+                task.cancel()
+            # Wait for the cancellations to land so no task outlives the client it uses.
+            await asyncio.gather(*pending, return_exceptions=True)
+        end = loop.time()
+        cpu_used = time.process_time() - cpu_start
+        metrics_after = await _fetch_metrics(client, base)
+
+    outcomes = dict.fromkeys(OUTCOMES, 0)
+    status_codes: Counter[int] = Counter()
+    error_types: Counter[str] = Counter()
+    ok_latencies: list[float] = []
+    all_latencies: list[float] = []
+    lags: list[float] = []
+    retry_after_max: float | None = None
+    errors_sample: list[str] = []
+    for slot in tasks:
+        if slot is None:
+            outcomes["dropped_client_side"] += 1
+            continue
+        if slot.cancelled():
+            outcomes["timeout"] += 1  # a straggler cut off after the drain window
+            continue
+        result = slot.result()
+        outcomes[result.outcome] += 1
+        lags.append(result.lag)
+        if result.status is not None:
+            status_codes[result.status] += 1
+        if result.latency is not None:
+            all_latencies.append(result.latency)
+            if result.outcome == "ok":
+                ok_latencies.append(result.latency)
+        if result.error_type:
+            error_types[result.error_type] += 1
+        if result.retry_after is not None:
+            retry_after_max = max(retry_after_max or 0.0, result.retry_after)
+        if result.detail and result.detail not in errors_sample and len(errors_sample) < 5:
+            errors_sample.append(result.detail)
+
+    # Throughput over the span the work really took: dividing by ``duration`` alone would overstate a server that
+    # finished its backlog long after the last send.
+    window = max(duration, (last_done[0] if last_done[0] else end) - start)
+    ok = outcomes["ok"]
+    lag_ms = sorted(x * 1000.0 for x in lags)
+    lag_summary = {"p50": percentile(lag_ms, 50), "p99": percentile(lag_ms, 99), "max": lag_ms[-1] if lag_ms else None}
+    if lag_summary["p99"] is not None and lag_summary["p99"] > 10.0:
+        warnings.append(f"the load generator started requests late (send lag p99 {lag_summary['p99']:.1f} ms); "
+                        "latencies include that client-side delay, and the offered rate may not have been met")
+    cpu_percent = 100.0 * cpu_used / window if window > 0 else None
+    if cpu_percent is not None and cpu_percent > 90.0:
+        warnings.append(f"this process used {cpu_percent:.0f}% of a CPU core; the client may have limited the load")
+    if stragglers:
+        warnings.append(f"{stragglers} request(s) were still outstanding {timeout:g} s after the last send and were "
+                        "cancelled (counted as timeouts)")
+    if outcomes["dropped_client_side"]:
+        warnings.append(f"{outcomes['dropped_client_side']} request(s) were not sent: max_in_flight={max_in_flight} "
+                        "requests were already outstanding")
+    server = server_stats(metrics_before, metrics_after) if metrics_before is not None and metrics_after else None
+
+    return {
+        "url": predict_url,
+        "offered_rate": float(rate),
+        "duration_s": float(duration),
+        "seed": seed,
+        "inputs_per_request": inputs_per_request,
+        "timeout_s": float(timeout),
+        "max_in_flight": max_in_flight,
+        "scheduled": len(offsets),
+        "scheduled_rate": len(offsets) / duration,
+        "sent": len(offsets) - outcomes["dropped_client_side"],
+        "outcomes": outcomes,
+        "status_codes": {str(code): n for code, n in sorted(status_codes.items())},
+        "error_types": dict(error_types.most_common()),
+        "retry_after_s_max": retry_after_max,
+        "window_s": window,
+        "throughput_rps": ok / window,
+        "throughput_texts_per_s": ok * inputs_per_request / window,
+        "latency_ms": _latency_summary(ok_latencies),
+        "latency_all_ms": _latency_summary(all_latencies),
+        "send_lag_ms": lag_summary,
+        "client_cpu_percent": cpu_percent,
+        "peak_in_flight": peak,
+        "server": server,
+        "server_info": info,
+        "warnings": warnings,
+        "errors_sample": errors_sample,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Capacity search
+
+
+def _verdict(report: dict[str, Any], p99_limit_ms: float) -> tuple[bool, str]:
+    """Whether a run held the limit, and why not. Any non-ok outcome fails: a 429 or a timeout is not capacity."""
+    bad = {k: v for k, v in report["outcomes"].items() if k != "ok" and v}
+    if bad:
+        return False, "non-ok outcomes: " + ", ".join(f"{k}={v}" for k, v in bad.items())
+    p99 = report["latency_ms"]["p99"]
+    if p99 is None:
+        return False, "no successful requests"
+    if p99 > p99_limit_ms:
+        return False, f"p99 {p99:.1f} ms > {p99_limit_ms:g} ms"
+    return True, f"p99 {p99:.1f} ms"
+
+
+async def find_capacity(
+    url: str,
+    *,
+    texts: list[str],
+    p99_limit_ms: float = 200.0,
+    duration: float = 10.0,
+    start_rate: float = 10.0,
+    max_rate: float = 5000.0,
+    min_rate: float = 0.5,
+    growth: float = 2.0,
+    bisect_steps: int = 2,
+    budget_s: float = 180.0,
+    inputs_per_request: int = 1,
+    timeout: float = 5.0,
+    seed: int = 0,
+    max_in_flight: int = 2000,
+    headers: dict[str, str] | None = None,
+    settle_s: float = 0.5,
+) -> dict[str, Any]:
+    """The highest offered rate (requests/s) at which a :func:`run_load` of ``duration`` s held p99 ≤ ``p99_limit_ms``
+    with every request ``ok`` (no 429, no error, no timeout, nothing dropped).
+
+    Search: from ``start_rate``, multiply by ``growth`` while runs pass (up to ``max_rate``); if the first run fails,
+    divide instead (down to ``min_rate``). Once a passing and a failing rate bracket the capacity, ``bisect_steps``
+    geometric midpoints refine it. A run is only started if it can finish within ``budget_s`` from the start even in
+    the worst case (``duration + timeout`` plus ``settle_s``), so the whole search is bounded by ``budget_s`` (plus a
+    few metrics requests); ``timeout`` defaults low because a request slower than that has failed any sensible p99
+    limit anyway. Every run uses the same ``seed``, so rates are compared on the same arrival pattern shape.
+
+    Returns ``rate`` (``None`` if no run passed), ``report`` (the :func:`run_load` report at ``rate``, or ``None``),
+    ``p99_limit_ms``, ``failed_rate`` (lowest failing rate seen above ``rate``, or ``None``), ``stopped_by``
+    (``"bracketed"``, ``"max_rate"``, ``"min_rate"`` or ``"budget"``), ``elapsed_s`` and ``trials`` (one dict per run:
+    ``rate, passed, reason, p99_ms, throughput_rps``).
+    """
+    if growth <= 1:
+        raise ValueError(f"growth must be > 1, got {growth}")
+    if not 0 < min_rate <= start_rate <= max_rate:
+        raise ValueError("need 0 < min_rate <= start_rate <= max_rate")
+    if bisect_steps < 0:
+        raise ValueError("bisect_steps must be non-negative")
+    check_loopback(url)
+    started = time.monotonic()
+    worst_trial = duration + timeout + settle_s + 1.0  # + 1 s for the /metrics and /info requests around a run
+    trials: list[dict[str, Any]] = []
+    best_rate: float | None = None
+    best_report: dict[str, Any] | None = None
+    fail_rate: float | None = None
+
+    async def trial(rate: float) -> bool | None:
+        """Run one load at ``rate``; None when the budget does not allow it."""
+        nonlocal best_rate, best_report, fail_rate
+        if time.monotonic() - started + worst_trial > budget_s:
+            return None
+        if trials:
+            await asyncio.sleep(settle_s)  # let the server finish anything left from the previous run
+        report = await run_load(url, rate=rate, duration=duration, texts=texts, inputs_per_request=inputs_per_request,
+                                timeout=timeout, seed=seed, max_in_flight=max_in_flight, headers=headers)
+        passed, reason = _verdict(report, p99_limit_ms)
+        trials.append({"rate": rate, "passed": passed, "reason": reason, "p99_ms": report["latency_ms"]["p99"],
+                       "throughput_rps": report["throughput_rps"]})
+        if passed and (best_rate is None or rate > best_rate):
+            best_rate, best_report = rate, report
+        if not passed and (fail_rate is None or rate < fail_rate):
+            fail_rate = rate
+        return passed
+
+    stopped_by = "bracketed"
+    rate = start_rate
+    first = await trial(rate)
+    if first is None:
+        stopped_by = "budget"
+    elif first:
+        # Grow until a failure brackets the capacity.
+        while fail_rate is None:
+            if rate >= max_rate:
+                stopped_by = "max_rate"
+                break
+            rate = min(rate * growth, max_rate)
+            if await trial(rate) is None:
+                stopped_by = "budget"
+                break
+    else:
+        # Even the start rate failed: shrink until something passes.
+        while best_rate is None:
+            if rate <= min_rate:
+                stopped_by = "min_rate"
+                break
+            rate = max(rate / growth, min_rate)
+            if await trial(rate) is None:
+                stopped_by = "budget"
+                break
+    if best_rate is not None and fail_rate is not None and stopped_by == "bracketed":
+        for _ in range(bisect_steps):
+            # Geometric midpoint: capacity is searched on a ratio scale, matching the geometric growth.
+            mid = math.sqrt(best_rate * fail_rate)
+            if await trial(mid) is None:
+                stopped_by = "budget"
+                break
+
+    return {
+        "rate": best_rate,
+        "report": best_report,
+        "p99_limit_ms": p99_limit_ms,
+        "failed_rate": fail_rate,
+        "stopped_by": stopped_by,
+        "elapsed_s": time.monotonic() - started,
+        "trials": trials,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def render_report(report: dict[str, Any], title: str | None = None) -> Table:
+    """A two-column rich table of a :func:`run_load` report (print it with ``rich.console.Console().print``)."""
+    table = Table(title=title or f"load test: {report['url']}", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+
+    def section(name: str) -> None:
+        table.add_row(f"[bold]{name}[/bold]", "", end_section=False)
+
+    section("load")
+    table.add_row("offered rate", _fmt(report["offered_rate"], " req/s"))
+    table.add_row("scheduled (sent)", f"{report['scheduled']} ({report['sent']}) in {_fmt(report['duration_s'], ' s')}")
+    table.add_row("inputs per request", str(report["inputs_per_request"]))
+    table.add_row("throughput", f"{_fmt(report['throughput_rps'], ' req/s')} · "
+                                f"{_fmt(report['throughput_texts_per_s'], ' texts/s')} "
+                                f"over {_fmt(report['window_s'], ' s', 2)}")
+    section("outcomes")
+    for name in OUTCOMES:
+        count = report["outcomes"][name]
+        if count or name == "ok":
+            style = "green" if name == "ok" else "red"
+            table.add_row(f"  {name}", f"[{style}]{count}[/{style}]")
+    if report["status_codes"]:
+        table.add_row("  status codes", ", ".join(f"{k}: {v}" for k, v in report["status_codes"].items()))
+    if report["error_types"]:
+        table.add_row("  error types", ", ".join(f"{k}: {v}" for k, v in report["error_types"].items()))
+    section("latency of ok requests (ms, from scheduled send)")
+    lat = report["latency_ms"]
+    for key in ("p50", "p90", "p99", "max", "mean"):
+        table.add_row(f"  {key}", _fmt(lat[key]))
+    table.add_row("  p99 over all responses", _fmt(report["latency_all_ms"]["p99"]))
+    section("client")
+    lag = report["send_lag_ms"]
+    table.add_row("  send lag p99 / max", f"{_fmt(lag['p99'])} / {_fmt(lag['max'])} ms")
+    table.add_row("  peak in flight", str(report["peak_in_flight"]))
+    table.add_row("  CPU", _fmt(report["client_cpu_percent"], " %", 0))
+    server = report.get("server")
+    if server:
+        section("server (/metrics over the run)")
+        table.add_row("  batches", _fmt(server["batches"], digits=0))
+        table.add_row("  mean batch size", _fmt(server["mean_batch_size"], " rows", 2))
+        table.add_row("  mean batch tokens", _fmt(server["mean_batch_tokens"], digits=0))
+        frac = server["padding_fraction"]
+        table.add_row("  padding fraction", "–" if frac is None else f"{100 * frac:.1f} %")
+    for warning in report.get("warnings", []):
+        table.add_row("[yellow]warning[/yellow]", f"[yellow]{warning}[/yellow]")
+    return table
+
+
+def render_capacity(result: dict[str, Any]) -> Table:
+    """A rich table of a :func:`find_capacity` result: one row per trial, and the capacity in the title."""
+    rate = result["rate"]
+    headline = "no rate held the limit" if rate is None else f"capacity ≈ {rate:,.1f} req/s"
+    table = Table(title=f"{headline} (p99 ≤ {result['p99_limit_ms']:g} ms; stopped by {result['stopped_by']})")
+    table.add_column("offered req/s", justify="right")
+    table.add_column("throughput req/s", justify="right")
+    table.add_column("p99 ms", justify="right")
+    table.add_column("result")
+    for t in result["trials"]:
+        verdict = "[green]pass[/green]" if t["passed"] else f"[red]fail[/red] ({t['reason']})"
+        table.add_row(_fmt(float(t["rate"])), _fmt(t["throughput_rps"]), _fmt(t["p99_ms"]), verdict)
+    return table

@@ -1,0 +1,153 @@
+"""``padless bench serve``: padless's server against the server a user would write, in one run, one machine.
+
+Steps, all on the same workload (:func:`padless.bench.workload.make_workload`) and loopback only:
+
+1. offline throughput of :meth:`Classifier.run` on the workload (the engine's ceiling), measured first;
+2. start ``padless serve`` and the baseline (:mod:`padless.bench.baseline_server`: FastAPI calling
+   ``transformers.pipeline`` per request) as separate processes on free ports;
+3. for each, the highest Poisson rate that holds p99 ≤ ``p99_limit_ms`` with no errors (:func:`find_capacity`);
+4. padless saturated (offered well above its capacity, latency bound lifted): achieved texts/s vs offline;
+5. both at a common rate (half the baseline's capacity): p50/p99;
+6. padless at 1 request/s and at 50% of its capacity: p99 ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from padless.bench.loadtest import find_capacity, run_load
+from padless.bench.workload import make_workload
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], path: str, timeout: float = 180.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        try:
+            if httpx.get(url + path, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"server at {url} not ready after {timeout:.0f}s")
+
+
+def _start(cmd: list[str], url: str, ready_path: str, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ})
+    _wait_ready(url, proc, ready_path)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    lat = report.get("latency_ms") or {}
+    return {"offered_rate": report.get("offered_rate"), "throughput_rps": report.get("throughput_rps"),
+            "throughput_texts_per_s": report.get("throughput_texts_per_s"), "p50_ms": lat.get("p50"),
+            "p99_ms": lat.get("p99"), "max_ms": lat.get("max"), "outcomes": report.get("outcomes"),
+            "server": report.get("server")}
+
+
+def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, seed: int = 0,
+                    p99_limit_ms: float = 200.0, duration: float = 8.0, capacity_budget_s: float = 120.0,
+                    out_dir: Path | None = None, server_args: list[str] | None = None,
+                    log: Any = None) -> dict[str, Any]:
+    """Run the steps in the module docstring and return (and optionally write) the results."""
+    from padless.engine import Classifier
+
+    say = log or (lambda msg: None)
+    clf = Classifier(model_dir)
+    texts = make_workload(clf.encoder.tokenizer, mix, n, seed)
+    clf.run(texts[:16])
+    started = time.perf_counter()
+    clf.with_options().run(texts)
+    offline = n / (time.perf_counter() - started)
+    say(f"offline Classifier.run: {offline:.1f} texts/s")
+    del clf
+
+    out = Path(out_dir) if out_dir else Path("bench-results")
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"benchmark": "serve", "model": model_dir, "mix": mix, "n": n, "seed": seed,
+                              "p99_limit_ms": p99_limit_ms, "duration_s": duration,
+                              "offline_texts_per_s": offline, "servers": {}}
+    servers = {
+        "padless": ([sys.executable, "-m", "padless.cli.main", "serve", "--model", model_dir, "--log-level",
+                     "warning", *(server_args or [])], "/ready"),
+        "pipeline-server": ([sys.executable, "-m", "padless.bench.baseline_server", model_dir], "/health"),
+    }
+    for name, (cmd, ready_path) in servers.items():
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        full = [*cmd, str(port)] if name == "pipeline-server" else [*cmd, "--port", str(port)]
+        proc = _start(full, url, ready_path, out / f"{name}.log")
+        try:
+            say(f"{name}: finding the highest rate with p99 <= {p99_limit_ms:.0f} ms …")
+            cap = asyncio.run(find_capacity(url, texts=texts, p99_limit_ms=p99_limit_ms, duration=duration,
+                                            start_rate=20.0, budget_s=capacity_budget_s, seed=seed))
+            entry: dict[str, Any] = {"capacity_rps": cap["rate"], "capacity_trials": cap["trials"],
+                                     "at_capacity": _summary(cap["report"]) if cap.get("report") else None}
+            say(f"{name}: capacity {cap['rate']} req/s")
+            if name == "padless":
+                sat = asyncio.run(run_load(url, rate=max(2 * offline, 50.0), duration=duration, texts=texts,
+                                           timeout=60.0, seed=seed + 1))
+                entry["saturated"] = _summary(sat)
+                entry["saturated_vs_offline"] = (sat["throughput_texts_per_s"] or 0) / offline
+                low = asyncio.run(run_load(url, rate=1.0, duration=max(10.0, duration), texts=texts, seed=seed + 2))
+                entry["at_1rps"] = _summary(low)
+                if cap["rate"]:
+                    half = asyncio.run(run_load(url, rate=cap["rate"] / 2, duration=duration, texts=texts,
+                                                seed=seed + 3))
+                    entry["at_half_capacity"] = _summary(half)
+            entry["url_port"] = port
+            result["servers"][name] = entry
+            result["servers"][name]["_url"] = url
+            result["servers"][name]["_proc"] = proc
+        except BaseException:
+            _stop(proc)
+            raise
+    try:
+        base_cap = result["servers"]["pipeline-server"]["capacity_rps"] or 1.0
+        common = base_cap / 2
+        result["common_rate_rps"] = common
+        for name, entry in result["servers"].items():
+            rep = asyncio.run(run_load(entry["_url"], rate=common, duration=duration, texts=texts, seed=seed + 4))
+            entry["at_common_rate"] = _summary(rep)
+    finally:
+        for entry in result["servers"].values():
+            _stop(entry.pop("_proc"))
+            entry.pop("_url")
+    p, b = result["servers"]["padless"], result["servers"]["pipeline-server"]
+    result["ratios"] = {
+        "capacity_padless_vs_pipeline_server": (p["capacity_rps"] or 0) / (b["capacity_rps"] or float("inf")),
+        "saturated_vs_offline": p.get("saturated_vs_offline"),
+        "p99_half_capacity_vs_1rps": ((p.get("at_half_capacity") or {}).get("p99_ms") or 0)
+        / ((p.get("at_1rps") or {}).get("p99_ms") or float("inf")),
+    }
+    (out / "bench-serve.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result

@@ -1,0 +1,1 @@
+"""The online server: FastAPI routes (``app``), the service behind them (``service``), metrics, and the runner."""

@@ -1,0 +1,66 @@
+"""Run the server under uvicorn with a graceful drain.
+
+On the first SIGTERM or SIGINT readiness turns false at once and new requests get 503, while admitted and queued
+requests finish (at most ``drain_timeout_s``); then uvicorn shuts down and the process exits 0. A second SIGINT
+forces the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from types import FrameType
+
+import uvicorn
+
+from padless.config import QueueConfig, ServerConfig
+from padless.engine import Classifier
+from padless.server.app import create_app
+from padless.server.service import Service
+
+log = logging.getLogger("padless.server")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain step before shutdown (and no re-raised signal, so the exit code is 0)."""
+
+    def __init__(self, config: uvicorn.Config, service: Service, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self.service = service
+        self.drain_timeout_s = drain_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.service.draining or self._loop is None:
+            if sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+            return
+        self.service.draining = True  # readiness false and new requests 503 from this instant
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain()))  # type: ignore[union-attr]
+
+    async def _drain(self) -> None:
+        started = time.monotonic()
+        end = started + self.drain_timeout_s
+        batcher = self.service.batcher
+        while time.monotonic() < end:
+            if self.service.in_flight == 0 and (batcher is None or batcher.idle):
+                break
+            await asyncio.sleep(0.02)
+        log.info("drained in %.2fs (in flight left: %d)", time.monotonic() - started, self.service.in_flight)
+        self.should_exit = True
+
+
+def serve(classifier: Classifier, server: ServerConfig, queue: QueueConfig, *, log_level: str = "info") -> None:
+    """Serve ``classifier`` until SIGTERM/SIGINT (blocking)."""
+    service = Service(classifier, server=server, queue=queue)
+    app = create_app(service)
+    config = uvicorn.Config(app, host=server.host, port=server.port, log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=max(1, int(server.drain_timeout_s)), lifespan="on")
+    DrainingServer(config, service, server.drain_timeout_s).run()

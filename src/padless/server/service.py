@@ -1,0 +1,242 @@
+"""The service behind the HTTP routes: cache → admission → tokenize (thread pool) → batcher → post-process.
+
+It owns the loaded model pieces (shared with :class:`padless.engine.Classifier`), the :class:`Batcher`, the result
+cache and the readiness state. Routes only translate HTTP to :meth:`Service.classify` and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from padless import __version__
+from padless.batcher import Batcher
+from padless.config import QueueConfig, ServerConfig
+from padless.engine import Classifier
+from padless.errors import DeadlineExceededError, ItemError, NotReadyError
+from padless.postprocess import Prediction
+from padless.server.metrics import Metrics
+from padless.tokenize import TextEncoder
+
+
+@dataclass
+class ItemResult:
+    """One input's outcome: a prediction (with its token count) or the item's error."""
+
+    prediction: Prediction | None
+    error: ItemError | None
+    tokens: int = 0
+    cached: bool = False
+
+
+@dataclass
+class Timing:
+    tokenize_s: float = 0.0
+    queue_and_forward_s: float = 0.0
+    post_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class ResultCache:
+    """LRU of (logits row, token count) keyed by (model revision, text, truncation settings)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[tuple[str, str, bool, int], tuple[np.ndarray, int]] = OrderedDict()
+
+    def get(self, key: tuple[str, str, bool, int]) -> tuple[np.ndarray, int] | None:
+        if self.size == 0:
+            return None
+        row = self._data.get(key)
+        if row is not None:
+            self._data.move_to_end(key)
+        return row
+
+    def put(self, key: tuple[str, str, bool, int], row: tuple[np.ndarray, int]) -> None:
+        if self.size == 0:
+            return
+        self._data[key] = row
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
+def model_revision(path: Path) -> str:
+    """A short hash of the model's config and weight files (names, sizes, mtimes): changes when the model does."""
+    digest = hashlib.sha256()
+    for file in sorted(path.iterdir()):
+        if file.is_file():
+            stat = file.stat()
+            digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+class Service:
+    """Classification for the server. Create in the event loop with :meth:`start`; stop with :meth:`stop`."""
+
+    def __init__(self, classifier: Classifier, *, server: ServerConfig, queue: QueueConfig) -> None:
+        self.clf = classifier
+        self.server_config = server
+        self.queue_config = queue
+        self.metrics = Metrics()
+        self.revision = model_revision(Path(classifier.path))
+        tok = classifier.encoder.tokenizer
+        common = {"max_length": classifier.max_length, "max_chars": classifier.encoder.max_chars}
+        self.encoders = {flag: TextEncoder(tok, truncate=flag, **common) for flag in (True, False)}
+        self.cache = ResultCache(server.cache_size)
+        self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="padless-tokenize")
+        self.batcher: Batcher | None = None
+        self.warmed = False
+        self.draining = False
+        self.in_flight = 0
+        self.last_success = 0.0
+
+    async def start(self) -> None:
+        self.batcher = Batcher(self._forward, batch=self.clf.batch_config, queue=self.queue_config,
+                               max_length=self.clf.max_length, observer=self.metrics)
+        self.metrics.bind_queue(self.batcher)
+        self.batcher.start()
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.run_in_executor(None, self.clf.runtime.warmup), timeout=120)
+        self.warmed = True
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _forward(self, rows: Any, width: int) -> np.ndarray:
+        return self.clf.forward_padded(rows, width)
+
+    # -- readiness ------------------------------------------------------------------------------------------------
+
+    async def ready(self) -> tuple[bool, str]:
+        """Ready means: warmed, not draining, the worker healthy, and the model really answering."""
+        if not self.warmed:
+            return False, "warming up"
+        if self.draining:
+            return False, "draining"
+        if self.batcher is None or not self.batcher.healthy:
+            return False, "model unhealthy"
+        if time.monotonic() - self.last_success < 5.0:
+            return True, "ok"
+        try:  # a real 1-token forward through the same queue as user traffic
+            futures = self.batcher.submit([[self.encoders[True].pad_id]], deadline=time.monotonic() + 5.0,
+                                          request_id="readiness")
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=5.0)
+        except Exception:
+            return False, "model did not answer"
+        self.last_success = time.monotonic()
+        return True, "ok"
+
+    def info(self) -> dict[str, Any]:
+        c, s, q = self.clf, self.server_config, self.queue_config
+        return {
+            "model": c.model_config.model, "model_path": str(c.path), "revision": self.revision,
+            "labels": c.labels, "problem_type": c.info.problem_type, "version": __version__,
+            "backend": c.runtime.describe(),
+            "limits": {"max_length": c.max_length, "max_chars": c.encoder.max_chars,
+                       "max_inputs_per_request": s.max_inputs_per_request, "max_body_bytes": s.max_body_bytes,
+                       "max_batch_tokens": c.batch_config.max_batch_tokens,
+                       "max_batch_size": c.batch_config.max_batch_size, "max_queue_inputs": q.max_queue_inputs,
+                       "max_queue_tokens": q.max_queue_tokens, "request_timeout_s": s.request_timeout_s},
+            "batching": {"max_wait_ms": q.max_wait_ms, "lookahead": q.lookahead},
+            "cache_size": s.cache_size,
+        }
+
+    # -- classification -------------------------------------------------------------------------------------------
+
+    async def classify(self, texts: list[Any], *, truncate: bool, deadline: float, request_id: str,
+                       is_disconnected: Any = None) -> tuple[list[ItemResult], list[np.ndarray | None], Timing]:
+        """Score ``texts``; returns per-item results (errors in place) and logits rows. Raises for the request."""
+        if self.draining or self.batcher is None:
+            raise NotReadyError("the server is shutting down" if self.draining else "the server is starting")
+        timing = Timing()
+        encoder = self.encoders[truncate]
+        limit = encoder.max_length
+        keys = [(self.revision, t, truncate, limit) if isinstance(t, str) else None for t in texts]
+        hits = [self.cache.get(k) if k is not None else None for k in keys]
+        rows: list[np.ndarray | None] = [hit[0] if hit is not None else None for hit in hits]
+        todo = [i for i, row in enumerate(rows) if row is None]
+        if len(todo) < len(texts):
+            self.metrics.cache_hits.inc(len(texts) - len(todo))
+        if todo:
+            self.metrics.cache_misses.inc(len(todo))
+        results: list[ItemResult | None] = [None] * len(texts)
+        for i, hit in enumerate(hits):
+            if hit is not None:
+                results[i] = ItemResult(prediction=None, error=None, tokens=hit[1], cached=True)
+        if todo:
+            ticket = self.batcher.admit([t if isinstance(t, str) else "" for t in (texts[i] for i in todo)])
+            self.in_flight += 1
+            try:
+                await self._run(texts, todo, encoder, rows, results, keys, ticket, deadline, request_id, timing,
+                                is_disconnected)
+            finally:
+                self.in_flight -= 1
+                self.batcher.release(ticket)
+        return results, rows, timing  # type: ignore[return-value]
+
+    async def _run(self, texts: list[Any], todo: list[int], encoder: TextEncoder, rows: list[np.ndarray | None],
+                   results: list[ItemResult | None], keys: list[Any], ticket: Any, deadline: float, request_id: str,
+                   timing: Timing, is_disconnected: Any) -> None:
+        assert self.batcher is not None
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        left = deadline - started
+        if left <= 0:
+            raise DeadlineExceededError("the request's deadline passed before it was tokenized")
+        try:
+            encoded = await asyncio.wait_for(
+                loop.run_in_executor(self._tokenize_pool, encoder.encode, [texts[i] for i in todo]), timeout=left)
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError("the request's deadline passed while it was tokenized") from None
+        timing.tokenize_s = time.monotonic() - started
+        self.metrics.stage.labels("tokenize").observe(timing.tokenize_s)
+        good = []
+        for i, enc in zip(todo, encoded):
+            if isinstance(enc, ItemError):
+                results[i] = ItemResult(prediction=None, error=enc)
+            else:
+                good.append((i, enc))
+        if not good:
+            return
+        futures = self.batcher.submit([enc for _, enc in good], deadline=deadline, request_id=request_id)
+        waited = time.monotonic()
+        gathered = asyncio.gather(*futures)
+        watcher = asyncio.ensure_future(_watch_disconnect(is_disconnected)) if is_disconnected else None
+        try:
+            pending = {gathered} | ({watcher} if watcher else set())
+            done, _ = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if gathered not in done:
+                gathered.cancel()  # cancels every item's future, so the batcher drops them unrun
+                for f in futures:
+                    f.cancel()
+                if watcher is not None and watcher in done:
+                    raise asyncio.CancelledError()  # the client is gone: nobody to answer
+                raise DeadlineExceededError("the request did not complete before its deadline")
+            logits = gathered.result()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        timing.queue_and_forward_s = time.monotonic() - waited
+        self.last_success = time.monotonic()
+        for (i, enc), row in zip(good, logits):
+            rows[i] = row
+            results[i] = ItemResult(prediction=None, error=None, tokens=len(enc))
+            self.cache.put(keys[i], (row, len(enc)))
+
+
+async def _watch_disconnect(is_disconnected: Any) -> None:
+    """Return once the client has gone away (polled; bounded by the request's own deadline in the caller)."""
+    while not await is_disconnected():
+        await asyncio.sleep(0.05)

@@ -1,0 +1,59 @@
+"""`padless bench` machinery on the tiny model: the figures are derived from what was really computed."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from padless.bench.offline import chunk_padded_tokens, run_offline_bench
+from padless.bench.workload import MIXES, make_workload, token_lengths
+from padless.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+def test_chunk_padded_tokens() -> None:
+    assert chunk_padded_tokens([3, 5, 2, 9, 1], 2) == 2 * 5 + 2 * 9 + 1 * 1
+
+
+@pytest.mark.parametrize("mix", ["realistic", "long"])
+def test_workload_hits_its_length_mix(tiny_model_dir: Path, mix: str) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    texts = make_workload(tok, mix, n=100, seed=1)
+    assert texts == make_workload(tok, mix, n=100, seed=1)
+    lengths = token_lengths(tok, texts)
+    lo = min(b.min_tokens for b in MIXES[mix])
+    hi = max(b.max_tokens for b in MIXES[mix])
+    assert all(lo - 1 <= n <= hi + 1 for n in lengths)
+    if mix == "realistic":
+        short = sum(n <= 10 for n in lengths) / len(lengths)
+        long_ = sum(n > 50 for n in lengths) / len(lengths)
+        assert 0.15 <= short <= 0.25 and 0.15 <= long_ <= 0.25
+
+
+def test_offline_bench_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = run_offline_bench(str(tiny_model_dir), mix="realistic", n=40, rounds=2, seed=0, out_dir=tmp_path,
+                               peak_size=256)
+    configs = result["configs"]
+    assert set(configs) == {"pipeline-b1", "pipeline-b32", "pad512-b32", "padless"}
+    real = result["workload"]["real_tokens"]
+    assert configs["padless"]["stats_real_tokens"] == real  # padless computed exactly the workload's tokens
+    assert configs["pipeline-b1"]["padding_fraction"] == 0.0
+    assert configs["pad512-b32"]["padding_fraction"] == pytest.approx(1 - real / (512 * 40))
+    assert configs["padless"]["padding_fraction"] < configs["pipeline-b32"]["padding_fraction"]
+    for entry in configs.values():
+        assert entry["texts_per_s"] == pytest.approx(statistics.median(40 / s for s in entry["seconds_per_round"]))
+        assert entry["agreement_with_pipeline_b1"] == 1.0  # same fp32 model: same labels
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["ratios"].keys() == {"padless_vs_pipeline-b1", "padless_vs_pipeline-b32", "padless_vs_pad512-b32"}
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_bench_refuses_unknown_config(tiny_model_dir: Path) -> None:
+    with pytest.raises(ConfigError):
+        run_offline_bench(str(tiny_model_dir), n=4, rounds=1, configs=["pipeline-b2"])

@@ -1,0 +1,37 @@
+"""Peak memory of `padless classify` does not grow with the input file's size (it streams chunk by chunk)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROW = "an unusually long review that goes on and on about the film " * 30  # ~1.8 kB a row
+
+
+def _peak_rss_mb(src: Path, dst: Path, model: Path) -> float:
+    """Run the CLI in a child of a fresh interpreter and return that child's peak RSS (MiB)."""
+    cmd = [sys.executable, "-m", "padless.cli.main", "classify", str(src), "-o", str(dst), "--model", str(model),
+           "--backend", "dummy", "--chunk-rows", "500", "--max-length", "32", "--max-chars", "200", "--no-progress"]
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r.returncode == 0 else -1)")
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PADLESS_DUMMY_DELAY_PER_TOKEN_S": "0"})
+    kb = int(out.stdout.strip().splitlines()[-1])
+    assert kb > 0, out.stderr
+    return kb / 1024
+
+
+def test_peak_memory_flat_in_file_size(tiny_model_dir: Path, tmp_path: Path) -> None:
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    small.write_text((ROW + "\n") * 2_000)
+    large.write_text((ROW + "\n") * 40_000)  # ~72 MB: holding it (and its output) in memory would show plainly
+    small_mb = _peak_rss_mb(small, tmp_path / "small.jsonl", tiny_model_dir)
+    large_mb = _peak_rss_mb(large, tmp_path / "large.jsonl", tiny_model_dir)
+    assert sum(1 for _ in open(tmp_path / "large.jsonl")) == 40_000
+    assert large_mb - small_mb < 40, f"peak RSS grew from {small_mb:.0f} MiB to {large_mb:.0f} MiB"

@@ -1,0 +1,41 @@
+"""Where a real model matters: the torch backend behind the server must give what transformers gives for each text
+alone, even when texts of very different lengths are padded into one batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e_support import Server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def torch_server(server_factory: Callable[..., Server]) -> Iterator[Server]:
+    server = server_factory("--threads", "1", backend="torch")
+    yield server
+    server.stop()
+
+
+def test_torch_predictions_match_transformers(torch_server: Server, tiny_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    texts = ["great film", "a dull, plodding and far too long story " * 8, "ok", "the acting was wonderful, truly"]
+    with torch_server.client() as c:
+        r = c.post("/predict", json={"inputs": texts})
+        info = c.get("/info").json()
+    assert r.status_code == 200, r.text
+    assert info["backend"]["backend"] == "torch"
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = BertForSequenceClassification.from_pretrained(str(tiny_model_dir)).eval()
+    for text, scores in zip(texts, r.json()):
+        with torch.no_grad():
+            probs = torch.softmax(model(**tok(text, return_tensors="pt")).logits[0].double(), -1).tolist()
+        expected = sorted(((model.config.id2label[i], p) for i, p in enumerate(probs)), key=lambda x: -x[1])
+        assert [s["label"] for s in scores] == [label for label, _ in expected]
+        for s, (_, p) in zip(scores, expected):
+            assert s["score"] == pytest.approx(p, abs=1e-4)
