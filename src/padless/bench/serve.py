@@ -97,8 +97,10 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
                               "p99_limit_ms": p99_limit_ms, "duration_s": duration,
                               "offline_texts_per_s": offline, "servers": {}}
     servers = {
+        # The result cache is off: the load cycles through a fixed workload, and answering repeats from the cache
+        # would measure the cache, not the batching (the baseline has none).
         "padless": ([sys.executable, "-m", "padless.cli.main", "serve", "--model", model_dir, "--log-level",
-                     "warning", *(server_args or [])], "/ready"),
+                     "warning", "--cache-size", "0", *(server_args or [])], "/ready"),
         "pipeline-server": ([sys.executable, "-m", "padless.bench.baseline_server", model_dir], "/health"),
     }
     for name, (cmd, ready_path) in servers.items():

@@ -195,8 +195,13 @@ def evaluate_cmd(
     typer.echo(json.dumps(metrics))
 
 
-@app.command()
+bench_app = typer.Typer(help="Benchmarks: offline (default) and `bench serve`.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback(invoke_without_command=True)
 def bench(
+    ctx: typer.Context,
     model: ModelOpt = "default",
     mix: Annotated[str, typer.Option(envvar="PADLESS_BENCH_MIX", help="realistic (3–300 tokens) or long (50–512).")] = "realistic",
     n: Annotated[int, typer.Option("-n", envvar="PADLESS_BENCH_N", help="Texts in the workload.")] = 400,
@@ -207,22 +212,99 @@ def bench(
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
 ) -> None:
-    """padless side by side with transformers.pipeline baselines, in one process, interleaved."""
+    """Offline: padless side by side with transformers.pipeline baselines, in one process, interleaved."""
+    ctx.obj = {"model": model, "mix": mix, "n": n, "seed": seed, "out_dir": out_dir}
+    if ctx.invoked_subcommand is not None:
+        return
     _quiet_libraries()
     from rich.console import Console
 
-    from padless import models
     from padless.bench.offline import render_table, run_offline_bench
 
-    if mix not in ("realistic", "long"):
-        raise PadlessError(f"unknown mix {mix!r}; choose realistic or long")
-    if model == models.DEFAULT_NAME and not (models.default_model_dir() / "config.json").is_file():
-        _build_default_with_progress()
+    _check_mix(mix)
+    _ensure_default(model)
     chosen = [c.strip() for c in configs.split(",")] if configs else None
     result = run_offline_bench(model, mix=mix, n=n, rounds=rounds, seed=seed, configs=chosen, out_dir=out_dir,
                                max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, progress=True)
     Console().print(render_table(result))
     typer.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+
+
+def _check_mix(mix: str) -> None:
+    if mix not in ("realistic", "long"):
+        raise PadlessError(f"unknown mix {mix!r}; choose realistic or long")
+
+
+def _ensure_default(model: str) -> None:
+    from padless import models
+
+    if model == models.DEFAULT_NAME and not (models.default_model_dir() / "config.json").is_file():
+        _build_default_with_progress()
+
+
+@bench_app.command("serve")
+def bench_serve(
+    ctx: typer.Context,
+    p99_limit_ms: Annotated[float, typer.Option(envvar="PADLESS_BENCH_P99_MS", help="Latency bound for capacity.")] = 200.0,
+    duration: Annotated[float, typer.Option(envvar="PADLESS_BENCH_DURATION", help="Seconds per load step.")] = 8.0,
+    budget: Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")] = 120.0,
+) -> None:
+    """padless serve vs a FastAPI server calling transformers.pipeline per request, on one machine, one run.
+
+    Takes --model, --mix, -n, --seed and --out-dir from `padless bench` (before `serve`)."""
+    _quiet_libraries()
+    from rich.console import Console
+
+    from padless import models
+    from padless.bench.serve import run_serve_bench
+
+    opts = ctx.obj
+    _check_mix(opts["mix"])
+    _ensure_default(opts["model"])
+    path = str(models.resolve(opts["model"], build_if_missing=False))
+    console = Console(stderr=True)
+    result = run_serve_bench(path, mix=opts["mix"], n=opts["n"], seed=opts["seed"], p99_limit_ms=p99_limit_ms,
+                             duration=duration, capacity_budget_s=budget, out_dir=opts["out_dir"], log=console.print)
+    typer.echo(json.dumps({"ratios": result["ratios"], "offline_texts_per_s": result["offline_texts_per_s"],
+                           "capacity_rps": {k: v["capacity_rps"] for k, v in result["servers"].items()}}, indent=2))
+    typer.echo(f"wrote {opts['out_dir'] / 'bench-serve.json'}")
+
+
+@app.command()
+def loadtest(
+    url: Annotated[str, typer.Argument(help="Server root, e.g. http://127.0.0.1:8080 (loopback only).")],
+    rate: Annotated[float, typer.Option(envvar="PADLESS_LOAD_RATE", help="Requests per second (Poisson arrivals).")] = 50.0,
+    duration: Annotated[float, typer.Option(envvar="PADLESS_LOAD_DURATION", help="Seconds of load.")] = 30.0,
+    mix: Annotated[str, typer.Option(envvar="PADLESS_LOAD_MIX", help="realistic or long.")] = "realistic",
+    inputs_per_request: Annotated[int, typer.Option(envvar="PADLESS_LOAD_INPUTS", help="Texts per request.")] = 1,
+    timeout: Annotated[float, typer.Option(envvar="PADLESS_LOAD_TIMEOUT", help="Per-request timeout (s).")] = 30.0,
+    seed: Annotated[int, typer.Option(envvar="PADLESS_LOAD_SEED", help="Workload and arrival seed.")] = 0,
+    api_key: Annotated[str | None, typer.Option(envvar="PADLESS_API_KEY", help="Sent as a Bearer token.", show_default=False)] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the full report here.")] = None,
+) -> None:
+    """Open-loop load against a padless (or compatible) server; latency measured from the scheduled send time."""
+    import asyncio
+
+    from rich.console import Console
+    from transformers import AutoTokenizer
+
+    from padless.bench.loadtest import check_loopback, render_report, run_load
+    from padless.bench.workload import make_workload
+    from padless.models import base_encoder_path
+
+    _check_mix(mix)
+    try:
+        check_loopback(url)
+    except ValueError as err:
+        raise PadlessError(str(err)) from None
+    _quiet_libraries()
+    texts = make_workload(AutoTokenizer.from_pretrained(str(base_encoder_path())), mix, 2000, seed)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    report = asyncio.run(run_load(url, rate=rate, duration=duration, texts=texts,
+                                  inputs_per_request=inputs_per_request, timeout=timeout, seed=seed, headers=headers))
+    Console().print(render_report(report))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
 @app.command()
