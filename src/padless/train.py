@@ -78,6 +78,7 @@ def fine_tune(
         id2label=dict(enumerate(label_names)),
         label2id=label_to_id,
         problem_type="single_label_classification",
+        ignore_mismatched_sizes=True,  # a base that is already a classifier may have another number of labels
     )
     model.train()
 

@@ -33,5 +33,6 @@ def test_peak_memory_flat_in_file_size(tiny_model_dir: Path, tmp_path: Path) -> 
     large.write_text((ROW + "\n") * 40_000)  # ~72 MB: holding it (and its output) in memory would show plainly
     small_mb = _peak_rss_mb(small, tmp_path / "small.jsonl", tiny_model_dir)
     large_mb = _peak_rss_mb(large, tmp_path / "large.jsonl", tiny_model_dir)
-    assert sum(1 for _ in open(tmp_path / "large.jsonl")) == 40_000
+    with open(tmp_path / "large.jsonl", "rb") as fh:
+        assert sum(1 for _ in fh) == 40_000
     assert large_mb - small_mb < 40, f"peak RSS grew from {small_mb:.0f} MiB to {large_mb:.0f} MiB"

@@ -99,7 +99,7 @@ def test_poisoned_batch_fails_only_its_own_items() -> None:
         err = by_row[row]
         assert isinstance(err, BatchFailedError), err
         assert "secret" not in str(err) and "poisoned" not in str(err)
-    healthy_rows = [r for b in seen if b not in poisoned for r in b]
+    healthy_rows = [r for b in seen if b not in poisoned for r in b if r in by_row]  # (not the later request)
     assert len(healthy_rows) == len(rows) - len(poisoned[0]) > 0
     for row in healthy_rows:  # every other item got its own logits
         np.testing.assert_array_equal(by_row[row], logits_for([row])[0])

@@ -1,0 +1,61 @@
+"""schemathesis against the live server's /openapi.json (dummy backend), through its own CLI in a subprocess.
+
+schemathesis is not a declared dependency; these tests skip where it is not installed (the hypothesis fuzz tests in
+test_e2e_fuzz.py run everywhere). Bounded: a fixed seed, a fixed number of examples per operation, one worker, and a
+subprocess timeout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e_support import Server
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("schemathesis") is None, reason="schemathesis is not installed"),
+]
+
+# Every check whose contract the server claims today.
+SOUND_CHECKS = "not_a_server_error,content_type_conformance,response_headers_conformance,response_schema_conformance"
+
+
+def _schemathesis(server: Server, tmp_path: Path, checks: str, max_examples: int = 60) -> tuple[Any, dict]:
+    report = tmp_path / "schemathesis.json"
+    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json", "--checks", checks,
+           "--max-examples", str(max_examples), "--seed", "1", "--workers", "1", "--generation-database", "none",
+           "--continue-on-failure", "--request-timeout", "20", "--no-color", "--report", "json",
+           "--report-json-path", str(report)]
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads(report.read_text())
+
+
+def test_schemathesis_finds_no_server_errors(server: Server, tmp_path: Path) -> None:
+    proc, report = _schemathesis(server, tmp_path, SOUND_CHECKS)
+    assert report["complete"] is True
+    assert report["test_cases"]["generated"] > 100
+    assert report["errors"] == [], report["errors"]
+    assert report["failures"] == [], proc.stdout[-6000:]
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert "Traceback" not in proc.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "full conformance fails on: ST204 405 answers lack the Allow header (app.py http_error drops err.headers); "
+    "ST202 the schema lets through inputs [] / '' / more than max_inputs_per_request that the server refuses "
+    "(no minItems/maxItems in PredictRequest/ClassifyRequest); ST103 an undecodable body gets 400 from FastAPI's "
+    "body parser, undocumented in /openapi.json; ST201 lax coercion accepts \"raw_scores\": 0.0 for a boolean"))
+def test_schemathesis_full_conformance(server: Server, tmp_path: Path) -> None:
+    proc, report = _schemathesis(server, tmp_path, "all")
+    assert report["failures"] == [], [(f["code"], f["operations"]) for f in report["failures"]]
