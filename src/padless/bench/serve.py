@@ -137,7 +137,7 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
         base_cap = result["servers"]["pipeline-server"]["capacity_rps"] or 1.0
         common = base_cap / 2
         result["common_rate_rps"] = common
-        for name, entry in result["servers"].items():
+        for entry in result["servers"].values():
             rep = asyncio.run(run_load(entry["_url"], rate=common, duration=duration, texts=texts, seed=seed + 4))
             entry["at_common_rate"] = _summary(rep)
     finally:
