@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -145,7 +145,7 @@ class ParquetSink(Sink):
         import pyarrow.parquet as pq
 
         parts = sorted(self.parts_dir.glob("part-*.parquet"))
-        tables = (pq.read_table(p) for p in parts)
+        tables: Iterator[Any] = (pq.read_table(p) for p in parts)
         # Column types can differ between parts (a column that was all null in one chunk): unify the schemas,
         # then cast while streaming so memory holds one part at a time.
         schemas = [pq.read_schema(p) for p in parts]

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from e2e_support import Server, start_server
 
 # -- fixtures -------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from padless.batcher import BatchFailedError, Batcher, Observer
+from padless.batcher import Batcher, BatchFailedError, Observer
 from padless.config import BatchConfig, QueueConfig
 from padless.errors import DeadlineExceededError, OverloadedError
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from e2e_support import Server
 
 KEY = "e2e-Secret-Key-7f3a9c"  # distinctive, so a leak into the logs can not be a coincidence
@@ -29,7 +28,8 @@ def auth_server(server_factory: Callable[..., Server]) -> Iterator[Server]:
     server.stop()
 
 
-def _call(server: Server, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str]) -> httpx.Response:
+def _call(server: Server, method: str, path: str, body: dict[str, Any] | None,
+          headers: dict[str, str]) -> httpx.Response:
     # A bare client: no default auth header.
     with httpx.Client(base_url=server.url, timeout=30.0) as c:
         return c.request(method, path, json=body, headers=headers)

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from e2e_support import HOST, Server, ametrics, metric
 
 pytestmark = pytest.mark.slow

@@ -11,17 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
+from e2e_support import Server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from e2e_support import Server
 
 ROUTES = ["/predict", "/v1/classify"]
 
 texts = st.text(max_size=60)
 scalars = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | texts
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
-                           max_leaves=12)
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4), max_leaves=12)
 items = texts | st.fixed_dictionaries({"text": texts}, optional={"id": st.none() | texts | json_values})
 options = {"raw_scores": st.booleans() | json_values, "truncate": st.booleans() | json_values,
            "top_k": st.integers(min_value=-3, max_value=5) | json_values}

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
 from e2e_support import Server
 
 ROUTES = ["/predict", "/v1/classify"]

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from e2e_support import Server, ametrics, metric
 
 pytestmark = pytest.mark.slow

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-from huggingface_hub.errors import HfHubHTTPError
-
 from e2e_support import Server, metric, softmax
+from huggingface_hub.errors import HfHubHTTPError
 
 LABELS = ["negative", "neutral", "positive"]
 MAX_LENGTH = 16  # the shared server runs with --max-length 16

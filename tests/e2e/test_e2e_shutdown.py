@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from e2e_support import Server, ametrics, metric
 
 pytestmark = pytest.mark.slow

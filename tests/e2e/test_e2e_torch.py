@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from e2e_support import Server
 
 pytestmark = pytest.mark.slow

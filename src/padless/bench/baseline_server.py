@@ -29,7 +29,7 @@ def create_app(model_dir: str) -> Any:
     @app.post("/predict")
     async def predict(body: PredictRequest) -> Any:
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-        out = pipe(texts, truncation=True)
+        out: Any = pipe(texts, truncation=True)
         return [[{"label": d["label"], "score": d["score"]} for d in row] for row in out]
 
     @app.get("/health")

@@ -1,0 +1,70 @@
+"""The batcher's batch formation: the oldest item always runs next, with similar lengths; accounting returns to zero."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+
+from padless.batcher import Batcher
+from padless.config import BatchConfig, QueueConfig
+
+
+def _run(coro):  # no pytest-asyncio here: each test drives its own loop
+    return asyncio.run(coro)
+
+
+def test_oldest_first_and_similar_lengths_together() -> None:
+    seen: list[list[int]] = []
+    gate = threading.Event()
+
+    def forward(rows, width):
+        gate.wait(5)  # hold the first batch so the rest queue up behind it
+        seen.append([len(r) for r in rows])
+        return np.zeros((len(rows), 2), dtype=np.float32)
+
+    async def main() -> None:
+        b = Batcher(forward, batch=BatchConfig(max_batch_tokens=600, max_batch_size=8),
+                    queue=QueueConfig(max_wait_ms=0), max_length=512)
+        b.start()
+        deadline = time.monotonic() + 10
+        first = b.submit([[1] * 4], deadline=deadline, request_id="first")
+        await asyncio.sleep(0.05)  # the worker takes `first` alone and blocks in forward
+        lengths = [300, 5, 5, 290, 6, 5, 5, 310]
+        futures = [f for n in lengths for f in b.submit([[1] * n], deadline=deadline, request_id=str(n))]
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*first, *futures), timeout=10)
+        await b.stop()
+
+    _run(main())
+    assert seen[0] == [4]
+    # The oldest queued item (300 tokens) runs next, with the other long ones; 600-token budget → 2 rows of ~300.
+    assert max(seen[1]) >= 300 and min(seen[1]) >= 290
+    later = [n for batch in seen[2:] for n in batch]
+    short = [n for n in later if n < 10]
+    assert sorted(short) == [5, 5, 5, 5, 6]
+    assert any(len(batch) >= 4 and max(batch) < 10 for batch in seen[2:])  # the short ones share a batch
+    assert sorted(n for batch in seen for n in batch) == sorted([4, *[300, 5, 5, 290, 6, 5, 5, 310]])
+
+
+def test_admission_accounting_returns_to_zero() -> None:
+    def forward(rows, width):
+        return np.ones((len(rows), 3), dtype=np.float32)
+
+    async def main() -> tuple[int, int, list[np.ndarray]]:
+        b = Batcher(forward, batch=BatchConfig(), queue=QueueConfig(max_queue_inputs=10, max_queue_tokens=10_000),
+                    max_length=512)
+        b.start()
+        ticket = b.admit(["hello there", "a"])
+        assert (b.reserved_inputs, b.reserved_tokens) == (2, (11 + 2) + (1 + 2))
+        rows = await asyncio.gather(*b.submit([[1, 2, 3], [1, 2]], deadline=time.monotonic() + 5, request_id="r"))
+        b.release(ticket)
+        b.release(ticket)  # a second release is a no-op
+        await b.stop()
+        return b.reserved_inputs, b.reserved_tokens, list(rows)
+
+    inputs, tokens, rows = _run(main())
+    assert (inputs, tokens) == (0, 0)
+    assert [r.tolist() for r in rows] == [[1.0, 1.0, 1.0]] * 2
