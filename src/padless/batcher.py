@@ -178,8 +178,11 @@ class Batcher:
         kept: deque[_Item] = deque()
         cancelled = expired = 0
         for item in self._queue:
-            if item.future.done():  # cancelled by a client that went away, or by its handler's timeout
-                cancelled += 1
+            if item.future.done():  # cancelled: by its handler at the deadline, or for a client that went away
+                if item.deadline <= now:
+                    expired += 1
+                else:
+                    cancelled += 1
             elif item.deadline <= now:
                 item.future.set_exception(DeadlineExceededError("the request's deadline passed before it ran"))
                 expired += 1

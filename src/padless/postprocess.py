@@ -46,8 +46,10 @@ class PostProcessor:
         self.labels = [id2label[i] for i in range(len(id2label))]
         self.function = scoring_function(problem_type, len(self.labels))
 
-    def __call__(self, logits: np.ndarray, *, top_k: int = 1, raw_scores: bool = False) -> list[Prediction]:
-        scores = logits.astype(np.float64) if raw_scores else _apply(logits, self.function)
+    def __call__(self, logits: np.ndarray, *, top_k: int = 1, raw_scores: bool = False,
+                 function: str | None = None) -> list[Prediction]:
+        """``function`` ("softmax", "sigmoid", "none") overrides the model's own scoring function."""
+        scores = logits.astype(np.float64) if raw_scores else _apply(logits, function or self.function)
         k = len(self.labels) if top_k == 0 else min(top_k, len(self.labels))
         order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
         out = []

@@ -82,10 +82,6 @@ def test_health_needs_no_key(auth_server: Server) -> None:
     assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "FastAPI's /openapi.json, /docs and /redoc are added without the require_key dependency, so they answer "
-    "200 without the key although --api-key promises 'every route but /health' (src/padless/server/app.py "
-    "create_app: FastAPI(...) without openapi_url/docs_url protection)"))
 @pytest.mark.parametrize("path", ["/openapi.json", "/docs"])
 def test_schema_and_docs_need_the_key(auth_server: Server, path: str) -> None:
     _check_401(_call(auth_server, "GET", path, None, {}))
@@ -97,10 +93,6 @@ def test_schema_errors_without_key_are_401(auth_server: Server) -> None:
     _check_401(_call(auth_server, "POST", "/v1/classify", {"inputs": [], "bogus": 1}, {}))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "require_key is a route dependency, and FastAPI parses the JSON body before it runs dependencies: an "
-    "unauthenticated request whose body is not JSON gets 422 validation_error instead of 401 "
-    "(src/padless/server/app.py require_key)"))
 def test_invalid_json_without_key_is_401(auth_server: Server) -> None:
     with httpx.Client(base_url=auth_server.url, timeout=30.0) as c:
         r = c.post("/predict", content=b'{"inputs": ', headers={"Content-Type": "application/json"})

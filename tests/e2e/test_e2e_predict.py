@@ -272,10 +272,6 @@ def test_response_parses_with_huggingface_types(server: Server) -> None:
     assert sum(e.score for e in parsed) == pytest.approx(1.0)
 
 
-@pytest.mark.xfail(strict=True, raises=HfHubHTTPError, reason=(
-    "InferenceClient.text_classification posts {'inputs': ..., 'parameters': {}} (huggingface_hub always sends a "
-    "'parameters' object, empty when top_k/function_to_apply are unset) to base_url verbatim; PredictRequest has "
-    "extra='forbid' and no 'parameters' field, so the server answers 422 (src/padless/server/app.py PredictRequest)"))
 def test_huggingface_inference_client(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import InferenceClient
 

@@ -84,10 +84,5 @@ def test_sigterm_drains_admitted_requests_and_exits_0(drained: dict[str, Any]) -
     assert "Traceback" not in drained["logs"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "run.py logs 'drained in %.2fs' with log.info on the 'padless.server' logger, but nothing configures that "
-    "logger (uvicorn's log config covers only the uvicorn.* loggers), so the record falls to logging.lastResort, "
-    "which drops everything below WARNING: the drain is never visible in the server's log "
-    "(src/padless/server/run.py DrainingServer._drain)"))
 def test_drain_is_logged(drained: dict[str, Any]) -> None:
     assert "drained in" in drained["logs"]

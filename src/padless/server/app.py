@@ -6,23 +6,22 @@ Routes: ``POST /predict`` (Hugging Face TEI / Inference API text-classification 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from padless.errors import InputError, PadlessError, status_for
+from padless.server.middleware import Gatekeeper
 from padless.server.service import Service
 
 log = logging.getLogger("padless.server")
@@ -30,11 +29,30 @@ log = logging.getLogger("padless.server")
 
 # -- request and response schemas (they make /openapi.json accurate) ----------------------------------------------
 
+def _utf8(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid UTF-8 text (no lone surrogates)") from None
+    return value
+
+
+class PredictParameters(BaseModel):
+    """The Hugging Face Inference API's text-classification parameters (its client always sends the object)."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: Annotated[int, Field(ge=1)] | None = Field(None, description="Labels per input (default: all)")
+    function_to_apply: Literal["sigmoid", "softmax", "none"] | None = Field(
+        None, description="Override the model's scoring function")
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    inputs: str | list[str] = Field(description="One text, or a list of texts")
-    raw_scores: bool = Field(False, description="Logits instead of probabilities")
-    truncate: bool = Field(True, description="Cut over-long input to the model's limit; false answers 422")
+    inputs: str | Annotated[list[str], Field(min_length=1)] = Field(description="One text, or a list of texts")
+    raw_scores: StrictBool = Field(False, description="Logits instead of probabilities")
+    truncate: StrictBool = Field(True, description="Cut over-long input to the model's limit; false answers 422")
+    parameters: PredictParameters | None = None
 
 
 class LabelScore(BaseModel):
@@ -47,13 +65,16 @@ class ClassifyItem(BaseModel):
     id: str | None = None
     text: str
 
+    _check_id = field_validator("id")(_utf8)  # the id is echoed back, so it must be encodable
+
 
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    inputs: list[str | ClassifyItem] = Field(description="Texts, or {id, text} objects")
+    inputs: Annotated[list[str | ClassifyItem], Field(min_length=1)] = Field(
+        description="Texts, or {id, text} objects")
     top_k: int = Field(1, ge=0, description="Labels per item; 0 = all")
-    raw_scores: bool = False
-    truncate: bool = True
+    raw_scores: StrictBool = False
+    truncate: StrictBool = True
 
 
 class ItemErrorBody(BaseModel):
@@ -85,7 +106,7 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 413, 422, 429, 500, 503, 504)
+    code: {"model": ErrorBody} for code in (400, 401, 413, 422, 429, 500, 503, 504)
 }
 
 
@@ -102,53 +123,6 @@ def _request_id(request: Request) -> str:
     if rid is None:
         rid = request.state.request_id = uuid.uuid4().hex[:16]
     return rid
-
-
-class BodyLimit:
-    """Pure ASGI middleware: 413 for bodies over the limit, whether declared (Content-Length) or streamed.
-
-    Also reads every POST body as JSON whatever its declared content type."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        if scope.get("method") == "POST" and b"json" not in headers.get(b"content-type", b""):
-            # The API takes only JSON; `curl -d '{...}'` labels it form data, so read every POST body as JSON.
-            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-                     + [(b"content-type", b"application/json")]}
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(scope, receive, send)
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "payload_too_large", f"request body is over {self.max_bytes} bytes",
-                                  uuid.uuid4().hex[:16])
-        await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 # -- the app --------------------------------------------------------------------------------------------------------
@@ -168,26 +142,16 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="padless", version=service.info()["version"], lifespan=lifespan,
                   description="Text classification with token-budget batching.")
     app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    metrics = service.metrics
+
+    app.add_middleware(Gatekeeper, max_body_bytes=cfg.max_body_bytes, api_key=cfg.api_key,
+                       count=lambda route, status: metrics.requests.labels(route, str(status)).inc())
+    # Added last, so outermost: a browser's preflight is answered before the API key is asked for.
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in cfg.cors_origins.split(",")],
                            allow_methods=["GET", "POST"], allow_headers=["*"])
-    metrics = service.metrics
-
-    @app.middleware("http")
-    async def count_and_tag(request: Request, call_next: Any) -> Response:
-        rid = _request_id(request)
-        try:
-            response = await call_next(request)
-        except Exception:  # anything that escaped the handlers: generic, logged, never echoed
-            log.exception("unhandled error in request %s", rid)
-            response = error_response(500, "internal_error", "internal server error", rid)
-        response.headers.setdefault("X-Request-Id", rid)
-        metrics.requests.labels(request.url.path if request.url.path in _ROUTES else "other",
-                                str(response.status_code)).inc()
-        return response
 
     @app.exception_handler(PadlessError)
     async def padless_error(request: Request, err: PadlessError) -> JSONResponse:
@@ -200,32 +164,23 @@ def create_app(service: Service) -> FastAPI:
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"invalid request: {first.get('msg', 'malformed body')}" + (f" at {where}" if where else "")
+        if first.get("type") == "too_short" and where:
+            message = f"invalid request: {where} must not be empty"
+        else:
+            message = f"invalid request: {first.get('msg', 'malformed body')}" + (f" at {where}" if where else "")
         return error_response(422, "validation_error", message[:300], _request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return error_response(err.status_code, "http_error", str(err.detail)[:200], _request_id(request))
+        kinds = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}
+        kind = kinds.get(err.status_code, "http_error")
+        return error_response(err.status_code, kind, str(err.detail)[:200], _request_id(request),
+                              dict(err.headers or {}))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error in request %s", _request_id(request), exc_info=err)
         return error_response(500, "internal_error", "internal server error", _request_id(request))
-
-    async def require_key(request: Request) -> None:
-        if cfg.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-        if not hmac.compare_digest(given.encode(), cfg.api_key.encode()):
-            raise _Unauthorized()
-
-    @app.exception_handler(_Unauthorized)
-    async def unauthorized(request: Request, _: Exception) -> JSONResponse:
-        return error_response(401, "unauthorized", "missing or invalid API key", _request_id(request),
-                              {"WWW-Authenticate": "Bearer"})
-
-    auth = [Depends(require_key)]
 
     def deadline_for(request: Request) -> float:
         timeout = cfg.request_timeout_s
@@ -246,7 +201,7 @@ def create_app(service: Service) -> FastAPI:
         if n > cfg.max_inputs_per_request:
             raise InputError(f"{n} inputs is over the limit of {cfg.max_inputs_per_request} per request")
 
-    @app.post("/predict", dependencies=auth, response_model=list[list[LabelScore]], responses=ERROR_RESPONSES)
+    @app.post("/predict", response_model=list[list[LabelScore]], responses=ERROR_RESPONSES)
     async def predict(body: PredictRequest, request: Request) -> Any:
         """Hugging Face compatible: one list of {label, score} per input, all labels, best first."""
         texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
@@ -258,10 +213,12 @@ def create_app(service: Service) -> FastAPI:
             if result.error is not None:
                 raise type(result.error)(f"input {i}: {result.error}")
         metrics.inputs.labels("ok").inc(len(texts))
-        preds = service.clf.post(np.stack(rows), top_k=0, raw_scores=body.raw_scores)  # type: ignore[arg-type]
+        params = body.parameters or PredictParameters(top_k=None, function_to_apply=None)
+        preds = service.clf.post(np.stack(rows), top_k=params.top_k or 0,  # type: ignore[arg-type]
+                                 raw_scores=body.raw_scores, function=params.function_to_apply)
         return [[{"label": label, "score": score} for label, score in p.scores] for p in preds]
 
-    @app.post("/v1/classify", dependencies=auth, response_model=ClassifyResponse, responses=ERROR_RESPONSES)
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERROR_RESPONSES)
     async def classify(body: ClassifyRequest, request: Request) -> Any:
         """padless's form: ids, top_k, per-item errors (the request still succeeds), token counts, timing."""
         check_count(len(body.inputs))
@@ -297,7 +254,7 @@ def create_app(service: Service) -> FastAPI:
         """Liveness: the process and its event loop answer."""
         return {"status": "ok"}
 
-    @app.get("/ready", dependencies=auth, responses={503: {"model": ErrorBody}})
+    @app.get("/ready", responses={503: {"model": ErrorBody}})
     async def ready(request: Request) -> Any:
         """Readiness: loaded, warmed, not draining, and a real 1-token forward pass answers."""
         ok, reason = await service.ready()
@@ -305,12 +262,12 @@ def create_app(service: Service) -> FastAPI:
             return error_response(503, "not_ready", reason, _request_id(request))
         return {"status": "ready"}
 
-    @app.get("/info", dependencies=auth)
+    @app.get("/info")
     async def info() -> dict[str, Any]:
         """Model, labels, limits, backend and version."""
         return service.info()
 
-    @app.get("/metrics", dependencies=auth, response_class=Response)
+    @app.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
         """Prometheus text exposition."""
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -318,8 +275,3 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
-class _Unauthorized(Exception):
-    pass
-
-
-_ROUTES = {"/predict", "/v1/classify", "/health", "/ready", "/info", "/metrics"}

@@ -8,6 +8,7 @@ forces the exit.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import signal
 import time
@@ -61,6 +62,9 @@ def serve(classifier: Classifier, server: ServerConfig, queue: QueueConfig, *, l
     """Serve ``classifier`` until SIGTERM/SIGINT (blocking)."""
     service = Service(classifier, server=server, queue=queue)
     app = create_app(service)
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["padless"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
     config = uvicorn.Config(app, host=server.host, port=server.port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=max(1, int(server.drain_timeout_s)), lifespan="on")
+                            log_config=log_config, timeout_graceful_shutdown=max(1, int(server.drain_timeout_s)),
+                            lifespan="on")
     DrainingServer(config, service, server.drain_timeout_s).run()
