@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from e2e_support import Server, metric, softmax
-from huggingface_hub.errors import HfHubHTTPError
 
 LABELS = ["negative", "neutral", "positive"]
 MAX_LENGTH = 16  # the shared server runs with --max-length 16

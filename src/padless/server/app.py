@@ -162,9 +162,13 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0] if err.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        if first.get("type") == "too_short" and where:
+        errors = err.errors()
+        # A union field (str | list[str]) reports one error per member; an empty list is the too_short one,
+        # whichever member pydantic happened to list first.
+        short = next((e for e in errors if e.get("type") == "too_short"), None)
+        first = short or (errors[0] if errors else {})
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "list[str]"))
+        if short is not None and where:
             message = f"invalid request: {where} must not be empty"
         else:
             message = f"invalid request: {first.get('msg', 'malformed body')}" + (f" at {where}" if where else "")
