@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 from padless.errors import ConfigError
 
-BACKENDS = ("torch", "dummy")
+# Kept in step with padless.runtime.BACKENDS (config must not import the runtimes: torch is slow to import).
+BACKENDS = ("auto", "torch", "torch-bf16", "torch-fp16", "torch-int8", "onnx", "onnx-int8", "dummy")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,7 +23,7 @@ class ModelConfig:
     """Which model runs, where, and how its input is cut."""
 
     model: str = "default"
-    backend: str = "torch"
+    backend: str = "auto"  # auto: a padless optimize folder's selected variant, else torch
     max_length: int | None = None  # None: the model's own limit (e.g. 512 for BERT)
     truncate: bool = True  # False: over-long input is a per-row error instead of being cut
     max_chars: int = 20_000  # cap applied before tokenizing, so a 10 MB line cannot stall the tokenizer

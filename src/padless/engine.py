@@ -22,6 +22,7 @@ import numpy as np
 from padless import models
 from padless.config import BatchConfig, ModelConfig, OutputConfig
 from padless.errors import ItemError
+from padless.optimize import manifest as optimized
 from padless.planner import Batch, plan
 from padless.postprocess import PostProcessor, Prediction
 from padless.runtime import ModelInfo, Runtime, load_runtime
@@ -55,7 +56,8 @@ class Classifier:
         self,
         model: str = "default",
         *,
-        backend: str = "torch",
+        backend: str = "auto",
+        variant: str | None = None,
         max_length: int | None = None,
         truncate: bool = True,
         max_chars: int = ModelConfig.max_chars,
@@ -82,10 +84,23 @@ class Classifier:
         self.max_length = min(max_length or limit, limit)
         self.batch_config.validate(self.max_length)
         self.encoder = TextEncoder(tokenizer, max_length=self.max_length, truncate=truncate, max_chars=max_chars)
-        self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads,
-                                             **(runtime_options or {}))
+        options = dict(runtime_options or {})
+        manifest = None
+        if (backend == "auto" and optimized.is_optimized(self.path)) or variant is not None:
+            # A padless optimize folder: run the variant its manifest selected (or the one named), after checking
+            # its files' hashes; below, its outputs on the stored sample are checked too.
+            backend, chosen, manifest = optimized.selected_runtime(self.path, variant)
+            options = {**chosen, **options}
+        elif backend == "auto":
+            backend = "torch"
+        self.backend = backend
+        self.variant = variant or (manifest or {}).get("selected")
+        self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads, **options)
         self.post = PostProcessor(self.info.id2label, self.info.problem_type)
         self.stats = Stats()
+        if manifest is not None:
+            optimized.recheck(manifest, lambda texts: self.logits(texts)[0])
+            self.stats = Stats()
 
     @property
     def labels(self) -> list[str]:
@@ -103,23 +118,29 @@ class Classifier:
     def run(self, texts: Sequence[object], *, top_k: int = 1, raw_scores: bool = False) -> list[Result]:
         """Classify every text; an item that cannot be scored gets its ItemError in its place. Order is kept."""
         OutputConfig(top_k=top_k, raw_scores=raw_scores).validate()
+        logits, errors = self.logits(texts)
+        good = [i for i, e in enumerate(errors) if e is None]
+        results: list[Result] = list(errors)  # type: ignore[arg-type]
+        if good:
+            for i, pred in zip(good, self.post(logits[good], top_k=top_k, raw_scores=raw_scores)):
+                results[i] = pred
+        return results
+
+    def logits(self, texts: Sequence[object]) -> tuple[np.ndarray, list[ItemError | None]]:
+        """Raw logits (``rows × labels``, input order) and, per row, the error that kept it unscored (NaN row)."""
         started = time.perf_counter()
         encoded = self.encoder.encode(texts)
         self.stats.tokenize_s += time.perf_counter() - started
-        results: list[Result | None] = [None] * len(texts)
-        good = [i for i, e in enumerate(encoded) if not isinstance(e, ItemError)]
-        for i, e in enumerate(encoded):
-            if isinstance(e, ItemError):
-                results[i] = e
+        errors: list[ItemError | None] = [e if isinstance(e, ItemError) else None for e in encoded]
+        out = np.full((len(texts), len(self.info.id2label) or 1), np.nan, dtype=np.float32)
+        good = [i for i, e in enumerate(errors) if e is None]
         ids = [encoded[i] for i in good]
         for batch in self.plan([len(x) for x in ids]):  # type: ignore[arg-type]
             rows = [ids[k] for k in batch.indices]
-            logits = self.forward_padded(rows, batch.width)  # type: ignore[arg-type]
-            for k, pred in zip(batch.indices, self.post(logits, top_k=top_k, raw_scores=raw_scores)):
-                results[good[k]] = pred
+            out[[good[k] for k in batch.indices]] = self.forward_padded(rows, batch.width)  # type: ignore[arg-type]
         self.stats.rows += len(texts)
         self.stats.errors += len(texts) - len(good)
-        return results  # type: ignore[return-value]
+        return out, errors
 
     def plan(self, lengths: Sequence[int]) -> list[Batch]:
         return plan(lengths, max_batch_tokens=self.batch_config.max_batch_tokens,
@@ -160,6 +181,7 @@ class Classifier:
             "max_batch_tokens": self.batch_config.max_batch_tokens,
             "max_batch_size": self.batch_config.max_batch_size,
             **self.runtime.describe(),
+            **({"variant": self.variant} if self.variant else {}),
         }
 
 

@@ -6,7 +6,9 @@ Configs (all on the same model folder, the same workload, in one process):
 * ``pipeline-b32``: the same pipeline called on the whole list with ``batch_size=32`` (pads each chunk of 32
   consecutive inputs to its longest);
 * ``pad512-b32``: a hand-written loop over chunks of 32, every row padded to 512 tokens;
-* ``padless``: :meth:`padless.engine.Classifier.run` with its defaults.
+* ``padless``: :meth:`padless.engine.Classifier.run` with its defaults on the torch fp32 backend;
+* ``padless-<backend>`` (``--backend onnx,onnx-int8,auto,…``): the same engine on another backend; ``auto`` on a
+  ``padless optimize`` folder is its selected variant. Their ratios to ``padless`` come from the same rounds.
 
 Every round times each config on the whole workload with ``time.perf_counter`` (tokenization included); the order
 of configs rotates from round to round so no config always runs first or on a warmer cache. Figures are medians over
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 CONFIGS = ("pipeline-b1", "pipeline-b32", "pad512-b32", "padless")
+PADLESS = "padless"  # padless on the torch fp32 backend: the reference the ratios are taken against
 CHUNK_ROWS = 32
 PAD_WIDTH = 512
 WARMUP_TEXTS = 8
@@ -53,7 +56,21 @@ DESCRIPTIONS = {
 Runner = Callable[[list[str]], tuple[list[str | None], Stats | None]]
 
 
-def _runners(clf: Classifier, names: list[str]) -> dict[str, Runner]:
+def config_names(backends: list[str]) -> list[str]:
+    """Every config a run can include: the baselines, then one padless config per backend (``padless`` is torch)."""
+    return [*CONFIGS[:-1], *(PADLESS if b == "torch" else f"{PADLESS}-{b}" for b in backends)]
+
+
+def _padless_runner(clf: Classifier) -> Runner:
+    def padless(texts: list[str]) -> tuple[list[str | None], Stats | None]:
+        run = clf.with_options()  # a fresh clone per call, so its stats cover exactly this call
+        results = run.run(texts)
+        return [None if isinstance(r, ItemError) else r.label for r in results], run.stats
+
+    return padless
+
+
+def _runners(clf: Classifier, names: list[str], extra: dict[str, Classifier]) -> dict[str, Runner]:
     runners: dict[str, Runner] = {}
     if any(name.startswith("pipeline") for name in names):
         from transformers import pipeline
@@ -77,13 +94,9 @@ def _runners(clf: Classifier, names: list[str]) -> dict[str, Runner]:
             labels.extend(model.config.id2label[int(i)] for i in logits.argmax(dim=-1))
         return labels, None
 
-    def padless(texts: list[str]) -> tuple[list[str | None], Stats | None]:
-        run = clf.with_options()  # a fresh clone per call, so its stats cover exactly this call
-        results = run.run(texts)
-        return [None if isinstance(r, ItemError) else r.label for r in results], run.stats
-
     runners["pad512-b32"] = pad512
-    runners["padless"] = padless
+    runners[PADLESS] = _padless_runner(clf)
+    runners.update({name: _padless_runner(other) for name, other in extra.items()})
     return {name: runners[name] for name in names}
 
 
@@ -138,6 +151,7 @@ def run_offline_bench(
     max_batch_size: int = BatchConfig.max_batch_size,
     progress: bool = False,
     peak_size: int = 2048,
+    backends: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the configs interleaved over ``rounds`` and return the results (see the module docstring).
 
@@ -146,17 +160,24 @@ def run_offline_bench(
     # transformers.pipeline sets this to "false" on its first call when unset, which would also halve padless's
     # batch tokenization later in this process; setting it first keeps the comparison fair.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    names = list(configs or CONFIGS)
-    unknown = [name for name in names if name not in CONFIGS]
+    backends = list(backends or ["torch"])
+    if "torch" not in backends:
+        backends.insert(0, "torch")  # padless on torch fp32 is what every ratio is taken against
+    every = config_names(backends)
+    names = list(configs or every)
+    unknown = [name for name in names if name not in every]
     if unknown or not names or len(set(names)) != len(names):
-        raise ConfigError(f"configs must be distinct names from {', '.join(CONFIGS)}; got {names}")
+        raise ConfigError(f"configs must be distinct names from {', '.join(every)}; got {names}")
     if n < 1 or rounds < 1:
         raise ConfigError("n and rounds must be positive")
     from rich.console import Console
 
     console = Console(stderr=True) if progress else None
     load_start = _loadavg()
-    clf = Classifier(model, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+    clf = Classifier(model, backend="torch", max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+    extra = {f"{PADLESS}-{b}": Classifier(model, backend=b, max_batch_tokens=max_batch_tokens,
+                                          max_batch_size=max_batch_size)
+             for b in backends if b != "torch" and f"{PADLESS}-{b}" in names}
     if "pad512-b32" in names and (clf.max_length < PAD_WIDTH or not hasattr(clf.runtime, "model")):
         raise ConfigError(f"pad512-b32 needs the torch backend and a model that accepts {PAD_WIDTH} tokens")
     texts = make_workload(clf.encoder.tokenizer, mix, n, seed)
@@ -169,7 +190,7 @@ def run_offline_bench(
     real = sum(lengths)
     useful_flops = sum(model_flops(clf.info, length) for length in lengths)
 
-    runners = _runners(clf, names)
+    runners = _runners(clf, names, extra)
     peak_before = measure_matmul_peak(peak_size)
     # One untimed call each pays one-off costs (lazy imports, first-call allocation) outside the measurement.
     for name in names:
@@ -203,14 +224,14 @@ def run_offline_bench(
     for name in names:
         secs = seconds[name]
         entry: dict[str, Any] = {
-            "description": DESCRIPTIONS[name],
+            "description": DESCRIPTIONS.get(name) or f"padless Classifier.run, {_backend_of(name, extra)} backend",
             "seconds": statistics.median(secs),
             "seconds_per_round": secs,
             "texts_per_s": statistics.median(n / s for s in secs),
             "real_tokens_per_s": statistics.median(real / s for s in secs),
             "model_flops_pct_of_peak": statistics.median(100 * useful_flops / s / (peak * 1e9) for s in secs),
         }
-        if name == "padless":
+        if name.startswith(PADLESS):
             st = stats[name]
             entry.update(padding_fraction=st.padding_fraction, computed_tokens=st.padded_tokens,
                          batches=st.batches, stats_real_tokens=st.real_tokens)
@@ -224,10 +245,14 @@ def run_offline_bench(
     # Paired per round (same round, adjacent in time), then the median: robust to the machine drifting mid-run.
     ratios = {f"padless_vs_{name}": statistics.median(b / a for a, b in zip(seconds["padless"], seconds[name]))
               for name in names if name != "padless" and "padless" in results}
+    ratios.update({f"{name}_vs_{other}": statistics.median(b / a for a, b in zip(seconds[name], seconds[other]))
+                   for name in names if name.startswith(PADLESS + "-") for other in names if other != name
+                   and not other.startswith(PADLESS + "-")})
     info = clf.info
     result: dict[str, Any] = {
         "benchmark": "offline",
         "machine": {**_machine(), "loadavg_1m_start": load_start, "loadavg_1m_end": _loadavg()},
+        "backends": {name: other.describe() for name, other in extra.items()},
         "model": {**clf.describe(), "hidden_size": info.hidden_size, "num_layers": info.num_layers,
                   "non_embedding_params": info.non_embedding_params},
         "workload": {"mix": mix, "n": n, "seed": seed, "buckets": describe_mix(mix),
@@ -249,6 +274,11 @@ def run_offline_bench(
     return result
 
 
+def _backend_of(name: str, extra: dict[str, Classifier]) -> str:
+    described = extra[name].describe() if name in extra else {}
+    return f"{described.get('variant') or name.removeprefix(PADLESS + '-')} ({described.get('dtype', '?')})"
+
+
 def write_chart(result: dict[str, Any], path: Path) -> None:
     """A bar chart of texts/s per config, each bar labelled with its padding share, saved as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -259,7 +289,7 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
     fig = Figure(figsize=(7, 4), dpi=120)
     FigureCanvasAgg(fig)  # Agg directly: no pyplot, no GUI backend, no global state
     ax = fig.add_subplot()
-    bars = ax.bar(names, rates, color=["#1f77b4" if name == "padless" else "#9e9e9e" for name in names])
+    bars = ax.bar(names, rates, color=["#1f77b4" if name.startswith(PADLESS) else "#9e9e9e" for name in names])
     for bar, name, rate in zip(bars, names, rates):
         padding = result["configs"][name]["padding_fraction"]
         ax.annotate(f"{rate:.0f}/s\npadding {padding:.0%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -279,12 +309,15 @@ def render_table(result: dict[str, Any]) -> Table:
 
     table = Table(title=f"offline benchmark, peak {result['peak']['gflops']:.0f} GFLOP/s (matmul)",
                   caption="\n".join(result.get("notes", [])) or None)
-    for column in ("config", "texts/s", "real tok/s", "padding", "agree b1", "% of peak", "padless ×"):
+    for column in ("config", "texts/s", "real tok/s", "padding", "agree b1", "% of peak", "padless ×",
+                   "× padless"):
         table.add_column(column, justify="left" if column == "config" else "right", no_wrap=True)
     for name, entry in result["configs"].items():
         agreement = entry["agreement_with_pipeline_b1"]
         ratio = result["ratios"].get(f"padless_vs_{name}")
         table.add_row(name, f"{entry['texts_per_s']:.1f}", f"{entry['real_tokens_per_s']:.0f}",
                       f"{entry['padding_fraction']:.1%}", "-" if agreement is None else f"{agreement:.1%}",
-                      f"{entry['model_flops_pct_of_peak']:.1f}%", "-" if ratio is None else f"{ratio:.2f}×")
+                      f"{entry['model_flops_pct_of_peak']:.1f}%", "-" if ratio is None else f"{ratio:.2f}×",
+                      f"{result['ratios'][f'{name}_vs_padless']:.2f}×" if f"{name}_vs_padless" in result["ratios"]
+                      else "-")
     return table

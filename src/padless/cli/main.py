@@ -25,7 +25,7 @@ app.add_typer(models_app, name="models")
 # Shared option declarations, so every command spells them, their env vars and defaults the same way.
 ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="PADLESS_MODEL",
                                        help="'default', a local Hugging Face folder, or a Hub id.")]
-BackendOpt = Annotated[str, typer.Option(envvar="PADLESS_BACKEND", help="Runtime backend: torch or dummy.")]
+BackendOpt = Annotated[str, typer.Option(envvar="PADLESS_BACKEND", help="auto (an optimize folder's selected variant, else torch), torch, torch-bf16, torch-fp16, torch-int8, onnx, onnx-int8, dummy.")]
 MaxLenOpt = Annotated[int | None, typer.Option(envvar="PADLESS_MAX_LENGTH",
                                                   help="Token limit per input [default: the model's limit].")]
 MaxCharsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_CHARS", help="Character cap applied before tokenizing.")]
@@ -101,7 +101,7 @@ def classify(
     format: Annotated[str | None, typer.Option("--format", "-f", envvar="PADLESS_FORMAT",
                                                   help="Output format csv|tsv|jsonl|parquet [default: from -o; jsonl for stdout]")] = None,
     model: ModelOpt = "default",
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = "auto",
     max_length: MaxLenOpt = None,
     truncate: Annotated[bool, typer.Option("--truncate/--no-truncate", envvar="PADLESS_TRUNCATE",
                                            help="Cut over-long input, or report it as a row error.")] = True,
@@ -179,7 +179,7 @@ def models_path(model: ModelOpt = "default") -> None:
 def evaluate_cmd(
     eval_set: Annotated[str, typer.Option("--eval", envvar="PADLESS_EVAL", help="vader-movies-test, vader-amazon, vader-tweets, vader-nyt, vader-movies-train")] = "vader-movies-test",
     model: ModelOpt = "default",
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = "auto",
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
     threads: ThreadsOpt = 0,
@@ -207,7 +207,8 @@ def bench(
     n: Annotated[int, typer.Option("-n", envvar="PADLESS_BENCH_N", help="Texts in the workload.")] = 400,
     rounds: Annotated[int, typer.Option(envvar="PADLESS_BENCH_ROUNDS", help="Interleaved rounds; medians reported.")] = 2,
     seed: Annotated[int, typer.Option(envvar="PADLESS_BENCH_SEED", help="Workload seed.")] = 0,
-    configs: Annotated[str | None, typer.Option(envvar="PADLESS_BENCH_CONFIGS", help="Comma-separated subset of pipeline-b1,pipeline-b32,pad512-b32,padless.")] = None,
+    configs: Annotated[str | None, typer.Option(envvar="PADLESS_BENCH_CONFIGS", help="Comma-separated subset of pipeline-b1,pipeline-b32,pad512-b32,padless,padless-<backend>.")] = None,
+    backend: Annotated[str, typer.Option(envvar="PADLESS_BENCH_BACKENDS", help="Comma-separated backends for padless configs (padless = torch fp32, always run; others appear as padless-<backend>).")] = "torch",
     out_dir: Annotated[Path, typer.Option("--out-dir", envvar="PADLESS_BENCH_OUT", help="Where bench.json and bench.png go.")] = Path("bench-results"),
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
@@ -225,7 +226,8 @@ def bench(
     _ensure_default(model)
     chosen = [c.strip() for c in configs.split(",")] if configs else None
     result = run_offline_bench(model, mix=mix, n=n, rounds=rounds, seed=seed, configs=chosen, out_dir=out_dir,
-                               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, progress=True)
+                               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, progress=True,
+                               backends=[b.strip() for b in backend.split(",") if b.strip()])
     Console().print(render_table(result))
     typer.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
 
@@ -310,7 +312,7 @@ def loadtest(
 @app.command()
 def serve(
     model: ModelOpt = "default",
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = "auto",
     host: Annotated[str, typer.Option(envvar="PADLESS_HOST", help="Bind address (loopback unless you say otherwise).")] = ServerConfig.host,
     port: Annotated[int, typer.Option(envvar="PADLESS_PORT", help="TCP port.")] = ServerConfig.port,
     max_length: MaxLenOpt = None,
@@ -344,6 +346,11 @@ def serve(
     from padless.server.run import serve as run_server
 
     run_server(clf, server_cfg, queue_cfg, log_level=log_level)  # type: ignore[arg-type]
+
+
+from padless.cli import optimize as _optimize_commands  # noqa: E402  (registers `optimize` and `verify`)
+
+_optimize_commands.register(app)
 
 
 def main() -> None:

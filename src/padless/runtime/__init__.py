@@ -1,4 +1,13 @@
-"""Backends: each turns a padded batch of token ids into logits. See :mod:`padless.runtime.base`."""
+"""Backends: each turns a padded batch of token ids into logits. See :mod:`padless.runtime.base`.
+
+Backend names (``--backend``):
+
+* ``auto``: the variant a ``padless optimize`` folder selected (its manifest says which), else ``torch``;
+* ``torch``, ``torch-bf16``, ``torch-fp16`` (CUDA), ``torch-int8`` (CPU dynamic quantization);
+* ``onnx``: ONNX Runtime fp32 with BERT-family fusions; ``onnx-int8``: the same, dynamically quantized to int8
+  (every quantizable node, not gated: ``padless optimize`` finds the variant that passes the accuracy gate);
+* ``dummy``: deterministic, weightless, for tests.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +17,23 @@ from typing import Any
 from padless.errors import ConfigError
 from padless.runtime.base import ModelInfo, Runtime
 
+TORCH_PRECISION = {"torch": "float32", "torch-bf16": "bfloat16", "torch-fp16": "float16", "torch-int8": "int8"}
+BACKENDS = ("auto", *TORCH_PRECISION, "onnx", "onnx-int8", "dummy")
+
 
 def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, **options: Any) -> Runtime:
-    """Instantiate the named backend for a resolved model folder."""
-    if backend == "torch":
+    """Instantiate the named backend for a resolved model folder (``auto`` is resolved by the caller)."""
+    if backend in TORCH_PRECISION:
         from padless.runtime.torch import TorchRuntime
 
-        return TorchRuntime(path, info, threads=threads)
+        return TorchRuntime(path, info, threads=threads, **{"precision": TORCH_PRECISION[backend], **options})
+    if backend in ("onnx", "onnx-int8"):
+        from padless.optimize.export import ensure_onnx
+        from padless.runtime.onnx import OnnxRuntime
+
+        onnx_file = options.pop("onnx_file", None) or ensure_onnx(path, int8=backend == "onnx-int8")
+        precision = options.pop("precision", "int8" if backend == "onnx-int8" else "float32")
+        return OnnxRuntime(onnx_file, info, threads=threads, precision=precision, **options)
     if backend == "dummy":
         from padless.runtime.dummy import DummyRuntime
 
@@ -22,7 +41,7 @@ def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, 
         # subprocess tests (resume after kill, load tests) can slow it down without a CLI flag for users.
         delay = float(os.environ.get("PADLESS_DUMMY_DELAY_PER_TOKEN_S", "0") or 0)
         return DummyRuntime(info, **{"delay_per_token_s": delay, **options})
-    raise ConfigError(f"unknown backend {backend!r}")
+    raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["ModelInfo", "Runtime", "load_runtime"]
+__all__ = ["BACKENDS", "ModelInfo", "Runtime", "load_runtime"]

@@ -1,5 +1,8 @@
 """PyTorch backend: ``AutoModelForSequenceClassification`` in inference mode with SDPA attention.
 
+Precisions: ``float32`` (the reference), ``bfloat16`` (weights and activations; on CPUs with native bf16 —
+avx512_bf16 or AMX — or on CUDA), ``float16`` (CUDA only), and ``int8`` (CPU dynamic quantization of every
+``nn.Linear`` except those named in ``keep_fp32``: int8 weights per channel, activations quantized per batch).
 Threads default to every core the process may use (``os.sched_getaffinity``), not ``os.cpu_count()``, which over-
 subscribes containers limited by cgroups or affinity.
 """
@@ -7,13 +10,17 @@ subscribes containers limited by cgroups or affinity.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from padless.errors import ModelError
+from padless.errors import ConfigError, ModelError
 from padless.runtime.base import ModelInfo, Runtime
+
+PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 
 
 def usable_cores() -> int:
@@ -23,27 +30,67 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 in hardware (emulated bf16 is slower than fp32, so it is never chosen)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 class TorchRuntime(Runtime):
     name = "torch"
 
-    def __init__(self, path: str, info: ModelInfo, *, threads: int = 0) -> None:
+    def __init__(self, path: str, info: ModelInfo, *, threads: int = 0, precision: str = "float32",
+                 device: str = "auto", keep_fp32: Sequence[str] = ()) -> None:
         from transformers import AutoModelForSequenceClassification
 
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown torch precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if precision == "float16" and self.device != "cuda":
+            raise ConfigError("float16 needs a CUDA GPU; on a CPU use bfloat16 or int8")
+        if precision == "int8" and self.device != "cpu":
+            raise ConfigError("the torch int8 backend is CPU-only (dynamic quantization)")
         self.info = info
+        self.precision = precision
         self.threads = threads or usable_cores()
         torch.set_num_threads(self.threads)
         try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, attn_implementation="sdpa", dtype=torch.float32
-            )
+            model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa",
+                                                                       dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise ModelError(f"cannot load a sequence-classification model from {path}: {err}") from None
-        self.model.eval()
+        model.eval()
+        if precision == "int8":
+            model = quantize_linear_int8(model, keep_fp32)
+        elif precision != "float32":
+            model = model.to(getattr(torch, precision))
+        self.model = model.to(self.device)
 
     @torch.inference_mode()
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
-        return out.logits.float().numpy()
+        ids = torch.from_numpy(input_ids).to(self.device)
+        mask = torch.from_numpy(attention_mask).to(self.device)
+        out = self.model(input_ids=ids, attention_mask=mask)
+        return out.logits.float().cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "dtype": "float32", "threads": self.threads, "attention": "sdpa"}
+        return {"backend": self.name, "dtype": self.precision, "device": self.device, "threads": self.threads,
+                "attention": "sdpa"}
+
+
+def quantize_linear_int8(model: torch.nn.Module, keep_fp32: Sequence[str] = ()) -> torch.nn.Module:
+    """Dynamic int8 for every ``nn.Linear`` whose qualified name is not in ``keep_fp32``."""
+    keep = set(keep_fp32)
+    names = {name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name not in keep}
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency of padless; the
+        # dynamic path still works and is what this backend measures.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, names, dtype=torch.qint8)  # type: ignore[arg-type]

@@ -1,0 +1,101 @@
+"""What a ``padless optimize`` folder records, and the checks made every time it is loaded.
+
+``DIR/manifest.json`` names the selected variant (a backend plus its options, with files relative to ``DIR``), every
+candidate's measurements and verdict, the gate thresholds, and a small check sample: texts with the selected
+variant's logits and the fp32 reference's logits as recorded when the folder was built. Loading the folder
+(:func:`selected_runtime` then :func:`recheck`) refuses to start, with one line, if a file's SHA-256 differs from
+the manifest (a corrupted or tampered file) or if the variant's logits on the sample no longer match (a mismatched
+runtime or library).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from padless.errors import ModelError
+
+FORMAT = "padless-optimize/1"
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_optimized(model_dir: str | Path) -> bool:
+    return (Path(model_dir) / MANIFEST).is_file()
+
+
+def write(model_dir: Path, manifest: dict[str, Any]) -> Path:
+    path = model_dir / MANIFEST
+    tmp = path.with_name(MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, **manifest}, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read {path}: {type(err).__name__}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelError(f"{path} is not a {FORMAT} manifest")
+    return data
+
+
+def candidate(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    for c in manifest.get("candidates", []):
+        if c.get("name") == name:
+            return dict(c)
+    raise ModelError(f"the manifest has no variant named {name!r}")
+
+
+def selected_runtime(model_dir: str | Path, variant: str | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Backend name and runtime options of the selected (or named) variant, after checking its files' hashes."""
+    root = Path(model_dir)
+    manifest = read(root)
+    name = variant or manifest.get("selected")
+    if not name:
+        raise ModelError(f"{root / MANIFEST} selected no variant (none passed the gate); pick one with --backend")
+    chosen = candidate(manifest, name)
+    files: dict[str, str] = {**manifest.get("reference", {}).get("files", {}), **chosen.get("files", {})}
+    for rel, digest in files.items():
+        path = root / rel
+        if not path.is_file():
+            raise ModelError(f"{path} is missing; the optimized model folder is incomplete")
+        if sha256_file(path) != digest:
+            raise ModelError(f"{path} does not match its SHA-256 in the manifest (corrupted or modified); refusing "
+                             "to load it")
+    options = dict(chosen.get("options", {}))
+    if "onnx_file" in options:
+        options["onnx_file"] = str(root / options["onnx_file"])
+    return str(chosen["backend"]), options, manifest
+
+
+def recheck(manifest: dict[str, Any], logits_of: Any) -> float:
+    """Run the stored check sample; raise if the variant's logits drifted from those recorded. Returns max |Δ|."""
+    check = manifest.get("check") or {}
+    texts = check.get("texts") or []
+    if not texts:
+        raise ModelError("the manifest has no check sample; rebuild the folder with padless optimize")
+    expected = np.asarray(check["variant_logits"], dtype=np.float32)
+    got = np.asarray(logits_of(texts), dtype=np.float32)
+    tolerance = float(check.get("tolerance", 1e-3))
+    if got.shape != expected.shape or np.isnan(got).any():
+        raise ModelError("the selected variant cannot score the manifest's check sample; refusing to start")
+    diff = float(np.abs(got - expected).max())
+    if diff > tolerance:
+        raise ModelError(f"the selected variant's outputs differ from those recorded in the manifest by {diff:.3g} "
+                         f"(tolerance {tolerance:g}): mismatched runtime or corrupted files; refusing to start")
+    return diff

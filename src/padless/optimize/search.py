@@ -1,0 +1,273 @@
+"""``padless optimize``: build the candidates, measure each in one run, gate them, select, write the folder.
+
+Contract: :func:`optimize` copies the model into ``out_dir`` (so the folder is self-contained), builds every
+candidate variant, scores each on the eval set against the torch fp32 reference (:mod:`padless.optimize.gate`),
+times each on the bench workload (realistic and long mixes, candidates interleaved round by round so that a noisy
+neighbour slows all of them alike), selects the fastest on the realistic mix that passes the gate, and writes
+``manifest.json``, ``report.md`` and ``pareto.png``. The reference itself always passes, so a selection always exists.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from padless import models
+from padless.engine import Classifier
+from padless.errors import ConfigError
+from padless.optimize import manifest as mf
+from padless.optimize.export import copy_model_folder, export_onnx, model_digest
+from padless.optimize.gate import GateConfig, compare, label_ids, load_eval
+from padless.optimize.quantize import mixed_precision, quantize_dynamic_file, quantize_static_file
+
+CANDIDATES = ("torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int8-mixed",
+              "torch-int8-dynamic", "torch-bf16")
+REFERENCE = "torch-fp32"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizeConfig:
+    """What ``padless optimize`` builds and how it measures. See ``padless optimize --help``."""
+
+    eval_set: str | None = None  # None: vader-movies-test for the default model (required otherwise)
+    calibration: str | None = None  # text for calibration and the sensitivity sweep; None: see calibration_texts
+    calibration_rows: int = 400
+    check_rows: int = 16  # texts whose outputs the manifest records for the load-time re-check
+    bench_texts: int = 400  # realistic-mix texts per timing round
+    long_texts: int = 48  # long-mix texts per timing round
+    rounds: int = 3
+    candidates: tuple[str, ...] = CANDIDATES
+    gate: GateConfig = field(default_factory=GateConfig)
+    threads: int = 0
+
+    def validate(self) -> None:
+        unknown = [c for c in self.candidates if c not in CANDIDATES]
+        if unknown:
+            raise ConfigError(f"unknown candidates {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
+        if min(self.calibration_rows, self.check_rows, self.bench_texts, self.rounds) < 1 or self.long_texts < 0:
+            raise ConfigError("calibration_rows, check_rows, bench_texts and rounds must be positive")
+        self.gate.validate()
+
+
+def calibration_texts(model: str, cfg: OptimizeConfig, eval_texts: list[str]) -> tuple[str, list[str]]:
+    """Unlabelled text to calibrate on: ``--calibration`` (a named set or file), else a default that is not the
+    eval set where one exists (the default model: VADER Amazon reviews), else the eval texts themselves."""
+    from padless.optimize.gate import load_eval as _load
+
+    if cfg.calibration:
+        return cfg.calibration, _load(cfg.calibration).texts[: cfg.calibration_rows]
+    if model == models.DEFAULT_NAME:
+        return "vader-amazon", _load("vader-amazon").texts[: cfg.calibration_rows]
+    return "eval set texts (no --calibration given)", eval_texts[: cfg.calibration_rows]
+
+
+def _build(name: str, out: Path, ref: Classifier, cal_texts: list[str], cal_ref: np.ndarray, cfg: OptimizeConfig,
+           say: Callable[[str], None]) -> dict[str, Any] | None:
+    """Make one candidate's files; return its backend/options/notes, or None when it cannot apply here."""
+    fp32 = out / "variants" / "onnx-fp32" / "model.onnx"
+    target = out / "variants" / name / "model.onnx"
+    if name == REFERENCE:
+        return {"backend": "torch", "options": {}, "precision": "float32"}
+    if name == "torch-int8-dynamic":
+        return {"backend": "torch-int8", "options": {}, "precision": "int8"}
+    if name == "torch-bf16":
+        from padless.runtime.torch import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            say("torch-bf16: skipped, this CPU has no native bf16 (avx512_bf16 / amx_bf16); emulated bf16 is "
+                "slower than fp32")
+            return None
+        return {"backend": "torch-bf16", "options": {}, "precision": "bfloat16"}
+    notes: dict[str, Any]
+    if name == "onnx-fp32":
+        notes = export_onnx(out, fp32)
+        return {"backend": "onnx", "options": {"onnx_file": _rel(fp32, out)}, "precision": "float32",
+                "notes": notes}
+    if not fp32.is_file():
+        export_onnx(out, fp32)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if name == "onnx-int8-dynamic":
+        quantize_dynamic_file(fp32, target)
+        notes = {"per_channel": True, "nodes": "all"}
+    elif name == "onnx-int8-static":
+        quantize_static_file(fp32, target, _feeds(ref, cal_texts))
+        notes = {"per_channel": True, "format": "QDQ", "calibration": "MinMax", "ops": "MatMul"}
+    else:  # onnx-int8-mixed
+        def logits_of(file: Path) -> np.ndarray:
+            return _with_onnx(ref, file).logits(cal_texts)[0]
+
+        result = mixed_precision(fp32, target, logits_of, cal_ref, min_agreement=cfg.gate.min_agreement,
+                                 on_step=lambda k, a: say(f"  mixed precision: {k} nodes kept fp32 -> "
+                                                          f"{a:.2%} agreement on the calibration sample"))
+        notes = {"kept_fp32": list(result.kept_fp32), "reached_target_on_calibration": result.reached,
+                 "steps": [list(s) for s in result.steps],
+                 "sensitivity": {k: round(v, 5) for k, v in sorted(result.sensitivity.items(), key=lambda kv: -kv[1])}}
+    return {"backend": "onnx", "options": {"onnx_file": _rel(target, out), "precision": "int8"}, "precision": "int8",
+            "notes": notes}
+
+
+def _rel(path: Path, root: Path) -> str:
+    return str(path.relative_to(root))
+
+
+def _with_onnx(ref: Classifier, file: Path) -> Classifier:
+    """A Classifier sharing ``ref``'s tokenizer and batch limits but running ``file`` (used in sweeps)."""
+    from padless.runtime.onnx import OnnxRuntime
+
+    clone = ref.with_options()
+    clone.runtime = OnnxRuntime(file, ref.info, threads=ref.model_config.threads)
+    return clone
+
+
+def _feeds(clf: Classifier, texts: list[str]) -> list[dict[str, np.ndarray]]:
+    """Padded input batches for static calibration, planned like real traffic."""
+    encoded = [e for e in clf.encoder.encode(texts) if not isinstance(e, Exception)]
+    feeds = []
+    for batch in clf.plan([len(e) for e in encoded]):
+        ids = np.full((len(batch.indices), batch.width), clf.encoder.pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for r, k in enumerate(batch.indices):
+            ids[r, : len(encoded[k])] = encoded[k]  # type: ignore[arg-type]
+            mask[r, : len(encoded[k])] = 1  # type: ignore[arg-type]
+        feeds.append({"input_ids": ids, "attention_mask": mask})
+    return feeds
+
+
+def _time(clf: Classifier, texts: list[str]) -> float:
+    started = time.perf_counter()
+    clf.logits(texts)
+    return time.perf_counter() - started
+
+
+def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool = False,
+             say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole search (see the module docstring) and return the manifest written to ``out_dir``."""
+    from padless.bench.workload import make_workload
+
+    cfg.validate()
+    eval_name = cfg.eval_set or (models.DEFAULT_NAME == model and "vader-movies-test") or None
+    if not eval_name:
+        raise ConfigError("--eval is required for a model other than 'default' (a named set or a labelled file)")
+    data = load_eval(eval_name)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
+        import shutil
+
+        shutil.rmtree(out_dir)
+    src = models.resolve(model)
+    copy_model_folder(src, out_dir)
+    ref = Classifier(str(out_dir), backend="torch", threads=cfg.threads)
+    gold = label_ids(data.labels, ref.labels)
+    cal_name, cal_texts = calibration_texts(model, cfg, data.texts)
+    say(f"reference: torch fp32; eval {data.name} ({len(data)} rows); calibration {cal_name} ({len(cal_texts)})")
+    ref_eval = ref.logits(data.texts)[0]
+    cal_ref = ref.logits(cal_texts)[0]
+
+    built: dict[str, dict[str, Any]] = {}
+    for name in cfg.candidates if REFERENCE in cfg.candidates else (REFERENCE, *cfg.candidates):
+        started = time.perf_counter()
+        say(f"building {name}")
+        spec = _build(name, out_dir, ref, cal_texts, cal_ref, cfg, say)
+        if spec is not None:
+            built[name] = {**spec, "build_s": round(time.perf_counter() - started, 1)}
+
+    runners = {name: ref if name == REFERENCE else
+               Classifier(str(out_dir), backend=spec["backend"], threads=cfg.threads,
+                          runtime_options=_absolute(spec["options"], out_dir))
+               for name, spec in built.items()}
+    for name, clf in runners.items():
+        say(f"scoring {name} on {data.name}")
+        logits = ref_eval if name == REFERENCE else clf.logits(data.texts)[0]
+        built[name]["eval"] = compare(ref_eval, logits, gold, cfg.gate)
+
+    workloads = {mix: make_workload(ref.encoder.tokenizer, mix, n, seed=0)
+                 for mix, n in (("realistic", cfg.bench_texts), ("long", cfg.long_texts)) if n}
+    times: dict[str, dict[str, list[float]]] = {name: {mix: [] for mix in workloads} for name in runners}
+    for clf in runners.values():  # warm every runtime once before timing any of them
+        clf.logits(workloads["realistic"][:32])
+    for r in range(cfg.rounds):
+        say(f"timing round {r + 1}/{cfg.rounds}")
+        for name, clf in runners.items():
+            for mix, texts in workloads.items():
+                times[name][mix].append(_time(clf, texts))
+    for name in runners:
+        built[name]["throughput"] = {mix: round(len(workloads[mix]) / statistics.median(ts), 1)
+                                     for mix, ts in times[name].items()}
+    ref_rate = built[REFERENCE]["throughput"]["realistic"]
+    for spec in built.values():
+        spec["speedup_vs_torch_fp32"] = round(spec["throughput"]["realistic"] / ref_rate, 2)
+
+    selected = _select(built)
+    chosen = runners[selected]
+    check_texts = _check_sample(data.texts, cfg.check_rows)
+    check = {"texts": check_texts, "variant_logits": chosen.logits(check_texts)[0].tolist(),
+             "reference_logits": ref.logits(check_texts)[0].tolist(),
+             "tolerance": 1e-3 if built[selected]["precision"] == "float32" else 0.1}
+    ref_files = {p.name: mf.sha256_file(p) for p in sorted(out_dir.iterdir())
+                 if p.is_file() and (p.name == "config.json" or p.suffix in (".safetensors", ".bin", ".json"))}
+    candidates = []
+    for name, spec in built.items():
+        files = {spec["options"]["onnx_file"]: mf.sha256_file(out_dir / spec["options"]["onnx_file"])} \
+            if "onnx_file" in spec["options"] else {}
+        candidates.append({"name": name, **spec, "files": files, "status": _status(name, selected, built)})
+    manifest = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source_model": model,
+        "reference": {"name": REFERENCE, "digest": model_digest(out_dir), "files": ref_files},
+        "eval_set": {"name": data.name, "rows": len(data)},
+        "calibration": {"source": cal_name, "rows": len(cal_texts)},
+        "gate": asdict(cfg.gate),
+        "workloads": {mix: len(t) for mix, t in workloads.items()},
+        "rounds": cfg.rounds,
+        "machine": _machine(),
+        "selected": selected,
+        "candidates": candidates,
+        "check": check,
+    }
+    mf.write(out_dir, manifest)
+    from padless.optimize.report import write_chart, write_report
+
+    write_chart(manifest, out_dir / "pareto.png")
+    write_report(manifest, out_dir / "report.md")
+    return manifest
+
+
+def _absolute(options: dict[str, Any], root: Path) -> dict[str, Any]:
+    return {**options, "onnx_file": str(root / options["onnx_file"])} if "onnx_file" in options else dict(options)
+
+
+def _select(built: dict[str, dict[str, Any]]) -> str:
+    passing = [n for n, s in built.items() if s["eval"]["passed"]]
+    return max(passing, key=lambda n: built[n]["throughput"]["realistic"])
+
+
+def _status(name: str, selected: str, built: dict[str, dict[str, Any]]) -> str:
+    spec = built[name]
+    if name == selected:
+        return "selected: the fastest variant that passes the gate"
+    if not spec["eval"]["passed"]:
+        return "rejected: fails the gate (" + "; ".join(spec["eval"]["reasons"]) + ")"
+    return f"passes the gate but is slower than {selected} on the realistic mix"
+
+
+def _check_sample(texts: list[str], n: int) -> list[str]:
+    """Evenly spaced texts, so the sample spans short and long inputs rather than the first few rows."""
+    step = max(1, len(texts) // n)
+    return [texts[i] for i in range(0, len(texts), step)][:n]
+
+
+def _machine() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    from padless.runtime.torch import cpu_has_native_bf16, usable_cores
+
+    return {"usable_cores": usable_cores(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16()}
