@@ -68,3 +68,37 @@ def minilm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may read or write the user's ~/.cache/padless."""
     monkeypatch.setenv("PADLESS_CACHE", str(tmp_path / "padless-cache"))
+
+
+@pytest.fixture(scope="session")
+def trained_minilm_dir(minilm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MiniLM with a sentiment head fitted in seconds (ridge regression on the pooled output of 600 VADER movie
+    training snippets): real margins, so reduced-precision agreement and the accuracy gate measure something."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from padless.datasets import load
+
+    _quiet()
+    out = tmp_path_factory.mktemp("minilm-fitted")
+    model = BertForSequenceClassification.from_pretrained(str(minilm_model_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_model_dir))
+    train = load("vader-movies-train")
+    texts, labels = train.texts[:600], train.labels[:600]
+    pooled = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), 64):
+            enc = tokenizer(texts[i:i + 64], padding=True, truncation=True, return_tensors="pt")
+            pooled.append(model.bert(**enc).pooler_output.numpy())
+    x = np.concatenate(pooled)
+    x = np.hstack([x, np.ones((len(x), 1), dtype=x.dtype)])
+    y = np.array([1.0 if label == "positive" else -1.0 for label in labels])
+    w = np.linalg.solve(x.T @ x + 1.0 * np.eye(x.shape[1]), x.T @ y)  # ridge: (XᵀX + λI)⁻¹Xᵀy
+    with torch.no_grad():
+        direction = torch.tensor(w[:-1], dtype=torch.float32)
+        model.classifier.weight.copy_(torch.stack([-direction, direction]) * 2.0)
+        model.classifier.bias.copy_(torch.tensor([-w[-1], w[-1]], dtype=torch.float32) * 2.0)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

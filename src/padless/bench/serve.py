@@ -2,8 +2,9 @@
 
 Steps, all on the same workload (:func:`padless.bench.workload.make_workload`) and loopback only:
 
-1. offline throughput of :meth:`Classifier.run` on the workload (the engine's ceiling), measured first;
-2. start ``padless serve`` and the baseline (:mod:`padless.bench.baseline_server`: FastAPI calling
+1. offline throughput of :meth:`Classifier.run` on the workload (the engine's ceiling), measured first, per backend;
+2. start ``padless serve`` (once per backend: ``padless`` is torch fp32, ``padless-<backend>`` the others) and the
+   baseline (:mod:`padless.bench.baseline_server`: FastAPI calling
    ``transformers.pipeline`` per request) as separate processes on free ports;
 3. for each, the highest Poisson rate that holds p99 ≤ ``p99_limit_ms`` with no errors (:func:`find_capacity`);
 4. padless saturated (offered well above its capacity, latency bound lifted): achieved texts/s vs offline;
@@ -77,32 +78,41 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, seed: int = 0,
                     p99_limit_ms: float = 200.0, duration: float = 8.0, capacity_budget_s: float = 120.0,
                     out_dir: Path | None = None, server_args: list[str] | None = None,
-                    log: Any = None) -> dict[str, Any]:
+                    log: Any = None, backends: list[str] | None = None) -> dict[str, Any]:
     """Run the steps in the module docstring and return (and optionally write) the results."""
     from padless.engine import Classifier
 
     say = log or (lambda msg: None)
-    clf = Classifier(model_dir)
-    texts = make_workload(clf.encoder.tokenizer, mix, n, seed)
-    clf.run(texts[:16])
-    started = time.perf_counter()
-    clf.with_options().run(texts)
-    offline = n / (time.perf_counter() - started)
-    say(f"offline Classifier.run: {offline:.1f} texts/s")
-    del clf
+    backends = list(backends or ["torch"])
+    offline_by: dict[str, float] = {}
+    texts: list[str] = []
+    for backend in backends:
+        clf = Classifier(model_dir, backend=backend)
+        texts = texts or make_workload(clf.encoder.tokenizer, mix, n, seed)
+        clf.run(texts[:16])
+        started = time.perf_counter()
+        clf.with_options().run(texts)
+        offline_by[backend] = n / (time.perf_counter() - started)
+        say(f"offline Classifier.run, {backend}: {offline_by[backend]:.1f} texts/s")
+        del clf
+    offline = offline_by[backends[0]]
 
     out = Path(out_dir) if out_dir else Path("bench-results")
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"benchmark": "serve", "model": model_dir, "mix": mix, "n": n, "seed": seed,
                               "p99_limit_ms": p99_limit_ms, "duration_s": duration,
-                              "offline_texts_per_s": offline, "servers": {}}
+                              "offline_texts_per_s": offline, "offline_texts_per_s_by_backend": offline_by,
+                              "servers": {}}
+    names = {b: "padless" if b == "torch" else f"padless-{b}" for b in backends}
     servers = {
         # The result cache is off: the load cycles through a fixed workload, and answering repeats from the cache
         # would measure the cache, not the batching (the baseline has none).
-        "padless": ([sys.executable, "-m", "padless.cli.main", "serve", "--model", model_dir, "--log-level",
-                     "warning", "--cache-size", "0", *(server_args or [])], "/ready"),
-        "pipeline-server": ([sys.executable, "-m", "padless.bench.baseline_server", model_dir], "/health"),
+        names[b]: ([sys.executable, "-m", "padless.cli.main", "serve", "--model", model_dir, "--backend", b,
+                    "--log-level", "warning", "--cache-size", "0", *(server_args or [])], "/ready")
+        for b in backends
     }
+    servers["pipeline-server"] = ([sys.executable, "-m", "padless.bench.baseline_server", model_dir], "/health")
+    offline_of = {names[b]: offline_by[b] for b in backends}
     for name, (cmd, ready_path) in servers.items():
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
@@ -115,11 +125,12 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
             entry: dict[str, Any] = {"capacity_rps": cap["rate"], "capacity_trials": cap["trials"],
                                      "at_capacity": _summary(cap["report"]) if cap.get("report") else None}
             say(f"{name}: capacity {cap['rate']} req/s")
-            if name == "padless":
-                sat = asyncio.run(run_load(url, rate=max(2 * offline, 50.0), duration=duration, texts=texts,
+            if name in offline_of:
+                own = offline_of[name]
+                sat = asyncio.run(run_load(url, rate=max(2 * own, 50.0), duration=duration, texts=texts,
                                            timeout=60.0, seed=seed + 1))
                 entry["saturated"] = _summary(sat)
-                entry["saturated_vs_offline"] = (sat["throughput_texts_per_s"] or 0) / offline
+                entry["saturated_vs_offline"] = (sat["throughput_texts_per_s"] or 0) / own
                 low = asyncio.run(run_load(url, rate=1.0, duration=max(10.0, duration), texts=texts, seed=seed + 2))
                 entry["at_1rps"] = _summary(low)
                 if cap["rate"]:
@@ -144,12 +155,17 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
         for entry in result["servers"].values():
             _stop(entry.pop("_proc"))
             entry.pop("_url")
-    p, b = result["servers"]["padless"], result["servers"]["pipeline-server"]
-    result["ratios"] = {
-        "capacity_padless_vs_pipeline_server": (p["capacity_rps"] or 0) / (b["capacity_rps"] or float("inf")),
-        "saturated_vs_offline": p.get("saturated_vs_offline"),
-        "p99_half_capacity_vs_1rps": ((p.get("at_half_capacity") or {}).get("p99_ms") or 0)
-        / ((p.get("at_1rps") or {}).get("p99_ms") or float("inf")),
-    }
+    b = result["servers"]["pipeline-server"]
+    result["ratios"] = {}
+    for name in offline_of:
+        p = result["servers"][name]
+        suffix = "" if name == "padless" else f"[{name.removeprefix('padless-')}]"
+        result["ratios"].update({
+            f"capacity_padless{suffix}_vs_pipeline_server": (p["capacity_rps"] or 0) / (b["capacity_rps"]
+                                                                                        or float("inf")),
+            f"saturated_vs_offline{suffix}": p.get("saturated_vs_offline"),
+            f"p99_half_capacity_vs_1rps{suffix}": ((p.get("at_half_capacity") or {}).get("p99_ms") or 0)
+            / ((p.get("at_1rps") or {}).get("p99_ms") or float("inf")),
+        })
     (out / "bench-serve.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result

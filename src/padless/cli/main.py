@@ -250,6 +250,7 @@ def bench_serve(
     p99_limit_ms: Annotated[float, typer.Option(envvar="PADLESS_BENCH_P99_MS", help="Latency bound for capacity.")] = 200.0,
     duration: Annotated[float, typer.Option(envvar="PADLESS_BENCH_DURATION", help="Seconds per load step.")] = 8.0,
     budget: Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")] = 120.0,
+    backend: Annotated[str, typer.Option(envvar="PADLESS_BENCH_BACKENDS", help="Comma-separated backends, one padless server each (torch is named padless).")] = "torch",
 ) -> None:
     """padless serve vs a FastAPI server calling transformers.pipeline per request, on one machine, one run.
 
@@ -266,7 +267,8 @@ def bench_serve(
     path = str(models.resolve(opts["model"], build_if_missing=False))
     console = Console(stderr=True)
     result = run_serve_bench(path, mix=opts["mix"], n=opts["n"], seed=opts["seed"], p99_limit_ms=p99_limit_ms,
-                             duration=duration, capacity_budget_s=budget, out_dir=opts["out_dir"], log=console.print)
+                             duration=duration, capacity_budget_s=budget, out_dir=opts["out_dir"], log=console.print,
+                             backends=[b.strip() for b in backend.split(",") if b.strip()])
     typer.echo(json.dumps({"ratios": result["ratios"], "offline_texts_per_s": result["offline_texts_per_s"],
                            "capacity_rps": {k: v["capacity_rps"] for k, v in result["servers"].items()}}, indent=2))
     typer.echo(f"wrote {opts['out_dir'] / 'bench-serve.json'}")

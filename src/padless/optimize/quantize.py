@@ -54,13 +54,32 @@ def quantizable_nodes(onnx_file: str | Path) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS and any(i in weights for i in n.input)]
 
 
+def cpu_has_vnni() -> bool:
+    """True when the CPU has 8-bit dot-product instructions (AVX-512 VNNI or AVX-VNNI)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return True  # unknown: assume a modern CPU and keep full 8-bit weights
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def quantize_dynamic_file(src: str | Path, dst: str | Path, *, exclude: Sequence[str] = (),
-                          only: Sequence[str] | None = None, per_channel: bool = True) -> None:
-    """Dynamic int8 (signed weights, per channel by default); ``exclude`` stays fp32, ``only`` limits the nodes."""
+                          only: Sequence[str] | None = None, per_channel: bool = True,
+                          reduce_range: bool | None = None) -> None:
+    """Dynamic int8 (signed weights, per channel by default); ``exclude`` stays fp32, ``only`` limits the nodes.
+
+    ``reduce_range`` (default: on CPUs without VNNI) keeps weights to 7 bits: without VNNI the u8×s8 kernels add
+    pairs of products in 16-bit registers, which saturate on full-range weights (measured on the default model on
+    an AVX2 EPYC: 97.96% → 98.53% agreement with fp32, same speed).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if reduce_range is None:
+        reduce_range = not cpu_has_vnni()
     with _quiet():
         quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
+                         reduce_range=reduce_range,
                          nodes_to_exclude=list(exclude), nodes_to_quantize=list(only) if only else None,
                          extra_options=_onnx_default_float())
 
@@ -78,8 +97,10 @@ class _Feeds:
 def quantize_static_file(src: str | Path, dst: str | Path, feeds: Sequence[dict[str, np.ndarray]], *,
                          exclude: Sequence[str] = (), per_channel: bool = True) -> None:
     """Static int8 (QDQ) with activation ranges calibrated on ``feeds`` (padded batches of the user's text)."""
+    import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    onnxruntime.set_default_logger_severity(3)  # calibration sessions warn about initializers the quantizer left
     with _quiet():
         quantize_static(str(src), str(dst), _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
@@ -118,6 +139,9 @@ def mixed_precision(fp32_file: Path, out_file: Path, logits_of: Callable[[Path],
                     reference: np.ndarray, *, min_agreement: float, max_kept: int | None = None,
                     on_step: Callable[[int, float], None] | None = None) -> MixedResult:
     """Dynamic int8 keeping the most sensitive nodes in fp32 until agreement on the sample ≥ ``min_agreement``.
+
+    Callers should aim above the gate's own threshold: the sample is not the eval set, and agreement measured on a
+    few hundred texts moves by a point between samples.
 
     ``logits_of(file)`` scores the calibration sample with an ONNX file; ``reference`` is fp32's logits there.
     Stops at ``max_kept`` nodes (default: half of them: past that the variant is barely faster than fp32).

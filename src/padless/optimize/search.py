@@ -24,7 +24,7 @@ from padless.errors import ConfigError
 from padless.optimize import manifest as mf
 from padless.optimize.export import copy_model_folder, export_onnx, model_digest
 from padless.optimize.gate import GateConfig, compare, label_ids, load_eval
-from padless.optimize.quantize import mixed_precision, quantize_dynamic_file, quantize_static_file
+from padless.optimize.quantize import cpu_has_vnni, mixed_precision, quantize_dynamic_file, quantize_static_file
 
 CANDIDATES = ("torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int8-mixed",
               "torch-int8-dynamic", "torch-bf16")
@@ -94,7 +94,7 @@ def _build(name: str, out: Path, ref: Classifier, cal_texts: list[str], cal_ref:
     target.parent.mkdir(parents=True, exist_ok=True)
     if name == "onnx-int8-dynamic":
         quantize_dynamic_file(fp32, target)
-        notes = {"per_channel": True, "nodes": "all"}
+        notes = {"per_channel": True, "nodes": "all", "reduce_range": not cpu_has_vnni()}
     elif name == "onnx-int8-static":
         quantize_static_file(fp32, target, _feeds(ref, cal_texts))
         notes = {"per_channel": True, "format": "QDQ", "calibration": "MinMax", "ops": "MatMul"}
@@ -102,10 +102,14 @@ def _build(name: str, out: Path, ref: Classifier, cal_texts: list[str], cal_ref:
         def logits_of(file: Path) -> np.ndarray:
             return _with_onnx(ref, file).logits(cal_texts)[0]
 
-        result = mixed_precision(fp32, target, logits_of, cal_ref, min_agreement=cfg.gate.min_agreement,
+        # Aim halfway between the gate and 100% on the calibration sample: it is not the eval set, and a search
+        # that just reaches the gate there missed it on the eval set (98.6% for a 99.25% target, default model).
+        aim = cfg.gate.min_agreement + (1 - cfg.gate.min_agreement) / 2
+        result = mixed_precision(fp32, target, logits_of, cal_ref, min_agreement=aim,
                                  on_step=lambda k, a: say(f"  mixed precision: {k} nodes kept fp32 -> "
                                                           f"{a:.2%} agreement on the calibration sample"))
-        notes = {"kept_fp32": list(result.kept_fp32), "reached_target_on_calibration": result.reached,
+        notes = {"kept_fp32": list(result.kept_fp32), "calibration_agreement_target": aim,
+                 "reached_target_on_calibration": result.reached, "reduce_range": not cpu_has_vnni(),
                  "steps": [list(s) for s in result.steps],
                  "sensitivity": {k: round(v, 5) for k, v in sorted(result.sensitivity.items(), key=lambda kv: -kv[1])}}
     return {"backend": "onnx", "options": {"onnx_file": _rel(target, out), "precision": "int8"}, "precision": "int8",

@@ -91,6 +91,8 @@ def quantize_linear_int8(model: torch.nn.Module, keep_fp32: Sequence[str] = ()) 
         # dynamic path still works and is what this backend measures.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(model, names, dtype=torch.qint8)  # type: ignore[arg-type]
+        # Per-channel weight scales, as in the ORT variants: per-tensor scales cost several points on MiniLM.
+        spec = {name: per_channel_dynamic_qconfig for name in names}
+        return quantize_dynamic(model, spec, dtype=torch.qint8)  # type: ignore[arg-type]

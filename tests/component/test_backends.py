@@ -1,0 +1,93 @@
+"""Golden checks per backend against the torch fp32 reference on a fixed set of real texts.
+
+Tolerances (stated here, asserted below): fp32 backends (ONNX Runtime, fused) within 1e-4 of torch on every logit;
+reduced precision within ``MAX_DIFF`` on every logit and agreeing on at least ``MIN_AGREEMENT`` of the top labels,
+on a MiniLM with a fitted sentiment head (``trained_minilm_dir``), whose logits span about ±2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from padless.datasets import load
+from padless.engine import Classifier
+from padless.errors import ConfigError
+
+FP32_TOLERANCE = 1e-4
+MAX_DIFF = {"onnx-int8": 1.0, "torch-int8": 1.0, "torch-bf16": 0.25}
+MIN_AGREEMENT = {"onnx-int8": 0.95, "torch-int8": 0.93, "torch-bf16": 0.98}
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return load("vader-movies-test").texts[:300] + ["ok", "a", "Not bad at all!!!", "long " * 600]
+
+
+@pytest.fixture(scope="module")
+def reference(trained_minilm_dir: Path, texts: list[str]) -> np.ndarray:
+    return Classifier(str(trained_minilm_dir), backend="torch").logits(texts)[0]
+
+
+def test_onnx_fp32_matches_torch_within_1e_4(trained_minilm_dir: Path, texts: list[str],
+                                             reference: np.ndarray) -> None:
+    clf = Classifier(str(trained_minilm_dir), backend="onnx")
+    assert clf.describe()["backend"] == "onnx" and clf.describe()["dtype"] == "float32"
+    got = clf.logits(texts)[0]
+    assert np.abs(got - reference).max() <= FP32_TOLERANCE
+
+
+def test_onnx_export_is_cached_by_content(trained_minilm_dir: Path, tmp_path: Path) -> None:
+    from padless.models import cache_dir
+    from padless.optimize.export import ensure_onnx, model_digest
+
+    first = ensure_onnx(trained_minilm_dir)
+    assert first == cache_dir() / "onnx" / model_digest(trained_minilm_dir) / "model.onnx"
+    mtime = first.stat().st_mtime_ns
+    assert ensure_onnx(trained_minilm_dir) == first and first.stat().st_mtime_ns == mtime  # not exported again
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "torch-int8", "torch-bf16"])
+def test_reduced_precision_within_stated_tolerance(backend: str, trained_minilm_dir: Path, texts: list[str],
+                                                   reference: np.ndarray) -> None:
+    got = Classifier(str(trained_minilm_dir), backend=backend).logits(texts)[0]
+    agreement = float((got.argmax(1) == reference.argmax(1)).mean())
+    assert np.abs(got - reference).max() <= MAX_DIFF[backend]
+    assert agreement >= MIN_AGREEMENT[backend]
+    assert np.abs(got - reference).max() > 0  # really reduced precision, not the fp32 model under another name
+
+
+def test_torch_int8_keeps_named_layers_in_fp32(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from padless.runtime.torch import quantize_linear_int8
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir)).eval()
+    keep = "bert.encoder.layer.0.output.dense"
+    quantized = quantize_linear_int8(model, [keep])
+    kinds = {name: type(m).__module__ + "." + type(m).__name__ for name, m in quantized.named_modules()}
+    assert kinds[keep] == "torch.nn.modules.linear.Linear"
+    assert "quantized" in kinds["bert.encoder.layer.1.output.dense"]
+
+
+def test_fp16_on_cpu_is_refused_in_one_line(tiny_model_dir: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; fp16 is allowed there")
+    with pytest.raises(ConfigError, match="float16 needs a CUDA GPU"):
+        Classifier(str(tiny_model_dir), backend="torch-fp16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["torch-fp16", "torch-bf16"])
+def test_half_precision_on_gpu(backend: str, trained_minilm_dir: Path, texts: list[str],
+                               reference: np.ndarray) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    clf = Classifier(str(trained_minilm_dir), backend=backend)
+    assert clf.describe()["device"] == "cuda"
+    got = clf.logits(texts)[0]
+    assert np.abs(got - reference).max() <= 0.25
+    assert float((got.argmax(1) == reference.argmax(1)).mean()) >= 0.98
