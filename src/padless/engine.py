@@ -89,17 +89,17 @@ class Classifier:
         if (backend == "auto" and optimized.is_optimized(self.path)) or variant is not None:
             # A padless optimize folder: run the variant its manifest selected (or the one named), after checking
             # its files' hashes; below, its outputs on the stored sample are checked too.
-            backend, chosen, manifest = optimized.selected_runtime(self.path, variant)
+            variant, backend, chosen, manifest = optimized.selected_runtime(self.path, variant)
             options = {**chosen, **options}
         elif backend == "auto":
             backend = "torch"
         self.backend = backend
-        self.variant = variant or (manifest or {}).get("selected")
+        self.variant = variant
         self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads, **options)
         self.post = PostProcessor(self.info.id2label, self.info.problem_type)
         self.stats = Stats()
         if manifest is not None:
-            optimized.recheck(manifest, lambda texts: self.logits(texts)[0])
+            optimized.recheck(manifest, str(variant), lambda texts: self.logits(texts)[0])
             self.stats = Stats()
 
     @property

@@ -81,8 +81,9 @@ def test_loading_the_folder_runs_the_selected_variant(optimized_tiny: Path) -> N
     m = _manifest(optimized_tiny)
     clf = Classifier(str(optimized_tiny))
     assert clf.describe()["variant"] == m["selected"]
+    recorded = next(c for c in m["candidates"] if c["name"] == m["selected"])["check"]
     got = clf.logits(m["check"]["texts"])[0]
-    assert np.abs(got - np.array(m["check"]["variant_logits"])).max() <= m["check"]["tolerance"]
+    assert np.abs(got - np.array(recorded["logits"])).max() <= recorded["tolerance"]
 
 
 def test_a_named_variant_can_be_loaded(optimized_tiny: Path) -> None:
@@ -107,7 +108,8 @@ def test_outputs_that_drifted_from_the_manifest_are_refused(optimized_tiny: Path
     copy = tmp_path / "copy"
     shutil.copytree(optimized_tiny, copy)
     m = _manifest(copy)
-    m["check"]["variant_logits"] = (np.array(m["check"]["variant_logits"]) + 1.0).tolist()
+    for c in m["candidates"]:
+        c["check"]["logits"] = (np.array(c["check"]["logits"]) + 1.0).tolist()
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelError, match="differ from those recorded"):
         Classifier(str(copy))

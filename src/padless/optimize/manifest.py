@@ -1,8 +1,8 @@
 """What a ``padless optimize`` folder records, and the checks made every time it is loaded.
 
 ``DIR/manifest.json`` names the selected variant (a backend plus its options, with files relative to ``DIR``), every
-candidate's measurements and verdict, the gate thresholds, and a small check sample: texts with the selected
-variant's logits and the fp32 reference's logits as recorded when the folder was built. Loading the folder
+candidate's measurements and verdict, the gate thresholds, and a small check sample: texts, the fp32 reference's
+logits on them, and each variant's own logits and tolerance, as recorded when the folder was built. Loading the folder
 (:func:`selected_runtime` then :func:`recheck`) refuses to start, with one line, if a file's SHA-256 differs from
 the manifest (a corrupted or tampered file) or if the variant's logits on the sample no longer match (a mismatched
 runtime or library).
@@ -61,8 +61,10 @@ def candidate(manifest: dict[str, Any], name: str) -> dict[str, Any]:
     raise ModelError(f"the manifest has no variant named {name!r}")
 
 
-def selected_runtime(model_dir: str | Path, variant: str | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Backend name and runtime options of the selected (or named) variant, after checking its files' hashes."""
+def selected_runtime(model_dir: str | Path,
+                     variant: str | None = None) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """Variant name, backend and runtime options of the selected (or named) variant, and the manifest, after
+    checking the hashes of its files and of the reference files."""
     root = Path(model_dir)
     manifest = read(root)
     name = variant or manifest.get("selected")
@@ -80,18 +82,19 @@ def selected_runtime(model_dir: str | Path, variant: str | None = None) -> tuple
     options = dict(chosen.get("options", {}))
     if "onnx_file" in options:
         options["onnx_file"] = str(root / options["onnx_file"])
-    return str(chosen["backend"]), options, manifest
+    return str(name), str(chosen["backend"]), options, manifest
 
 
-def recheck(manifest: dict[str, Any], logits_of: Any) -> float:
-    """Run the stored check sample; raise if the variant's logits drifted from those recorded. Returns max |Δ|."""
-    check = manifest.get("check") or {}
-    texts = check.get("texts") or []
-    if not texts:
-        raise ModelError("the manifest has no check sample; rebuild the folder with padless optimize")
-    expected = np.asarray(check["variant_logits"], dtype=np.float32)
+def recheck(manifest: dict[str, Any], name: str, logits_of: Any) -> float:
+    """Run the stored check sample through variant ``name``; raise if its logits drifted from those recorded when
+    the folder was built. Returns the max |Δ logit|."""
+    texts = (manifest.get("check") or {}).get("texts") or []
+    recorded = candidate(manifest, name).get("check") or {}
+    if not texts or "logits" not in recorded:
+        raise ModelError("the manifest has no check sample for this variant; rebuild the folder with padless optimize")
+    expected = np.asarray(recorded["logits"], dtype=np.float32)
     got = np.asarray(logits_of(texts), dtype=np.float32)
-    tolerance = float(check.get("tolerance", 1e-3))
+    tolerance = float(recorded.get("tolerance", 1e-3))
     if got.shape != expected.shape or np.isnan(got).any():
         raise ModelError("the selected variant cannot score the manifest's check sample; refusing to start")
     diff = float(np.abs(got - expected).max())

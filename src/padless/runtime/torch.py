@@ -83,9 +83,14 @@ class TorchRuntime(Runtime):
 
 
 def quantize_linear_int8(model: torch.nn.Module, keep_fp32: Sequence[str] = ()) -> torch.nn.Module:
-    """Dynamic int8 for every ``nn.Linear`` whose qualified name is not in ``keep_fp32``."""
+    """Dynamic int8 for every encoder ``nn.Linear`` whose qualified name is not in ``keep_fp32``.
+
+    The pooler and classification head stay fp32, as in the ONNX variants (ORT's dynamic quantizer leaves ``Gemm``
+    alone): they are a negligible share of the FLOPs and sit right before the logits.
+    """
     keep = set(keep_fp32)
-    names = {name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name not in keep}
+    names = {name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name not in keep
+             and ".encoder." in f".{name}."}
     with warnings.catch_warnings():
         # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency of padless; the
         # dynamic path still works and is what this backend measures.
