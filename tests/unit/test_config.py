@@ -15,7 +15,13 @@ def test_defaults_validate():
     BatchConfig().validate()
     BatchConfig().validate(max_length=512)
     OutputConfig().validate()
-    assert set(BACKENDS) == {"torch", "dummy"}
+    assert ModelConfig().backend == "auto"
+
+
+def test_config_backends_match_the_runtime_registry():
+    from padless.runtime import BACKENDS as RUNTIME_BACKENDS
+
+    assert BACKENDS == RUNTIME_BACKENDS
 
 
 def test_configs_are_frozen():
@@ -23,7 +29,7 @@ def test_configs_are_frozen():
         ModelConfig().backend = "dummy"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("backend", ["onnx", "", "Torch", "tensorrt"])
+@pytest.mark.parametrize("backend", ["onnx-fp8", "", "Torch", "tensorrt"])
 def test_unknown_backend_refused(backend):
     with pytest.raises(ConfigError, match="unknown backend"):
         ModelConfig(backend=backend).validate()
@@ -166,7 +172,7 @@ def test_bad_values_raise_config_error_naming_variable(cls, var, raw):
 
 
 def test_from_env_does_not_validate_but_validate_catches_it():
-    cfg = from_env(ModelConfig, {"PADLESS_BACKEND": "onnx"})
-    assert cfg.backend == "onnx"
+    cfg = from_env(ModelConfig, {"PADLESS_BACKEND": "tensorrt"})
+    assert cfg.backend == "tensorrt"
     with pytest.raises(ConfigError, match="unknown backend"):
         cfg.validate()

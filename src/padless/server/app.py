@@ -17,7 +17,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from padless.errors import InputError, PadlessError, status_for
@@ -38,18 +38,41 @@ def _utf8(value: str | None) -> str | None:
     return value
 
 
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's "integer" admits 5.0 but not "5" or true; pydantic's strict int refuses the first and its lax
+    # int accepts the others. This follows the schema the spec publishes.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class PredictParameters(BaseModel):
     """The Hugging Face Inference API's text-classification parameters (its client always sends the object)."""
 
     model_config = ConfigDict(extra="forbid")
-    top_k: Annotated[int, Field(ge=1)] | None = Field(None, description="Labels per input (default: all)")
+    # The bound goes before the validator: after it, pydantic writes a non-standard "ge" into the JSON schema.
+    top_k: Annotated[int, Field(ge=1), BeforeValidator(_json_integer)] | None = Field(
+        None, description="Labels per input (default: all)")
     function_to_apply: Literal["sigmoid", "softmax", "none"] | None = Field(
         None, description="Override the model's scoring function")
 
 
+# A text /predict can score has at least one non-space character; the schema says so, so generated clients and
+# schema-driven fuzzers know that "" and "   " are refused (422) rather than learning it from the server.
+Text = Annotated[str, Field(pattern=r"\S", description="Text with at least one non-space character")]
+
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    inputs: str | Annotated[list[str], Field(min_length=1)] = Field(description="One text, or a list of texts")
+    inputs: Text | Annotated[list[Text], Field(min_length=1)] = Field(description="One text, or a list of texts")
     raw_scores: StrictBool = Field(False, description="Logits instead of probabilities")
     truncate: StrictBool = Field(True, description="Cut over-long input to the model's limit; false answers 422")
     parameters: PredictParameters | None = None
@@ -72,9 +95,23 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     inputs: Annotated[list[str | ClassifyItem], Field(min_length=1)] = Field(
         description="Texts, or {id, text} objects")
-    top_k: int = Field(1, ge=0, description="Labels per item; 0 = all")
+    top_k: JsonInt = Field(1, ge=0, description="Labels per item; 0 = all")
     raw_scores: StrictBool = False
     truncate: StrictBool = True
+
+
+def _declare_input_limit(schema: dict[str, Any], max_inputs: int) -> dict[str, Any]:
+    """Write the server's own ``max_inputs_per_request`` into the spec as maxItems of every ``inputs`` list.
+
+    The limit is a server option, so the static models cannot carry it; check_count enforces it with the same words.
+    """
+    schemas = schema.get("components", {}).get("schemas", {})
+    for name in ("PredictRequest", "ClassifyRequest"):
+        inputs = schemas.get(name, {}).get("properties", {}).get("inputs", {})
+        for option in [inputs, *inputs.get("anyOf", [])]:
+            if option.get("type") == "array":
+                option["maxItems"] = max_inputs
+    return schema
 
 
 class ItemErrorBody(BaseModel):
@@ -142,6 +179,14 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="padless", version=service.info()["version"], lifespan=lifespan,
                   description="Text classification with token-budget batching.")
     app.state.service = service
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _declare_input_limit(default_openapi(), cfg.max_inputs_per_request)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     metrics = service.metrics
 
     app.add_middleware(Gatekeeper, max_body_bytes=cfg.max_body_bytes, api_key=cfg.api_key,
@@ -167,7 +212,8 @@ def create_app(service: Service) -> FastAPI:
         # whichever member pydantic happened to list first.
         short = next((e for e in errors if e.get("type") == "too_short"), None)
         first = short or (errors[0] if errors else {})
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "list[str]"))
+        # loc holds pydantic's union-member tags ("list[constrained-str]"); a client only needs the field path.
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body" and "[" not in str(p))
         if short is not None and where:
             message = f"invalid request: {where} must not be empty"
         else:
