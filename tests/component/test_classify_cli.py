@@ -10,20 +10,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from padless.cli.main import main
+from cli_support import run_cli
 
 TEXTS = ["a wonderful, moving film", "dull and far too long", "", "ok", "  ", "the plot made no sense at all"]
 N_BAD = 2  # the empty and whitespace-only rows
-
-
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch,
-            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["padless", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def write_input(path: Path, fmt: str) -> None:

@@ -5,28 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from cli_support import run_cli
 
-from padless.cli.main import main
 from padless.datasets import load
 from padless.engine import Classifier
 from padless.errors import ModelError
 from padless.optimize.gate import GateConfig
 from padless.optimize.search import CANDIDATES, OptimizeConfig, optimize
-
-
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch,
-            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["padless", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 @pytest.fixture(scope="module")

@@ -258,7 +258,7 @@ def create_app(service: Service) -> FastAPI:
         check_count(len(texts))
         results, rows, _ = await service.classify(texts, truncate=body.truncate, deadline=deadline_for(request),
                                                   request_id=_request_id(request),
-                                                  is_disconnected=request.is_disconnected)
+                                                  receive=request.receive)
         for i, result in enumerate(results):
             if result.error is not None:
                 raise type(result.error)(f"input {i}: {result.error}")
@@ -278,7 +278,7 @@ def create_app(service: Service) -> FastAPI:
         started = time.monotonic()
         results, rows, timing = await service.classify(texts, truncate=body.truncate, deadline=deadline_for(request),
                                                        request_id=_request_id(request),
-                                                       is_disconnected=request.is_disconnected)
+                                                       receive=request.receive)
         post_started = time.monotonic()
         out = []
         for item_id, result, row in zip(ids, results, rows):
