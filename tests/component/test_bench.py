@@ -57,3 +57,19 @@ def test_offline_bench_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
 def test_bench_refuses_unknown_config(tiny_model_dir: Path) -> None:
     with pytest.raises(ConfigError):
         run_offline_bench(str(tiny_model_dir), n=4, rounds=1, configs=["pipeline-b2"])
+
+
+def test_offline_bench_runs_padless_on_several_backends(tiny_model_dir: Path) -> None:
+    result = run_offline_bench(str(tiny_model_dir), n=30, rounds=2, seed=0, peak_size=256,
+                               configs=["pipeline-b1", "padless", "padless-onnx"], backends=["torch", "onnx"])
+    configs = result["configs"]
+    assert set(configs) == {"pipeline-b1", "padless", "padless-onnx"}
+    assert result["backends"]["padless-onnx"]["backend"] == "onnx"
+    assert configs["padless-onnx"]["agreement_with_pipeline_b1"] == 1.0  # fp32 export: the same labels
+    assert configs["padless-onnx"]["stats_real_tokens"] == result["workload"]["real_tokens"]
+    ratio = result["ratios"]["padless-onnx_vs_padless"]
+    per_round = [b / a for a, b in zip(configs["padless-onnx"]["seconds_per_round"],
+                                       configs["padless"]["seconds_per_round"])]
+    assert ratio == pytest.approx(statistics.median(per_round))  # paired per round, as documented
+    with pytest.raises(ConfigError, match="padless-onnx-int8"):
+        run_offline_bench(str(tiny_model_dir), n=4, rounds=1, configs=["padless-onnx-int8"], backends=["onnx"])
