@@ -25,10 +25,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from padless.bench import loadtest
+from padless.bench.capacity import find_capacity
 from padless.bench.loadtest import (
     OUTCOMES,
     check_loopback,
-    find_capacity,
     parse_prometheus,
     percentile,
     poisson_schedule,

@@ -27,7 +27,8 @@ from typing import Any
 
 import httpx
 
-from padless.bench.loadtest import find_capacity, run_load
+from padless.bench.capacity import find_capacity
+from padless.bench.loadtest import run_load
 from padless.bench.workload import make_workload
 
 SATURATION_IN_FLIGHT = 64
