@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from padless.bench import loadtest
+from padless.bench import capacity, loadtest
 from padless.bench.capacity import find_capacity
 from padless.bench.loadtest import (
     OUTCOMES,
@@ -412,7 +412,7 @@ def _fake_run_load(capacity: float, calls: list[float], shed: bool = False) -> A
 @pytest.mark.parametrize("shed", [False, True])
 def test_find_capacity_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, shed: bool) -> None:
     calls: list[float] = []
-    monkeypatch.setattr(loadtest, "run_load", _fake_run_load(37.0, calls, shed))
+    monkeypatch.setattr(capacity, "run_load", _fake_run_load(37.0, calls, shed))
     result = asyncio.run(find_capacity("http://127.0.0.1:1", texts=["x"], start_rate=5, duration=0.01, timeout=0.01,
                                        settle_s=0, bisect_steps=2, budget_s=60))
     assert calls[:4] == [5, 10, 20, 40]
@@ -424,20 +424,20 @@ def test_find_capacity_grows_then_bisects(monkeypatch: pytest.MonkeyPatch, shed:
 
 def test_find_capacity_shrinks_and_respects_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[float] = []
-    monkeypatch.setattr(loadtest, "run_load", _fake_run_load(3.0, calls))
+    monkeypatch.setattr(capacity, "run_load", _fake_run_load(3.0, calls))
     result = asyncio.run(find_capacity("http://127.0.0.1:1", texts=["x"], start_rate=10, duration=0.01, timeout=0.01,
                                        settle_s=0, bisect_steps=1, budget_s=60))
     assert calls == [10, 5, 2.5, pytest.approx(math.sqrt(2.5 * 5))]
     assert result["rate"] == 2.5 and result["failed_rate"] == pytest.approx(math.sqrt(12.5))
     # Never passes: stops at min_rate.
     calls.clear()
-    monkeypatch.setattr(loadtest, "run_load", _fake_run_load(0.0, calls))
+    monkeypatch.setattr(capacity, "run_load", _fake_run_load(0.0, calls))
     result = asyncio.run(find_capacity("http://127.0.0.1:1", texts=["x"], start_rate=4, min_rate=1, duration=0.01,
                                        timeout=0.01, settle_s=0, budget_s=60))
     assert calls == [4, 2, 1] and result["rate"] is None and result["stopped_by"] == "min_rate"
     # Always passes: stops at max_rate.
     calls.clear()
-    monkeypatch.setattr(loadtest, "run_load", _fake_run_load(1e9, calls))
+    monkeypatch.setattr(capacity, "run_load", _fake_run_load(1e9, calls))
     result = asyncio.run(find_capacity("http://127.0.0.1:1", texts=["x"], start_rate=10, max_rate=30, duration=0.01,
                                        timeout=0.01, settle_s=0, budget_s=60))
     assert calls == [10, 20, 30] and result["rate"] == 30 and result["stopped_by"] == "max_rate"
