@@ -228,7 +228,7 @@ def bench(
     result = run_offline_bench(model, mix=mix, n=n, rounds=rounds, seed=seed, configs=chosen, out_dir=out_dir,
                                max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, progress=True,
                                backends=[b.strip() for b in backend.split(",") if b.strip()])
-    Console().print(render_table(result))
+    Console(width=max(Console().width, 120)).print(render_table(result))  # a pipe's 80 columns truncate the names
     typer.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
 
 
