@@ -66,15 +66,14 @@ def write_chart(manifest: dict[str, Any], path: Path) -> None:
     ax = fig.add_subplot()
     ref = next(c for c in manifest["candidates"] if c["name"] == manifest["reference"]["name"])
     floor = ref["eval"]["reference_accuracy"] - manifest["gate"]["max_accuracy_drop"] / 100
-    ordered = sorted(manifest["candidates"], key=lambda c: c["throughput"]["realistic"])
-    for i, c in enumerate(ordered):
-        x, y = c["throughput"]["realistic"], c["eval"]["variant_accuracy"]
+    points = [(c["throughput"]["realistic"], c["eval"]["variant_accuracy"]) for c in manifest["candidates"]]
+    for i, c in enumerate(manifest["candidates"]):
+        x, y = points[i]
         color = "#2ca02c" if c["eval"]["passed"] else "#d62728"
         ax.scatter([x], [y], s=90 if c["name"] == manifest["selected"] else 40, color=color,
                    edgecolors="black" if c["name"] == manifest["selected"] else "none", zorder=3)
-        # Alternate labels above and below the points: neighbours in speed often share an accuracy (fp32 exports).
         ax.annotate(f"{c['name']}\n{c['eval']['agreement']:.1%} agree", (x, y), textcoords="offset points",
-                    xytext=(5, 5 if i % 2 == 0 else -22), fontsize=7)
+                    xytext=(5, 5 if _label_above(i, points) else -22), fontsize=7)
     ax.axhline(floor, color="#d62728", linestyle="--", linewidth=1,
                label=f"gate: accuracy ≥ reference − {manifest['gate']['max_accuracy_drop']:g} pt "
                      f"and ≥ {manifest['gate']['min_agreement']:.0%} agreement")
@@ -85,3 +84,13 @@ def write_chart(manifest: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def _label_above(i: int, points: list[tuple[float, float]]) -> bool:
+    """Put a label below its point when a neighbour close in speed sits higher (or level, and comes first), so
+    neighbours' labels do not overprint each other."""
+    x, y = points[i]
+    for j, (xj, yj) in enumerate(points):
+        if j != i and abs(xj - x) <= 0.1 * max(x, xj) and (yj > y or (yj == y and j < i)):
+            return False
+    return True
