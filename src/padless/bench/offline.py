@@ -34,7 +34,7 @@ from padless.bench.workload import describe_lengths, describe_mix, make_workload
 from padless.config import BatchConfig
 from padless.engine import Classifier, Stats, model_flops
 from padless.errors import ConfigError, ItemError
-from padless.runtime.torch import usable_cores
+from padless.runtime.base import usable_cores
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -56,9 +56,14 @@ DESCRIPTIONS = {
 Runner = Callable[[list[str]], tuple[list[str | None], Stats | None]]
 
 
+def padless_config_name(backend: str) -> str:
+    """``padless`` for the torch fp32 reference, ``padless-<backend>`` for any other backend."""
+    return PADLESS if backend == "torch" else f"{PADLESS}-{backend}"
+
+
 def config_names(backends: list[str]) -> list[str]:
-    """Every config a run can include: the baselines, then one padless config per backend (``padless`` is torch)."""
-    return [*CONFIGS[:-1], *(PADLESS if b == "torch" else f"{PADLESS}-{b}" for b in backends)]
+    """Every config a run can include: the baselines, then one padless config per backend."""
+    return [*CONFIGS[:-1], *(padless_config_name(b) for b in backends)]
 
 
 def _padless_runner(clf: Classifier) -> Runner:
@@ -175,9 +180,9 @@ def run_offline_bench(
     console = Console(stderr=True) if progress else None
     load_start = _loadavg()
     clf = Classifier(model, backend="torch", max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
-    extra = {f"{PADLESS}-{b}": Classifier(model, backend=b, max_batch_tokens=max_batch_tokens,
-                                          max_batch_size=max_batch_size)
-             for b in backends if b != "torch" and f"{PADLESS}-{b}" in names}
+    extra = {padless_config_name(b): Classifier(model, backend=b, max_batch_tokens=max_batch_tokens,
+                                                max_batch_size=max_batch_size)
+             for b in backends if b != "torch" and padless_config_name(b) in names}
     if "pad512-b32" in names and (clf.max_length < PAD_WIDTH or not hasattr(clf.runtime, "model")):
         raise ConfigError(f"pad512-b32 needs the torch backend and a model that accepts {PAD_WIDTH} tokens")
     texts = make_workload(clf.encoder.tokenizer, mix, n, seed)

@@ -29,6 +29,7 @@ import httpx
 
 from padless.bench.capacity import find_capacity
 from padless.bench.loadtest import run_load
+from padless.bench.offline import padless_config_name
 from padless.bench.workload import make_workload
 
 SATURATION_IN_FLIGHT = 64
@@ -107,7 +108,7 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
                               "p99_limit_ms": p99_limit_ms, "duration_s": duration,
                               "offline_texts_per_s": offline, "offline_texts_per_s_by_backend": offline_by,
                               "servers": {}}
-    names = {b: "padless" if b == "torch" else f"padless-{b}" for b in backends}
+    names = {b: padless_config_name(b) for b in backends}
     servers = {
         # The result cache is off: the load cycles through a fixed workload, and answering repeats from the cache
         # would measure the cache, not the batching (the baseline has none).

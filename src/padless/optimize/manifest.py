@@ -1,8 +1,8 @@
 """What a ``padless optimize`` folder records, and the checks made every time it is loaded.
 
 ``DIR/manifest.json`` names the selected variant (a backend plus its options, with files relative to ``DIR``), every
-candidate's measurements and verdict, the gate thresholds, and a small check sample: texts, the fp32 reference's
-logits on them, and each variant's own logits and tolerance, as recorded when the folder was built. Loading the folder
+candidate's measurements and verdict, the gate thresholds, and a small check sample: texts, and each candidate's
+own logits on them (the torch fp32 reference's among them) with a tolerance, as recorded when the folder was built. Loading the folder
 (:func:`selected_runtime` then :func:`recheck`) refuses to start, with one line, if a file's SHA-256 differs from
 the manifest (a corrupted or tampered file) or if the variant's logits on the sample no longer match (a mismatched
 runtime or library).

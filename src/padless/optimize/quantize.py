@@ -56,10 +56,10 @@ def quantizable_nodes(onnx_file: str | Path) -> list[str]:
 
 def cpu_has_vnni() -> bool:
     """True when the CPU has 8-bit dot-product instructions (AVX-512 VNNI or AVX-VNNI)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
+    from padless.runtime.base import cpu_flags
+
+    flags = cpu_flags()
+    if flags is None:
         return True  # unknown: assume a modern CPU and keep full 8-bit weights
     return "avx512_vnni" in flags or "avx_vnni" in flags
 

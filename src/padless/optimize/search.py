@@ -58,12 +58,10 @@ class OptimizeConfig:
 def calibration_texts(model: str, cfg: OptimizeConfig, eval_texts: list[str]) -> tuple[str, list[str]]:
     """Unlabelled text to calibrate on: ``--calibration`` (a named set or file), else a default that is not the
     eval set where one exists (the default model: VADER Amazon reviews), else the eval texts themselves."""
-    from padless.optimize.gate import load_eval as _load
-
     if cfg.calibration:
-        return cfg.calibration, _load(cfg.calibration).texts[: cfg.calibration_rows]
+        return cfg.calibration, load_eval(cfg.calibration).texts[: cfg.calibration_rows]
     if model == models.DEFAULT_NAME:
-        return "vader-amazon", _load("vader-amazon").texts[: cfg.calibration_rows]
+        return "vader-amazon", load_eval("vader-amazon").texts[: cfg.calibration_rows]
     return "eval set texts (no --calibration given)", eval_texts[: cfg.calibration_rows]
 
 
@@ -210,7 +208,7 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
 
     selected = _select(built)
     check_texts = _check_sample(data.texts, cfg.check_rows)
-    check = {"texts": check_texts, "reference_logits": ref.logits(check_texts)[0].tolist()}
+    check = {"texts": check_texts}  # the reference's own logits are in its candidate entry, like every variant's
     for name, clf in runners.items():
         # fp32 reruns agree to rounding; int8 depends on the batch's activation range, so a run with other batch
         # limits may move a logit by a few hundredths.
@@ -273,7 +271,8 @@ def _machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    from padless.runtime.torch import cpu_has_native_bf16, usable_cores
+    from padless.runtime.base import usable_cores
+    from padless.runtime.torch import cpu_has_native_bf16
 
     return {"usable_cores": usable_cores(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16()}

@@ -7,11 +7,32 @@ planning and post-processing are shared by all backends, so a new backend only h
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
+
+
+def usable_cores() -> int:
+    """Cores this process may use (``os.sched_getaffinity``), not ``os.cpu_count()``, which over-subscribes
+    containers limited by cgroups or affinity."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@cache
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from ``/proc/cpuinfo``, or None where that cannot be read (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return frozenset(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,8 +3,7 @@
 The file comes from :mod:`padless.optimize.export`: inputs ``input_ids``, ``attention_mask`` (and
 ``token_type_ids`` for BERT-family models, always zeros for single-sentence classification), output ``logits``, with
 dynamic batch and sequence axes. The session is set for this machine: all graph optimizations, intra-op threads =
-usable cores, one inter-op thread (a transformer graph is a chain; parallel branches only add contention), and the
-thread pool's spinning disabled when the process is a server sharing its cores with an event loop.
+usable cores, one inter-op thread (a transformer graph is a chain; parallel branches only add contention).
 """
 
 from __future__ import annotations
@@ -15,15 +14,14 @@ from typing import Any
 import numpy as np
 
 from padless.errors import ModelError
-from padless.runtime.base import ModelInfo, Runtime
-from padless.runtime.torch import usable_cores
+from padless.runtime.base import ModelInfo, Runtime, usable_cores
 
 
 class OnnxRuntime(Runtime):
     name = "onnx"
 
-    def __init__(self, onnx_file: str | Path, info: ModelInfo, *, threads: int = 0, precision: str = "float32",
-                 spin: bool = True) -> None:
+    def __init__(self, onnx_file: str | Path, info: ModelInfo, *, threads: int = 0,
+                 precision: str = "float32") -> None:
         try:
             import onnxruntime as ort
         except ImportError:  # declared as a dependency; a broken install still deserves one clear line
@@ -40,8 +38,6 @@ class OnnxRuntime(Runtime):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # warnings about unused initializers are noise to a user
-        if not spin:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.file), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its own exception types for corrupt or unsupported files

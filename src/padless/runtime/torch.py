@@ -3,13 +3,11 @@
 Precisions: ``float32`` (the reference), ``bfloat16`` (weights and activations; on CPUs with native bf16 —
 avx512_bf16 or AMX — or on CUDA), ``float16`` (CUDA only), and ``int8`` (CPU dynamic quantization of every
 ``nn.Linear`` except those named in ``keep_fp32``: int8 weights per channel, activations quantized per batch).
-Threads default to every core the process may use (``os.sched_getaffinity``), not ``os.cpu_count()``, which over-
-subscribes containers limited by cgroups or affinity.
+Threads default to every core the process may use (:func:`padless.runtime.base.usable_cores`).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -18,25 +16,14 @@ import numpy as np
 import torch
 
 from padless.errors import ConfigError, ModelError
-from padless.runtime.base import ModelInfo, Runtime
+from padless.runtime.base import ModelInfo, Runtime, cpu_flags, usable_cores
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 in hardware (emulated bf16 is slower than fp32, so it is never chosen)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
+    flags = cpu_flags() or frozenset()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
