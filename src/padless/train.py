@@ -46,6 +46,38 @@ def _length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random
     return batches
 
 
+def adamw_with_warmup(model: torch.nn.Module, *, learning_rate: float, weight_decay: float, total_steps: int,
+                      warmup_fraction: float) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no decay on biases and LayerNorm weights) with linear warm-up then linear decay to zero."""
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+         "weight_decay": weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate)
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def padded_batch(encoded: Sequence[Sequence[int]], batch: Sequence[int],
+                 pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of ``batch`` (indices into ``encoded``), right-padded to its longest row."""
+    width = max(len(encoded[i]) for i in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, i in enumerate(batch):
+        ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+        mask[row, : len(encoded[i])] = 1
+    return ids, mask
+
+
 def fine_tune(
     *,
     base: str | Path,
@@ -85,31 +117,14 @@ def fine_tune(
     rng = random.Random(config.seed)
     epochs_batches = [_length_grouped_batches(lengths, config.batch_size, rng) for _ in range(config.epochs)]
     total = sum(len(b) for b in epochs_batches)
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-    warmup = max(1, int(total * config.warmup_fraction))
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer, scheduler = adamw_with_warmup(model, learning_rate=config.learning_rate,
+                                             weight_decay=config.weight_decay, total_steps=total,
+                                             warmup_fraction=config.warmup_fraction)
     pad_id = tokenizer.pad_token_id or 0
     step = 0
     for batches in epochs_batches:
         for batch in batches:
-            width = max(lengths[i] for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : lengths[i]] = torch.tensor(encoded[i])
-                mask[row, : lengths[i]] = 1
+            ids, mask = padded_batch(encoded, batch, pad_id)
             out = model(input_ids=ids, attention_mask=mask, labels=targets[batch])
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -62,6 +62,24 @@ def test_reduced_precision_within_stated_tolerance(backend: str, trained_minilm_
     assert np.abs(got - reference).max() > 0  # really reduced precision, not the fp32 model under another name
 
 
+@pytest.mark.slow
+def test_compiled_bf16_within_the_bf16_tolerance(trained_minilm_dir: Path, texts: list[str],
+                                                 reference: np.ndarray) -> None:
+    """torch.compile (inductor, dynamic shapes, frozen weights) keeps bf16's tolerance on every batch shape the
+    planner makes, the 600-token input truncated to 512 among them."""
+    from padless.runtime.torch import can_compile
+
+    if not can_compile():
+        pytest.skip("torch.compile needs a C++ compiler")
+    clf = Classifier(str(trained_minilm_dir), backend="torch-bf16", runtime_options={"compile": True})
+    assert clf.describe()["compiled"].startswith("torch.compile")
+    clf.runtime.warmup()
+    got = clf.logits(texts)[0]
+    assert np.abs(got - reference).max() <= MAX_DIFF["torch-bf16"]
+    assert float((got.argmax(1) == reference.argmax(1)).mean()) >= MIN_AGREEMENT["torch-bf16"]
+    assert np.abs(got - reference).max() > 0
+
+
 def test_torch_int8_keeps_named_layers_in_fp32(tiny_model_dir: Path) -> None:
     from transformers import AutoModelForSequenceClassification
 

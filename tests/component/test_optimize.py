@@ -47,7 +47,8 @@ def _manifest(path: Path) -> dict[str, Any]:
 def test_optimize_writes_a_complete_folder(optimized_tiny: Path) -> None:
     m = _manifest(optimized_tiny)
     names = [c["name"] for c in m["candidates"]]
-    expected = [c for c in CANDIDATES if c != "torch-bf16"]  # bf16 joins only where the CPU computes it natively
+    # bf16 joins only where the CPU computes it natively (and compiled bf16 where a C++ compiler is present)
+    expected = [c for c in CANDIDATES if not c.startswith("torch-bf16")]
     assert set(expected) <= set(names)
     assert m["selected"] in names
     assert m["gate"] == {"max_accuracy_drop": 0.5, "min_agreement": 0.99}
@@ -81,15 +82,45 @@ def test_a_named_variant_can_be_loaded(optimized_tiny: Path) -> None:
     assert clf.describe()["backend"] == "onnx" and clf.describe()["dtype"] == "int8"
 
 
-@pytest.mark.parametrize("victim", ["variants/onnx-int8-dynamic/model.onnx", "model.safetensors"])
-def test_a_tampered_file_is_refused(optimized_tiny: Path, tmp_path: Path, victim: str) -> None:
+def test_the_fallback_variant_answers_close_rows_in_fp32(optimized_tiny: Path) -> None:
+    """The folder's fallback variant pairs the int8 and fp32 files with the calibrated margin; run on those files
+    with a margin that splits the rows, close rows carry the fp32 file's own logits and the others int8's."""
+    from padless.runtime.fallback import decision_margin
+
+    m = _manifest(optimized_tiny)
+    spec = next(c for c in m["candidates"] if c["name"] == "onnx-int8-fallback")
+    opts = spec["options"]
+    assert opts["fallback_margin"] == spec["notes"]["fallback_margin"] >= 0
+    assert set(spec["files"]) == {opts["onnx_file"], opts["fallback_file"]} and opts["fallback_file"].endswith(
+        "onnx-fp32/model.onnx")
+    info = Classifier(str(optimized_tiny), variant="onnx-int8-fallback").describe()
+    assert info["dtype"] == "int8, float32 fallback" and info["fallback"]["below_margin"] == opts["fallback_margin"]
+
+    texts = load("vader-movies-test").texts[:120]
+    int8 = Classifier(str(optimized_tiny), variant="onnx-int8-dynamic").logits(texts)[0]
+    fp32 = Classifier(str(optimized_tiny), variant="onnx-fp32").logits(texts)[0]
+    split = float(np.median(decision_margin(int8)))
+    clf = Classifier(str(optimized_tiny), backend="onnx", runtime_options={
+        "onnx_file": str(optimized_tiny / opts["onnx_file"]), "precision": "int8",
+        "fallback_file": str(optimized_tiny / opts["fallback_file"]), "fallback_margin": split})
+    got = clf.logits(texts)[0]
+    close = decision_margin(int8) < split
+    assert 0 < close.sum() < len(texts) and clf.runtime.recomputed == close.sum()  # type: ignore[attr-defined]
+    assert np.abs(got[close] - fp32[close]).max() <= 1e-4
+    np.testing.assert_array_equal(got[~close], int8[~close])
+
+
+@pytest.mark.parametrize(("victim", "variant"), [("variants/onnx-int8-dynamic/model.onnx", "onnx-int8-dynamic"),
+                                                 ("model.safetensors", "onnx-int8-dynamic"),
+                                                 ("variants/onnx-fp32/model.onnx", "onnx-int8-fallback")])
+def test_a_tampered_file_is_refused(optimized_tiny: Path, tmp_path: Path, victim: str, variant: str) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(optimized_tiny, copy)
     data = bytearray((copy / victim).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (copy / victim).write_bytes(bytes(data))
     with pytest.raises(ModelError, match="does not match its SHA-256"):
-        Classifier(str(copy), variant="onnx-int8-dynamic")
+        Classifier(str(copy), variant=variant)
 
 
 def test_outputs_that_drifted_from_the_manifest_are_refused(optimized_tiny: Path, tmp_path: Path,
@@ -181,3 +212,31 @@ def test_optimize_gate_on_a_fitted_minilm(trained_minilm_dir: Path, eval_csv: Pa
     assert by_name["onnx-fp32"]["eval"]["passed"] and by_name["onnx-fp32"]["eval"]["max_abs_logit_diff"] < 1e-4
     int8 = by_name["onnx-int8-dynamic"]["eval"]
     assert int8["passed"] == (int8["agreement"] >= 0.99 and -int8["accuracy_change_points"] <= 0.5)
+
+
+def test_a_pruned_student_joins_as_three_gated_candidates(tiny_model_dir: Path, eval_csv: Path,
+                                                          tmp_path: Path) -> None:
+    from padless.compress.prune import PruneConfig, prune
+    from padless.compress.trainer import TrainSpec
+
+    texts = load("vader-movies-train").texts[:64]
+    student = tmp_path / "tiny-pruned"
+    prune(tiny_model_dir, student, texts, None,
+          PruneConfig(sparsity=0.5, sample_rows=16, recovery=TrainSpec(epochs=0.5, batch_size=16)))
+    out = tmp_path / "opt"
+    m = optimize(str(tiny_model_dir), out, OptimizeConfig(eval_set=str(eval_csv), candidates=("torch-fp32",),
+                                                          students=(str(student),), **QUICK), say=lambda _: None)
+    by_name = {c["name"]: c for c in m["candidates"]}
+    assert set(by_name) == {"torch-fp32", "tiny-pruned-torch-fp32", "tiny-pruned-onnx-fp32", "tiny-pruned-onnx-int8"}
+    fp32 = by_name["tiny-pruned-onnx-fp32"]
+    assert fp32["notes"]["kind"] == "pruned" and fp32["notes"]["heads_per_layer"] == 2
+    assert "students/tiny-pruned/model.safetensors" in fp32["files"]
+    # the student's ONNX export matches its own torch weights, not the reference's
+    logits = {n: Classifier(str(out), variant=n).logits(texts)[0] for n in ("tiny-pruned-torch-fp32",
+                                                                            "tiny-pruned-onnx-fp32", "torch-fp32")}
+    assert np.abs(logits["tiny-pruned-onnx-fp32"] - logits["tiny-pruned-torch-fp32"]).max() <= 1e-4
+    assert np.abs(logits["tiny-pruned-torch-fp32"] - logits["torch-fp32"]).max() > 1e-3
+    weights = out / "students" / "tiny-pruned" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ModelError, match="does not match its SHA-256"):
+        Classifier(str(out), variant="tiny-pruned-onnx-int8")

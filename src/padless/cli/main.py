@@ -353,6 +353,9 @@ def serve(
 from padless.cli import optimize as _optimize_commands  # noqa: E402  (registers `optimize` and `verify`)
 
 _optimize_commands.register(app)
+from padless.cli import compress as _compress_commands  # noqa: E402  (registers `prune` and `distill`)
+
+_compress_commands.register(app)
 
 
 def main() -> None:

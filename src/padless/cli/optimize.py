@@ -26,12 +26,14 @@ def optimize(
     bench_texts: Annotated[int, typer.Option(envvar="PADLESS_OPTIMIZE_BENCH_TEXTS", help="Realistic-mix texts per timing round.")] = OptimizeConfig.bench_texts,
     long_texts: Annotated[int, typer.Option(envvar="PADLESS_OPTIMIZE_LONG_TEXTS", help="Long-mix texts per timing round (0 skips the long mix).")] = OptimizeConfig.long_texts,
     rounds: Annotated[int, typer.Option(envvar="PADLESS_OPTIMIZE_ROUNDS", help="Interleaved timing rounds (medians reported).")] = OptimizeConfig.rounds,
+    students: Annotated[str, typer.Option(envvar="PADLESS_STUDENTS", help="Comma-separated folders from padless prune / distill; each joins as torch fp32, ONNX fp32 and ONNX int8 candidates.")] = "",
     max_accuracy_drop: DropOpt = GateConfig.max_accuracy_drop,
     min_agreement: AgreeOpt = GateConfig.min_agreement,
     threads: ThreadsOpt = 0,
     overwrite: Annotated[bool, typer.Option(envvar="PADLESS_OVERWRITE", help="Replace a non-empty output folder.")] = False,
 ) -> None:
-    """Build faster variants (ONNX Runtime, int8 dynamic/static/mixed, bf16), gate and time them, select one."""
+    """Build faster variants (ONNX Runtime, int8 dynamic/static/mixed/fallback, bf16, compiled bf16, and any pruned
+    or distilled students), gate and time them, select one."""
     from rich.console import Console
 
     from padless.cli.main import _ensure_default, _quiet_libraries
@@ -41,6 +43,7 @@ def optimize(
     cfg = OptimizeConfig(eval_set=eval_set, calibration=calibration, calibration_rows=calibration_rows,
                          candidates=tuple(c.strip() for c in candidates.split(",") if c.strip()),
                          bench_texts=bench_texts, long_texts=long_texts, rounds=rounds, threads=threads,
+                         students=tuple(f.strip() for f in students.split(",") if f.strip()),
                          gate=GateConfig(max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement))
     cfg.validate()
     _quiet_libraries()

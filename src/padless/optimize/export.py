@@ -14,6 +14,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,14 +29,15 @@ FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": 
 def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = True) -> dict[str, object]:
     """Export ``model_dir`` to ``out_file`` (written atomically); returns what was done, for the manifest."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
+
+    from padless.models import load_model
 
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     config = AutoConfig.from_pretrained(str(model_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation="eager",
-                                                               dtype=torch.float32).eval()
+    model = load_model(model_dir, attn_implementation="eager")
     ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2307, 102, 0, 0, 0]], dtype=torch.long)
     ids = ids.clamp(max=int(config.vocab_size) - 1)
     mask = (ids != 0).long()
@@ -49,20 +51,26 @@ def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = Tru
                           "logits": {0: "batch"}},
             opset_version=OPSET, dynamo=False,
         )
+    plain = tmp.with_name(out.name + ".plain")
+    os.replace(tmp, plain)
     fused = False
     model_type = str(getattr(config, "model_type", ""))
     if fuse and model_type in FUSABLE:
         from onnxruntime.transformers import optimizer
 
+        heads, width = _attention_shape(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            optimized = optimizer.optimize_model(
-                str(tmp), model_type=FUSABLE[model_type], num_heads=int(config.num_attention_heads),
-                hidden_size=int(config.hidden_size), opt_level=1)
-        stats = optimized.get_fused_operator_statistics()
-        fused = bool(stats.get("Attention", 0))
-        if fused:
+            optimized = optimizer.optimize_model(str(plain), model_type=FUSABLE[model_type], num_heads=heads,
+                                                 hidden_size=width, opt_level=1)
+        if optimized.get_fused_operator_statistics().get("Attention", 0):
             optimized.save_model_to_file(str(tmp))
+            # A fusion that guessed wrong (a head-pruned model has fewer heads than the config's count, and the
+            # exported reshapes say -1) computes something else: keep it only if it still matches torch.
+            fused = check_against_torch(model, tmp) <= EXPORT_TOLERANCE
+    if not fused:
+        os.replace(plain, tmp)
+    plain.unlink(missing_ok=True)
     max_diff = check_against_torch(model, tmp)
     if not max_diff <= EXPORT_TOLERANCE:
         tmp.unlink(missing_ok=True)
@@ -70,6 +78,21 @@ def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = Tru
                          f"(> {EXPORT_TOLERANCE}); refusing to use it")
     os.replace(tmp, out)
     return {"opset": OPSET, "fused": fused, "max_abs_diff_vs_torch": float(max_diff)}
+
+
+def _attention_shape(model: Any) -> tuple[int, int]:
+    """Heads per layer and their total width, for ORT's attention fusion. A pruned model (``padless prune``) keeps
+    the same number of heads in every layer, fewer than its config's count; 0, 0 lets ORT infer them otherwise."""
+    from padless.compress import structure
+
+    config = model.config
+    if not getattr(config, "pruned_heads", None):
+        return int(config.num_attention_heads), int(config.hidden_size)
+    counts = {structure.heads_in(model, i) for i in range(len(structure.layers_of(model)))}
+    if len(counts) != 1:
+        return 0, 0
+    heads = counts.pop()
+    return heads, heads * structure.head_size(model)
 
 
 def check_against_torch(model: object, onnx_file: Path) -> float:

@@ -1,11 +1,11 @@
 """What a ``padless optimize`` folder records, and the checks made every time it is loaded.
 
-``DIR/manifest.json`` names the selected variant (a backend plus its options, with files relative to ``DIR``), every
-candidate's measurements and verdict, the gate thresholds, and a small check sample: texts, and each candidate's
-own logits on them (the torch fp32 reference's among them) with a tolerance, as recorded when the folder was built. Loading the folder
-(:func:`selected_runtime` then :func:`recheck`) refuses to start, with one line, if a file's SHA-256 differs from
-the manifest (a corrupted or tampered file) or if the variant's logits on the sample no longer match (a mismatched
-runtime or library).
+``DIR/manifest.json`` names the selected variant (a backend plus its options, with files and folders relative to
+``DIR``), every candidate's measurements and verdict, the gate thresholds, and a small check sample: texts, and each
+candidate's own logits on them (the torch fp32 reference's among them) with a tolerance, as recorded when the folder
+was built. Loading the folder (:func:`selected_runtime` then :func:`recheck`) refuses to start, with one line, if a
+file's SHA-256 differs from the manifest (a corrupted or tampered file) or if the variant's logits on the sample no
+longer match (a mismatched runtime or library).
 """
 
 from __future__ import annotations
@@ -79,10 +79,28 @@ def selected_runtime(model_dir: str | Path,
         if sha256_file(path) != digest:
             raise ModelError(f"{path} does not match its SHA-256 in the manifest (corrupted or modified); refusing "
                              "to load it")
-    options = dict(chosen.get("options", {}))
-    if "onnx_file" in options:
-        options["onnx_file"] = str(root / options["onnx_file"])
-    return str(name), str(chosen["backend"]), options, manifest
+    return str(name), str(chosen["backend"]), absolute_files(chosen.get("options", {}), root), manifest
+
+
+FILE_OPTIONS = ("onnx_file", "fallback_file", "model_dir")  # runtime options naming a file or folder inside it
+
+
+def option_files(options: dict[str, Any], root: Path) -> dict[str, str]:
+    """SHA-256 of every file a candidate's options name (each file of a ``model_dir``), keyed relative to root."""
+    files: dict[str, str] = {}
+    for key in FILE_OPTIONS:
+        if key not in options:
+            continue
+        path = root / options[key]
+        for f in sorted(path.iterdir()) if path.is_dir() else [path]:
+            if f.is_file():
+                files[str(f.relative_to(root))] = sha256_file(f)
+    return files
+
+
+def absolute_files(options: dict[str, Any], root: Path) -> dict[str, Any]:
+    """``options`` with every file option (stored relative to the folder) made absolute under ``root``."""
+    return {k: str(root / v) if k in FILE_OPTIONS else v for k, v in options.items()}
 
 
 def recheck(manifest: dict[str, Any], name: str, logits_of: Any) -> float:

@@ -6,6 +6,8 @@ Backend names (``--backend``):
 * ``torch``, ``torch-bf16``, ``torch-fp16`` (CUDA), ``torch-int8`` (CPU dynamic quantization);
 * ``onnx``: ONNX Runtime fp32 with BERT-family fusions; ``onnx-int8``: the same, dynamically quantized to int8
   (every quantizable node, not gated: ``padless optimize`` finds the variant that passes the accuracy gate);
+  with the options ``fallback_file`` and ``fallback_margin`` (set by an optimize folder's manifest) an ONNX
+  runtime recomputes low-margin rows with a second, exact file (:mod:`padless.runtime.fallback`);
 * ``dummy``: deterministic, weightless, for tests.
 """
 
@@ -22,7 +24,11 @@ BACKENDS = ("auto", *TORCH_PRECISION, "onnx", "onnx-int8", "dummy")
 
 
 def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, **options: Any) -> Runtime:
-    """Instantiate the named backend for a resolved model folder (``auto`` is resolved by the caller)."""
+    """Instantiate the named backend for a resolved model folder (``auto`` is resolved by the caller).
+
+    The option ``model_dir`` runs another folder's weights (a pruned or distilled student of an optimize folder)
+    with the caller's tokenizer and limits."""
+    path = str(options.pop("model_dir", path))
     if backend in TORCH_PRECISION:
         from padless.runtime.torch import TorchRuntime
 
@@ -33,7 +39,17 @@ def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, 
 
         onnx_file = options.pop("onnx_file", None) or ensure_onnx(path, int8=backend == "onnx-int8")
         precision = options.pop("precision", "int8" if backend == "onnx-int8" else "float32")
-        return OnnxRuntime(onnx_file, info, threads=threads, precision=precision, **options)
+        fallback_file = options.pop("fallback_file", None)
+        fallback_margin = options.pop("fallback_margin", None)
+        if fallback_file is None:
+            return OnnxRuntime(onnx_file, info, threads=threads, precision=precision, **options)
+        from padless.runtime.fallback import FallbackRuntime
+
+        if fallback_margin is None:
+            raise ConfigError("fallback_file needs fallback_margin (the decision margin below which rows are redone)")
+        return FallbackRuntime(
+            OnnxRuntime(onnx_file, info, threads=threads, precision=precision, spin=False, **options),
+            OnnxRuntime(fallback_file, info, threads=threads, spin=False), margin=float(fallback_margin))
     if backend == "dummy":
         from padless.runtime.dummy import DummyRuntime
 

@@ -1,0 +1,1 @@
+"""Making models smaller: structured and unstructured pruning, and knowledge distillation (see each module)."""
