@@ -25,7 +25,7 @@ from torch import nn
 from padless.errors import ModelError
 
 
-def layers_of(model: nn.Module) -> nn.ModuleList:
+def layers_of(model: Any) -> Any:
     """The encoder's layer list; refuses architectures without BERT's module names."""
     encoder = getattr(getattr(model, "base_model", None), "encoder", None)
     layers = getattr(encoder, "layer", None)
@@ -38,31 +38,31 @@ def layers_of(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def head_size(model: nn.Module) -> int:
+def head_size(model: Any) -> int:
     config: Any = model.config
     return int(config.hidden_size // config.num_attention_heads)
 
 
-def heads_in(model: nn.Module, layer: int) -> int:
+def heads_in(model: Any, layer: int) -> int:
     return int(layers_of(model)[layer].attention.self.query.out_features // head_size(model))
 
 
-def remaining_heads(model: nn.Module, layer: int) -> list[int]:
+def remaining_heads(model: Any, layer: int) -> list[int]:
     """Original head numbers still present in ``layer``, in order."""
     gone = {int(h) for h in (_pruned(model).get(layer) or [])}
     return [h for h in range(int(model.config.num_attention_heads)) if h not in gone]
 
 
-def _pruned(model: nn.Module) -> dict[int, list[int]]:
+def _pruned(model: Any) -> dict[int, list[int]]:
     return {int(k): [int(h) for h in v] for k, v in (getattr(model.config, "pruned_heads", None) or {}).items()}
 
 
 def _slice(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     """A new Linear keeping output rows (``dim=0``) or input columns (``dim=1``) ``keep`` of ``linear``."""
     weight = linear.weight.detach().index_select(dim, keep).clone()
-    bias = linear.bias
-    if bias is not None:
-        bias = (bias.detach().index_select(0, keep) if dim == 0 else bias.detach()).clone()
+    bias: torch.Tensor | None = None
+    if linear.bias is not None:
+        bias = (linear.bias.detach().index_select(0, keep) if dim == 0 else linear.bias.detach()).clone()
     out = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         out.weight.copy_(weight)
@@ -71,7 +71,7 @@ def _slice(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     return out
 
 
-def cut_heads(model: nn.Module, keep: Mapping[int, Sequence[int]], *, record: bool = True) -> None:
+def cut_heads(model: Any, keep: Mapping[int, Sequence[int]], *, record: bool = True) -> None:
     """Keep only heads ``keep[layer]`` (positions among the layer's *current* heads) in each named layer.
 
     ``record`` adds the removed heads, in the original numbering, to ``config.pruned_heads``; loading (which
@@ -102,7 +102,7 @@ def cut_heads(model: nn.Module, keep: Mapping[int, Sequence[int]], *, record: bo
         model.config.pruned_heads = {str(k): v for k, v in sorted(pruned.items()) if v}
 
 
-def cut_neurons(model: nn.Module, keep: Mapping[int, Sequence[int]]) -> None:
+def cut_neurons(model: Any, keep: Mapping[int, Sequence[int]]) -> None:
     """Keep FFN neurons ``keep[layer]`` in every layer; every layer must keep the same number (one config size)."""
     layers = layers_of(model)
     counts = {len(set(v)) for v in keep.values()}
@@ -116,7 +116,7 @@ def cut_neurons(model: nn.Module, keep: Mapping[int, Sequence[int]]) -> None:
     model.config.intermediate_size = counts.pop()
 
 
-def keep_layers(model: nn.Module, indices: Sequence[int]) -> None:
+def keep_layers(model: Any, indices: Sequence[int]) -> None:
     """Keep encoder layers ``indices`` (in that order); renumbers ``pruned_heads`` to match."""
     layers = layers_of(model)
     indices = [int(i) for i in indices]
@@ -128,14 +128,14 @@ def keep_layers(model: nn.Module, indices: Sequence[int]) -> None:
     model.config.pruned_heads = {str(new): pruned[old] for new, old in enumerate(indices) if pruned.get(old)}
 
 
-def apply_pruned_heads(model: nn.Module) -> None:
+def apply_pruned_heads(model: Any) -> None:
     """Replay ``config.pruned_heads`` on a freshly built full-width model (before its weights are loaded)."""
     pruned = _pruned(model)
     cut_heads(model, {layer: [k for k, h in enumerate(range(int(model.config.num_attention_heads)))
                               if h not in set(gone)] for layer, gone in pruned.items()}, record=False)
 
 
-def linear_flops_per_token(model: nn.Module) -> int:
+def linear_flops_per_token(model: Any) -> int:
     """Multiply-adds ×2 of the encoder's matrices per token: what structured pruning removes."""
     total = 0
     for layer in layers_of(model):

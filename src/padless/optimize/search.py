@@ -159,11 +159,11 @@ def _build_student(folder: Path, out: Path, ref: Classifier, say: Callable[[str]
     if target.exists():
         raise ConfigError(f"two students named {name!r}; rename one folder")
     copy_model_folder(folder, target)
-    card = next((json.loads((folder / f).read_text()) for f in ("padless_distill.json", "padless_prune.json")
-                 if (folder / f).is_file()), {})
-    notes = {"student": name, "kind": card.get("kind", "student"),
-             **{k: card[k] for k in ("layers_kept", "heads_per_layer", "neurons_per_layer", "matrix_flops_per_token",
-                                     "method") if k in card}}
+    cards = [folder / f for f in ("padless_distill.json", "padless_prune.json") if (folder / f).is_file()]
+    card: dict[str, Any] = json.loads(cards[0].read_text()) if cards else {}
+    notes: dict[str, Any] = {"student": name, "kind": card.get("kind", "student")}
+    notes.update((k, card[k]) for k in ("layers_kept", "heads_per_layer", "neurons_per_layer",
+                                        "matrix_flops_per_token", "method") if k in card)
     fp32 = out / "variants" / f"{name}-onnx-fp32" / "model.onnx"
     int8 = out / "variants" / f"{name}-onnx-int8" / "model.onnx"
     say(f"building {name}: torch fp32, ONNX fp32, ONNX int8")
