@@ -57,40 +57,32 @@ def render_table(manifest: dict[str, Any]) -> Any:
 
 
 def write_chart(manifest: dict[str, Any], path: Path) -> None:
-    """Accuracy against realistic-mix throughput, one point per variant, the gate's accuracy floor drawn in."""
+    """Accuracy against realistic-mix throughput, one numbered point per variant (the key beside the plot names
+    each with its agreement, so a crowded chart stays legible), the gate's accuracy floor drawn in."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.5), dpi=120)
+    fig = Figure(figsize=(11, 5.2), dpi=120)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_axes((0.07, 0.1, 0.56, 0.82))
     ref = next(c for c in manifest["candidates"] if c["name"] == manifest["reference"]["name"])
     floor = ref["eval"]["reference_accuracy"] - manifest["gate"]["max_accuracy_drop"] / 100
-    points = [(c["throughput"]["realistic"], c["eval"]["variant_accuracy"]) for c in manifest["candidates"]]
-    for i, c in enumerate(manifest["candidates"]):
-        x, y = points[i]
-        color = "#2ca02c" if c["eval"]["passed"] else "#d62728"
-        ax.scatter([x], [y], s=90 if c["name"] == manifest["selected"] else 40, color=color,
-                   edgecolors="black" if c["name"] == manifest["selected"] else "none", zorder=3)
-        ax.annotate(f"{c['name']}\n{c['eval']['agreement']:.1%} agree", (x, y), textcoords="offset points",
-                    xytext=(5, 5 if _label_above(i, points) else -22), fontsize=7)
+    key = []
+    for i, c in enumerate(manifest["candidates"], start=1):
+        x, y = c["throughput"]["realistic"], c["eval"]["variant_accuracy"]
+        selected = c["name"] == manifest["selected"]
+        ax.scatter([x], [y], s=90 if selected else 40, color="#2ca02c" if c["eval"]["passed"] else "#d62728",
+                   edgecolors="black" if selected else "none", zorder=3)
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        key.append(f"{i:>2}  {c['name']:<26} {c['eval']['agreement']:7.2%}{'  selected' if selected else ''}")
     ax.axhline(floor, color="#d62728", linestyle="--", linewidth=1,
                label=f"gate: accuracy ≥ reference − {manifest['gate']['max_accuracy_drop']:g} pt "
                      f"and ≥ {manifest['gate']['min_agreement']:.0%} agreement")
     ax.set_xlabel("texts / s, realistic mix")
     ax.set_ylabel(f"accuracy on {manifest['eval_set']['name']}")
     ax.set_title(f"{manifest['source_model']}: green passes the gate, ringed is selected", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.text(0.65, 0.92, "    variant                    agreement\n" + "\n".join(key), va="top", fontsize=7,
+             family="monospace")
     fig.savefig(path)
-
-
-def _label_above(i: int, points: list[tuple[float, float]]) -> bool:
-    """Put a label below its point when a neighbour close in speed sits higher (or level, and comes first), so
-    neighbours' labels do not overprint each other."""
-    x, y = points[i]
-    for j, (xj, yj) in enumerate(points):
-        if j != i and abs(xj - x) <= 0.1 * max(x, xj) and (yj > y or (yj == y and j < i)):
-            return False
-    return True
