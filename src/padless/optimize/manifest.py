@@ -82,7 +82,8 @@ def selected_runtime(model_dir: str | Path,
     return str(name), str(chosen["backend"]), absolute_files(chosen.get("options", {}), root), manifest
 
 
-FILE_OPTIONS = ("onnx_file", "fallback_file", "model_dir")  # runtime options naming a file or folder inside it
+# Runtime options that name a file or folder inside the optimize folder.
+FILE_OPTIONS = ("onnx_file", "fallback_file", "model_dir", "static_ranges_file")
 
 
 def option_files(options: dict[str, Any], root: Path) -> dict[str, str]:

@@ -27,7 +27,7 @@ from padless.optimize.gate import GateConfig, compare, label_ids, load_eval
 from padless.optimize.quantize import cpu_has_vnni, mixed_precision, quantize_dynamic_file, quantize_static_file
 
 CANDIDATES = ("torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int8-mixed",
-              "onnx-int8-fallback", "torch-int8-dynamic", "torch-bf16", "torch-bf16-compiled")
+              "onnx-int8-fallback", "torch-int8-dynamic", "torch-int8-static", "torch-bf16", "torch-bf16-compiled")
 REFERENCE = "torch-fp32"
 
 
@@ -79,6 +79,20 @@ def _build(name: str, out: Path, ref: Classifier, cal_texts: list[str], cal_ref:
         return {"backend": "torch", "options": {}, "precision": "float32"}
     if name == "torch-int8-dynamic":
         return {"backend": "torch-int8", "options": {}, "precision": "int8"}
+    if name == "torch-int8-static":
+        import json
+
+        from padless.models import load_model
+        from padless.runtime.torch import calibrate_static_ranges
+
+        feeds = [(f["input_ids"], f["attention_mask"]) for f in _feeds(ref, cal_texts)]
+        ranges = calibrate_static_ranges(load_model(out), feeds)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ranges_file = target.with_name("ranges.json")
+        ranges_file.write_text(json.dumps(ranges, indent=1) + "\n")
+        return {"backend": "torch-int8", "options": {"static_ranges_file": _rel(ranges_file, out)}, "precision": "int8",
+                "notes": {"format": "eager-mode static (QuantStub → quantized Linear), per-channel weights",
+                          "calibration": "MinMax", "linears": len(ranges)}}
     if name in ("torch-bf16", "torch-bf16-compiled"):
         from padless.runtime.torch import can_compile, cpu_has_native_bf16
 

@@ -2,7 +2,9 @@
 
 Precisions: ``float32`` (the reference), ``bfloat16`` (weights and activations; on CPUs with native bf16 —
 avx512_bf16 or AMX — or on CUDA), ``float16`` (CUDA only), and ``int8`` (CPU dynamic quantization of every
-``nn.Linear`` except those named in ``keep_fp32``: int8 weights per channel, activations quantized per batch).
+``nn.Linear`` except those named in ``keep_fp32``: int8 weights per channel, activations quantized per batch; or,
+with ``static_ranges_file``, static: every encoder Linear's input quantized with a fixed range calibrated on the
+user's text by ``padless optimize``, see :func:`calibrate_static_ranges`).
 Threads default to every core the process may use (:func:`padless.runtime.base.usable_cores`).
 
 ``compile=True`` runs the model through ``torch.compile`` (inductor, dynamic batch and sequence shapes, weights
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from padless.errors import ConfigError
+from padless.errors import ConfigError, ModelError
 from padless.runtime.base import ModelInfo, Runtime, cpu_flags, usable_cores
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
@@ -37,7 +39,8 @@ class TorchRuntime(Runtime):
     name = "torch"
 
     def __init__(self, path: str, info: ModelInfo, *, threads: int = 0, precision: str = "float32",
-                 device: str = "auto", keep_fp32: Sequence[str] = (), compile: bool = False) -> None:
+                 device: str = "auto", keep_fp32: Sequence[str] = (), compile: bool = False,
+                 static_ranges_file: str | None = None) -> None:
         from padless.models import load_model
 
         if precision not in PRECISIONS:
@@ -52,7 +55,12 @@ class TorchRuntime(Runtime):
         self.threads = threads or usable_cores()
         torch.set_num_threads(self.threads)
         model = load_model(path, attn_implementation="sdpa")
-        if precision == "int8":
+        if precision == "int8" and static_ranges_file:
+            import json
+            from pathlib import Path
+
+            model = quantize_linear_static(model, json.loads(Path(static_ranges_file).read_text()))
+        elif precision == "int8":
             model = quantize_linear_int8(model, keep_fp32)
         elif precision != "float32":
             model = model.to(getattr(torch, precision))
@@ -119,3 +127,71 @@ def quantize_linear_int8(model: torch.nn.Module, keep_fp32: Sequence[str] = ()) 
         # Per-channel weight scales, as in the ORT variants: per-tensor scales cost several points on MiniLM.
         spec = {name: per_channel_dynamic_qconfig for name in names}
         return quantize_dynamic(model, spec, dtype=torch.qint8)  # type: ignore[arg-type]
+
+
+def _static_wrap(model: torch.nn.Module) -> dict[str, Any]:
+    """Wrap every encoder ``nn.Linear`` as quantize → Linear → dequantize (eager-mode static quantization)."""
+    from torch.ao.quantization import DeQuantStub, QConfig, QuantStub
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, linear: torch.nn.Linear) -> None:
+            super().__init__()
+            self.quant, self.linear, self.dequant = QuantStub(), linear, DeQuantStub()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.dequant(self.linear(self.quant(x)))
+
+    qconfig = QConfig(activation=MinMaxObserver.with_args(dtype=torch.quint8),
+                      weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
+                                                                qscheme=torch.per_channel_symmetric))
+    wrapped = {}
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            full = f"{parent_name}.{name}" if parent_name else name
+            if isinstance(child, torch.nn.Linear) and ".encoder." in f".{full}.":
+                w = Wrapped(child)
+                w.qconfig = qconfig  # type: ignore[assignment]
+                setattr(parent, name, w)
+                wrapped[full] = w
+    return wrapped
+
+
+def calibrate_static_ranges(model: torch.nn.Module,
+                            batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, list[float]]]:
+    """Input and output ranges (min, max) of every encoder Linear over ``batches`` of padded ids and masks (MinMax):
+    a quantized Linear takes int8 input and also produces int8 output, so both scales are fixed here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's eager quantization API announces its deprecation
+        from torch.ao.quantization import prepare
+
+        wrapped = _static_wrap(model)
+        prepare(model, inplace=True)
+        with torch.inference_mode():
+            for ids, mask in batches:
+                model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    return {name: {side: [float(obs.min_val), float(obs.max_val)] for side, obs in _observers(w).items()}
+            for name, w in wrapped.items()}
+
+
+def _observers(wrapped: Any) -> dict[str, Any]:
+    return {"input": wrapped.quant.activation_post_process, "output": wrapped.linear.activation_post_process}
+
+
+def quantize_linear_static(model: torch.nn.Module, ranges: dict[str, dict[str, list[float]]]) -> torch.nn.Module:
+    """Static int8 for every encoder Linear: weights per channel, inputs with the stored calibrated ranges."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import convert, prepare
+
+        torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
+        wrapped = _static_wrap(model)
+        if set(wrapped) != set(ranges):
+            raise ModelError("the static int8 ranges do not match this model's layers; rebuild with padless optimize")
+        prepare(model, inplace=True)
+        for name, w in wrapped.items():
+            for side, observer in _observers(w).items():
+                observer.min_val.fill_(ranges[name][side][0])
+                observer.max_val.fill_(ranges[name][side][1])
+        convert(model, inplace=True)
+    return model
