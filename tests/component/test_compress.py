@@ -102,7 +102,8 @@ def test_prune_removes_the_requested_share_and_drops_a_layer(tiny_model_dir: Pat
     out = tmp_path / "p"
     labels = [i % 3 for i in range(len(TEXTS))]
     card = prune(tiny_model_dir, out, TEXTS, labels,
-                 PruneConfig(sparsity=0.5, drop_layers=1, sample_rows=32, recovery=QUICK))
+                 PruneConfig(sparsity=0.5, drop_layers=1, sample_rows=32, recovery=QUICK), sources=["train (96)"])
+    assert json.loads((out / "padless_prune.json").read_text())["data"] == ["train (96)"]
     assert card["heads_per_layer"] == 2 and card["neurons_per_layer"] == 64 and len(card["layers_kept"]) == 1
     config = json.loads((out / "config.json").read_text())
     assert config["num_hidden_layers"] == 1 and config["intermediate_size"] == 64

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -125,10 +124,8 @@ def prune(
     texts, labels, sources = _read(model, data, labelled, text_column, label_column, max_texts)
     bar, on_step = _progress("recovery fine-tune")
     with bar:
-        card = run(_resolve(model), output, texts, labels, cfg, on_step=on_step,
+        card = run(_resolve(model), output, texts, labels, cfg, sources=sources, on_step=on_step,
                    say=lambda line: bar.console.print(line))
-    card["data"] = sources
-    (output / "padless_prune.json").write_text(json.dumps(card, indent=2) + "\n")
     typer.echo(f"wrote {output}: matrix work per token ×{card['matrix_flops_per_token']['ratio']:.2f}, "
                f"parameters {card['parameters']['before']:,} → {card['parameters']['after']:,}")
 
@@ -168,10 +165,8 @@ def distill(
     texts, labels, sources = _read(teacher, data, labelled, text_column, label_column, max_texts)
     bar, on_step = _progress("distilling")
     with bar:
-        card = run(_resolve(teacher), output, texts, labels, cfg, resume=resume, on_step=on_step,
+        card = run(_resolve(teacher), output, texts, labels, cfg, sources=sources, resume=resume, on_step=on_step,
                    say=lambda line: bar.console.print(line))
-    card["data"] = sources
-    (output / "padless_distill.json").write_text(json.dumps(card, indent=2) + "\n")
     typer.echo(f"wrote {output}: {layers}-layer student (teacher layers {card['layers_kept']}), {card['steps']} steps")
 
 

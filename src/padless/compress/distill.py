@@ -57,12 +57,13 @@ def student_layers(teacher_layers: int, layers: int) -> list[int]:
 
 
 def distill(teacher: str | Path, out_dir: str | Path, texts: Sequence[str], labels: Sequence[int] | None,
-            cfg: DistillConfig, *, resume: bool = False, stop_after: int | None = None,
+            cfg: DistillConfig, *, sources: Sequence[str] = (), resume: bool = False, stop_after: int | None = None,
             on_step: Callable[[int, int, float], None] | None = None,
             say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Distil ``teacher`` into ``out_dir`` (see the module docstring); returns the card.
 
-    ``labels``: one label id per text, ``-1`` where a text has none (or None: no labels at all).
+    ``labels``: one label id per text, ``-1`` where a text has none (or None: no labels at all); ``sources``
+    describes where the texts came from, for the card.
     """
     from transformers import AutoTokenizer
 
@@ -114,7 +115,7 @@ def distill(teacher: str | Path, out_dir: str | Path, texts: Sequence[str], labe
     steps, total = train(student, tokenizer, texts, spec=cfg.training, teacher_logits=soft, labels=gold,
                          state_dir=state, resume=resume, stop_after=stop_after, on_step=on_step)
     card = {"kind": "distilled", "teacher": str(teacher), "teacher_layers": n_teacher, "layers_kept": kept,
-            "texts": len(texts), "labelled_texts": sum(1 for y in gold or [] if y >= 0),
+            "texts": len(texts), "data": list(sources), "labelled_texts": sum(1 for y in gold or [] if y >= 0),
             "hard_labels_only": cfg.hard_labels_only, "config": asdict(cfg), "steps": steps,
             "seconds_this_run": round(time.perf_counter() - started, 1)}
     if steps < total:

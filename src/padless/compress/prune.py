@@ -20,7 +20,6 @@ its card (also saved as ``padless_prune.json``). Steps:
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -148,9 +147,10 @@ def magnitude_masks(model: Any, sparsity: float) -> dict[str, torch.Tensor]:
 
 
 def prune(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str], labels: Sequence[int] | None,
-          cfg: PruneConfig, *, on_step: Callable[[int, int, float], None] | None = None,
+          cfg: PruneConfig, *, sources: Sequence[str] = (), on_step: Callable[[int, int, float], None] | None = None,
           say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Prune ``model_dir`` into ``out_dir`` (see the module docstring); returns the card."""
+    """Prune ``model_dir`` into ``out_dir`` (see the module docstring); returns the card. ``sources`` describes
+    where the texts came from, for the card."""
     from transformers import AutoTokenizer
 
     from padless.engine import Classifier
@@ -196,8 +196,8 @@ def prune(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str], labe
     tokenizer.save_pretrained(out)
     flops_after = structure.linear_flops_per_token(model)
     card = {
-        "kind": "pruned", "method": cfg.method, "source": str(model_dir), "config": _plain(asdict(cfg)),
-        "texts": len(texts), "labelled": labels is not None, **kept,
+        "kind": "pruned", "method": cfg.method, "source": str(model_dir), "config": asdict(cfg),
+        "texts": len(texts), "data": list(sources), "labelled": labels is not None, **kept,
         "parameters": {"before": params_before, "after": sum(p.numel() for p in model.parameters())},
         "matrix_flops_per_token": {"before": flops_before, "after": flops_after,
                                    "ratio": round(flops_after / flops_before, 4)},
@@ -209,8 +209,3 @@ def prune(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str], labe
     (out / "padless_prune.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and math.isinf(value):
-        return None
-    return value

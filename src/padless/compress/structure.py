@@ -131,8 +131,9 @@ def keep_layers(model: Any, indices: Sequence[int]) -> None:
 def apply_pruned_heads(model: Any) -> None:
     """Replay ``config.pruned_heads`` on a freshly built full-width model (before its weights are loaded)."""
     pruned = _pruned(model)
-    cut_heads(model, {layer: [k for k, h in enumerate(range(int(model.config.num_attention_heads)))
-                              if h not in set(gone)] for layer, gone in pruned.items()}, record=False)
+    heads = int(model.config.num_attention_heads)
+    cut_heads(model, {layer: [h for h in range(heads) if h not in gone] for layer, gone in pruned.items()},
+              record=False)
 
 
 def linear_flops_per_token(model: Any) -> int:

@@ -54,6 +54,7 @@ def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = Tru
     plain = tmp.with_name(out.name + ".plain")
     os.replace(tmp, plain)
     fused = False
+    max_diff = float("nan")
     model_type = str(getattr(config, "model_type", ""))
     if fuse and model_type in FUSABLE:
         from onnxruntime.transformers import optimizer
@@ -67,11 +68,12 @@ def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = Tru
             optimized.save_model_to_file(str(tmp))
             # A fusion that guessed wrong (a head-pruned model has fewer heads than the config's count, and the
             # exported reshapes say -1) computes something else: keep it only if it still matches torch.
-            fused = check_against_torch(model, tmp) <= EXPORT_TOLERANCE
+            max_diff = check_against_torch(model, tmp)
+            fused = max_diff <= EXPORT_TOLERANCE
     if not fused:
         os.replace(plain, tmp)
+        max_diff = check_against_torch(model, tmp)
     plain.unlink(missing_ok=True)
-    max_diff = check_against_torch(model, tmp)
     if not max_diff <= EXPORT_TOLERANCE:
         tmp.unlink(missing_ok=True)
         raise ModelError(f"the ONNX export of {model_dir} differs from PyTorch by {max_diff:.2e} "

@@ -30,7 +30,6 @@ class OnnxRuntime(Runtime):
         self.file = Path(onnx_file)
         self.precision = precision
         self.threads = threads or usable_cores()
-        self.spin = spin
         if not self.file.is_file():
             raise ModelError(f"no ONNX model at {self.file}; export one with: padless optimize")
         options = ort.SessionOptions()
@@ -66,4 +65,3 @@ class OnnxRuntime(Runtime):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "dtype": self.precision, "threads": self.threads, "file": self.file.name}
-

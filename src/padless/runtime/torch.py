@@ -3,8 +3,8 @@
 Precisions: ``float32`` (the reference), ``bfloat16`` (weights and activations; on CPUs with native bf16 —
 avx512_bf16 or AMX — or on CUDA), ``float16`` (CUDA only), and ``int8`` (CPU dynamic quantization of every
 ``nn.Linear`` except those named in ``keep_fp32``: int8 weights per channel, activations quantized per batch; or,
-with ``static_ranges_file``, static: every encoder Linear's input quantized with a fixed range calibrated on the
-user's text by ``padless optimize``, see :func:`calibrate_static_ranges`).
+with ``static_ranges_file``, static: every encoder Linear's input and output quantized with fixed ranges calibrated
+on the user's text by ``padless optimize``, see :func:`calibrate_static_ranges`).
 Threads default to every core the process may use (:func:`padless.runtime.base.usable_cores`).
 
 ``compile=True`` runs the model through ``torch.compile`` (inductor, dynamic batch and sequence shapes, weights
@@ -179,7 +179,8 @@ def _observers(wrapped: Any) -> dict[str, Any]:
 
 
 def quantize_linear_static(model: torch.nn.Module, ranges: dict[str, dict[str, list[float]]]) -> torch.nn.Module:
-    """Static int8 for every encoder Linear: weights per channel, inputs with the stored calibrated ranges."""
+    """Static int8 for every encoder Linear: weights per channel, inputs and outputs with the stored
+    calibrated ranges."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from torch.ao.quantization import convert, prepare
