@@ -450,6 +450,28 @@ def test_find_capacity_shrinks_and_respects_limits(monkeypatch: pytest.MonkeyPat
     assert "no rate held the limit" in console.export_text()
 
 
+def test_find_capacity_stretches_low_rate_runs_to_min_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    durations: dict[float, float] = {}
+    fake = _fake_run_load(37.0, [])
+
+    async def recording(url: str, *, rate: float, duration: float, **kw: Any) -> dict[str, Any]:
+        durations[rate] = duration
+        return await fake(url, rate=rate, duration=duration, **kw)
+
+    monkeypatch.setattr(capacity, "run_load", recording)
+    result = asyncio.run(find_capacity("http://127.0.0.1:1", texts=["x"], start_rate=5, duration=2.0, timeout=0.01,
+                                       settle_s=0, bisect_steps=0, budget_s=1000, min_requests=100))
+    # 100 requests take 20 s at 5/s and 10 s at 10/s; from 50/s on the 2 s floor already holds 100.
+    assert durations[5] == pytest.approx(20.0) and durations[10] == pytest.approx(10.0)
+    assert durations[40] == pytest.approx(2.5) and durations.get(80, 2.0) == pytest.approx(2.0)
+    assert result["rate"] == 20 and result["failed_rate"] == 40
+    # The budget check uses the stretched length: 20 s + timeout does not fit in 15 s, so nothing runs.
+    durations.clear()
+    result = asyncio.run(find_capacity("http://127.0.0.1:1", texts=["x"], start_rate=5, duration=2.0, timeout=0.01,
+                                       settle_s=0, budget_s=15, min_requests=100))
+    assert durations == {} and result["stopped_by"] == "budget"
+
+
 def test_find_capacity_against_a_single_worker_server() -> None:
     # One request at a time, 40 ms each: about 25 req/s before the queue grows without bound.
     stand_in = StandIn(service_time=0.04)

@@ -70,3 +70,22 @@ def test_an_optimized_folder_serves_its_selected_variant(optimized_server: Serve
     for g, w in zip(got, want):  # both selections are fp32: the same logits within 1e-4
         assert [s["label"] for s in g] == [s["label"] for s in w]
         assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(g, w))
+
+
+def test_auto_serves_a_plain_folder_on_onnx_with_torchs_outputs(server_factory: Callable[..., Server],
+                                                                 torch_server: Server) -> None:
+    """`padless serve` with the default --backend auto: ONNX Runtime fp32, the same logits as torch within 1e-4."""
+    texts = ["great film", "a dull, plodding and far too long story " * 8, "ok"]
+    server = server_factory("--threads", "1", backend="auto")
+    try:
+        with server.client() as c:
+            info = c.get("/info").json()
+            got = c.post("/predict", json={"inputs": texts, "raw_scores": True}).json()
+    finally:
+        server.stop()
+    assert info["backend"]["backend"] == "onnx" and info["backend"]["dtype"] == "float32"
+    with torch_server.client() as c:
+        want = c.post("/predict", json={"inputs": texts, "raw_scores": True}).json()
+    for g, w in zip(got, want):
+        assert [s["label"] for s in g] == [s["label"] for s in w]
+        assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(g, w))

@@ -41,6 +41,7 @@ async def find_capacity(
     max_in_flight: int = 2000,
     headers: dict[str, str] | None = None,
     settle_s: float = 0.5,
+    min_requests: int = 0,
 ) -> dict[str, Any]:
     """The highest offered rate (requests/s) at which a :func:`run_load` of ``duration`` s held p99 ≤ ``p99_limit_ms``
     with every request ``ok`` (no 429, no error, no timeout, nothing dropped).
@@ -48,9 +49,11 @@ async def find_capacity(
     Search: from ``start_rate``, multiply by ``growth`` while runs pass (up to ``max_rate``); if the first run fails,
     divide instead (down to ``min_rate``). Once a passing and a failing rate bracket the capacity, ``bisect_steps``
     geometric midpoints refine it. A run is only started if it can finish within ``budget_s`` from the start even in
-    the worst case (``duration + timeout`` plus ``settle_s``), so the whole search is bounded by ``budget_s`` (plus a
-    few metrics requests); ``timeout`` defaults low because a request slower than that has failed any sensible p99
+    the worst case (its duration + ``timeout`` plus ``settle_s``), so the whole search is bounded by ``budget_s`` (plus
+    a few metrics requests); ``timeout`` defaults low because a request slower than that has failed any sensible p99
     limit anyway. Every run uses the same ``seed``, so rates are compared on the same arrival pattern shape.
+    ``min_requests`` stretches a run at a low rate to ``min_requests / rate`` seconds: the p99 of 80 requests is
+    their single slowest, so a short run at a low rate passes or fails on one request.
 
     Returns ``rate`` (``None`` if no run passed), ``report`` (the :func:`run_load` report at ``rate``, or ``None``),
     ``p99_limit_ms``, ``failed_rate`` (lowest failing rate seen above ``rate``, or ``None``), ``stopped_by``
@@ -65,7 +68,10 @@ async def find_capacity(
         raise ValueError("bisect_steps must be non-negative")
     check_loopback(url)
     started = time.monotonic()
-    worst_trial = duration + timeout + settle_s + 1.0  # + 1 s for the /metrics and /info requests around a run
+
+    def length(rate: float) -> float:
+        return max(duration, min_requests / rate)
+
     trials: list[dict[str, Any]] = []
     best_rate: float | None = None
     best_report: dict[str, Any] | None = None
@@ -74,15 +80,17 @@ async def find_capacity(
     async def trial(rate: float) -> bool | None:
         """Run one load at ``rate``; None when the budget does not allow it."""
         nonlocal best_rate, best_report, fail_rate
+        worst_trial = length(rate) + timeout + settle_s + 1.0  # + 1 s for the /metrics and /info requests
         if time.monotonic() - started + worst_trial > budget_s:
             return None
         if trials:
             await asyncio.sleep(settle_s)  # let the server finish anything left from the previous run
-        report = await run_load(url, rate=rate, duration=duration, texts=texts, inputs_per_request=inputs_per_request,
-                                timeout=timeout, seed=seed, max_in_flight=max_in_flight, headers=headers)
+        report = await run_load(url, rate=rate, duration=length(rate), texts=texts,
+                                inputs_per_request=inputs_per_request, timeout=timeout, seed=seed,
+                                max_in_flight=max_in_flight, headers=headers)
         passed, reason = _verdict(report, p99_limit_ms)
         trials.append({"rate": rate, "passed": passed, "reason": reason, "p99_ms": report["latency_ms"]["p99"],
-                       "throughput_rps": report["throughput_rps"]})
+                       "throughput_rps": report["throughput_rps"], "requests": report.get("scheduled")})
         if passed and (best_rate is None or rate > best_rate):
             best_rate, best_report = rate, report
         if not passed and (fail_rate is None or rate < fail_rate):

@@ -10,7 +10,10 @@ Steps, all on the same workload (:func:`padless.bench.workload.make_workload`) a
 4. padless saturated (offered well above its capacity, at most ``SATURATION_IN_FLIGHT`` requests outstanding,
    latency bound lifted): achieved texts/s vs offline;
 5. both at a common rate (half the baseline's capacity): p50/p99;
-6. padless at 1 request/s and at 50% of its capacity: p99 ratio.
+6. padless at 1 request/s (``LOW_RATE_SECONDS``) and at 50% of its capacity: p99 ratio.
+
+Every run at a rate holds at least ``min_requests`` requests (a low rate runs longer), so each p99 comes from enough
+requests to mean something.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from padless.bench.loadtest import run_load
 from padless.bench.offline import padless_config_name
 from padless.bench.workload import make_workload
 
-SATURATION_IN_FLIGHT = 64
+SATURATION_IN_FLIGHT = 256
+SATURATION_SECONDS = 15.0  # so that filling the queue at the start and draining it at the end are a small part
+LOW_RATE_SECONDS = 60.0  # the 1 request/s run: 60 requests, so its p99 is not one request's luck
 
 
 def _free_port() -> int:
@@ -81,9 +86,9 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, seed: int = 0,
-                    p99_limit_ms: float = 200.0, duration: float = 8.0, capacity_budget_s: float = 120.0,
+                    p99_limit_ms: float = 200.0, duration: float = 8.0, capacity_budget_s: float = 240.0,
                     out_dir: Path | None = None, server_args: list[str] | None = None,
-                    log: Any = None, backends: list[str] | None = None) -> dict[str, Any]:
+                    log: Any = None, backends: list[str] | None = None, min_requests: int = 400) -> dict[str, Any]:
     """Run the steps in the module docstring and return (and optionally write) the results."""
     from padless.engine import Classifier
 
@@ -91,8 +96,11 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
     backends = list(backends or ["torch"])
     offline_by: dict[str, float] = {}
     texts: list[str] = []
+    from padless.server.run import serving_backend
+
     for backend in backends:
-        clf = Classifier(model_dir, backend=backend)
+        # The engine the server will run: for ``auto`` that is what ``padless serve`` resolves it to.
+        clf = Classifier(model_dir, backend=serving_backend(model_dir, backend))
         texts = texts or make_workload(clf.encoder.tokenizer, mix, n, seed)
         clf.run(texts[:16])
         started = time.perf_counter()
@@ -104,8 +112,12 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
 
     out = Path(out_dir) if out_dir else Path("bench-results")
     out.mkdir(parents=True, exist_ok=True)
+    def length(rate: float) -> float:
+        return max(duration, min_requests / rate)
+
     result: dict[str, Any] = {"benchmark": "serve", "model": model_dir, "mix": mix, "n": n, "seed": seed,
-                              "p99_limit_ms": p99_limit_ms, "duration_s": duration,
+                              "p99_limit_ms": p99_limit_ms, "duration_s": duration, "min_requests": min_requests,
+                              "saturation_in_flight": SATURATION_IN_FLIGHT,
                               "offline_texts_per_s": offline, "offline_texts_per_s_by_backend": offline_by,
                               "servers": {}}
     names = {b: padless_config_name(b) for b in backends}
@@ -126,7 +138,8 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
         try:
             say(f"{name}: finding the highest rate with p99 <= {p99_limit_ms:.0f} ms …")
             cap = asyncio.run(find_capacity(url, texts=texts, p99_limit_ms=p99_limit_ms, duration=duration,
-                                            start_rate=20.0, budget_s=capacity_budget_s, seed=seed))
+                                            start_rate=20.0, budget_s=capacity_budget_s, seed=seed,
+                                            min_requests=min_requests))
             entry: dict[str, Any] = {"capacity_rps": cap["rate"], "capacity_trials": cap["trials"],
                                      "at_capacity": _summary(cap["report"]) if cap.get("report") else None}
             say(f"{name}: capacity {cap['rate']} req/s")
@@ -134,16 +147,19 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
                 own = offline_of[name]
                 # Offered well above capacity, but at most SATURATION_IN_FLIGHT outstanding (the rest are counted as
                 # dropped client-side): with thousands of open connections the load generator, on the same cores,
-                # slowed itself and the server (measured: 36-39% of offline unbounded, 55-58% at 32 in flight).
-                sat = asyncio.run(run_load(url, rate=max(2 * own, 50.0), duration=duration, texts=texts,
-                                           timeout=60.0, seed=seed + 1, max_in_flight=SATURATION_IN_FLIGHT))
+                # slowed itself and the server. Enough are outstanding that the server's queue holds a few batches'
+                # worth to sort by length, as a saturated server's queue does.
+                sat = asyncio.run(run_load(url, rate=max(2 * own, 50.0), duration=max(SATURATION_SECONDS, duration),
+                                           texts=texts, timeout=60.0, seed=seed + 1,
+                                           max_in_flight=SATURATION_IN_FLIGHT))
                 entry["saturated"] = _summary(sat)
                 entry["saturated_vs_offline"] = (sat["throughput_texts_per_s"] or 0) / own
-                low = asyncio.run(run_load(url, rate=1.0, duration=max(10.0, duration), texts=texts, seed=seed + 2))
+                low = asyncio.run(run_load(url, rate=1.0, duration=max(LOW_RATE_SECONDS, duration), texts=texts,
+                                           seed=seed + 2))
                 entry["at_1rps"] = _summary(low)
                 if cap["rate"]:
-                    half = asyncio.run(run_load(url, rate=cap["rate"] / 2, duration=duration, texts=texts,
-                                                seed=seed + 3))
+                    half = asyncio.run(run_load(url, rate=cap["rate"] / 2, duration=length(cap["rate"] / 2),
+                                                texts=texts, seed=seed + 3))
                     entry["at_half_capacity"] = _summary(half)
             entry["url_port"] = port
             result["servers"][name] = entry
@@ -157,7 +173,8 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
         common = base_cap / 2
         result["common_rate_rps"] = common
         for entry in result["servers"].values():
-            rep = asyncio.run(run_load(entry["_url"], rate=common, duration=duration, texts=texts, seed=seed + 4))
+            rep = asyncio.run(run_load(entry["_url"], rate=common, duration=length(common), texts=texts,
+                                       seed=seed + 4))
             entry["at_common_rate"] = _summary(rep)
     finally:
         for entry in result["servers"].values():

@@ -26,6 +26,7 @@ app.add_typer(models_app, name="models")
 ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="PADLESS_MODEL",
                                        help="'default', a local Hugging Face folder, or a Hub id.")]
 BackendOpt = Annotated[str, typer.Option(envvar="PADLESS_BACKEND", help="auto (an optimize folder's selected variant, else torch), torch, torch-bf16, torch-fp16, torch-int8, onnx, onnx-int8, dummy.")]
+ServeBackendOpt = Annotated[str, typer.Option(envvar="PADLESS_BACKEND", help="auto (an optimize folder's selected variant, else ONNX Runtime fp32 exported from the model and checked against PyTorch within 1e-4, else torch), torch, torch-bf16, torch-fp16, torch-int8, onnx, onnx-int8, dummy.")]
 MaxLenOpt = Annotated[int | None, typer.Option(envvar="PADLESS_MAX_LENGTH",
                                                   help="Token limit per input [default: the model's limit].")]
 MaxCharsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_CHARS", help="Character cap applied before tokenizing.")]
@@ -50,8 +51,9 @@ def _build_progress(console: object) -> object:
 
 
 def _load_classifier(model: str, backend: str, max_length: int | None, truncate: bool, max_chars: int,
-                     threads: int, max_batch_tokens: int, max_batch_size: int) -> object:
-    """Validate options first (one clear line for impossible ones), build the default model if needed, load."""
+                     threads: int, max_batch_tokens: int, max_batch_size: int, serving: bool = False) -> object:
+    """Validate options first (one clear line for impossible ones), build the default model if needed, load.
+    ``serving``: resolve ``auto`` as ``padless serve`` does (:func:`padless.server.run.serving_backend`)."""
     ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
                 threads=threads).validate()
     BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size).validate(max_length)
@@ -61,6 +63,10 @@ def _load_classifier(model: str, backend: str, max_length: int | None, truncate:
 
     if model == models.DEFAULT_NAME and not (models.default_model_dir() / "config.json").is_file():
         _build_default_with_progress()
+    if serving and backend == "auto":
+        from padless.server.run import serving_backend
+
+        backend = serving_backend(str(models.resolve(model)), backend)
     return Classifier(model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
                       threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
 
@@ -249,8 +255,9 @@ def bench_serve(
     ctx: typer.Context,
     p99_limit_ms: Annotated[float, typer.Option(envvar="PADLESS_BENCH_P99_MS", help="Latency bound for capacity.")] = 200.0,
     duration: Annotated[float, typer.Option(envvar="PADLESS_BENCH_DURATION", help="Seconds per load step.")] = 8.0,
-    budget: Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")] = 120.0,
-    backend: Annotated[str, typer.Option(envvar="PADLESS_BENCH_BACKENDS", help="Comma-separated backends, one padless server each (torch is named padless).")] = "torch",
+    budget: Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")] = 240.0,
+    min_requests: Annotated[int, typer.Option(envvar="PADLESS_BENCH_MIN_REQUESTS", help="Requests per load step at least (a low rate runs longer), so each p99 rests on enough requests.")] = 400,
+    backend: Annotated[str, typer.Option(envvar="PADLESS_BENCH_BACKENDS", help="Comma-separated backends, one padless server each (auto: what `padless serve` runs; torch is named padless).")] = "auto,torch",
 ) -> None:
     """padless serve vs a FastAPI server calling transformers.pipeline per request, on one machine, one run.
 
@@ -268,7 +275,7 @@ def bench_serve(
     console = Console(stderr=True)
     result = run_serve_bench(path, mix=opts["mix"], n=opts["n"], seed=opts["seed"], p99_limit_ms=p99_limit_ms,
                              duration=duration, capacity_budget_s=budget, out_dir=opts["out_dir"], log=console.print,
-                             backends=[b.strip() for b in backend.split(",") if b.strip()])
+                             backends=[b.strip() for b in backend.split(",") if b.strip()], min_requests=min_requests)
     typer.echo(json.dumps({"ratios": result["ratios"], "offline_texts_per_s": result["offline_texts_per_s"],
                            "capacity_rps": {k: v["capacity_rps"] for k, v in result["servers"].items()}}, indent=2))
     typer.echo(f"wrote {opts['out_dir'] / 'bench-serve.json'}")
@@ -314,7 +321,7 @@ def loadtest(
 @app.command()
 def serve(
     model: ModelOpt = "default",
-    backend: BackendOpt = "auto",
+    backend: ServeBackendOpt = "auto",
     host: Annotated[str, typer.Option(envvar="PADLESS_HOST", help="Bind address (loopback unless you say otherwise).")] = ServerConfig.host,
     port: Annotated[int, typer.Option(envvar="PADLESS_PORT", help="TCP port.")] = ServerConfig.port,
     max_length: MaxLenOpt = None,
@@ -344,7 +351,8 @@ def serve(
                             max_queue_tokens=max_queue_tokens, lookahead=lookahead, forward_timeout_s=forward_timeout)
     server_cfg.validate()
     queue_cfg.validate(BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size))
-    clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size)
+    clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size,
+                           serving=True)
     from padless.server.run import serve as run_server
 
     run_server(clf, server_cfg, queue_cfg, log_level=log_level)  # type: ignore[arg-type]

@@ -58,6 +58,30 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def serving_backend(model_dir: str, backend: str) -> str:
+    """The backend ``padless serve`` runs: what was asked for, except that ``auto`` on a plain model folder means
+    ONNX Runtime fp32 rather than eager PyTorch.
+
+    Why: a server runs many small batches, and eager PyTorch pays its operator-dispatch overhead (and the
+    interpreter lock, shared with the event loop) on every one; ONNX Runtime runs the same fp32 model as one call
+    that releases the lock. The export is made once, cached by content hash, and refused unless its logits match
+    PyTorch's within 1e-4 (:func:`padless.optimize.export.ensure_onnx`). A ``padless optimize`` folder keeps
+    ``auto`` (its manifest's selected variant); a model that cannot be exported is served on torch, with a warning.
+    """
+    from padless.optimize import manifest as optimized
+
+    if backend != "auto" or optimized.is_optimized(model_dir):
+        return backend
+    from padless.optimize.export import ensure_onnx
+
+    try:
+        ensure_onnx(model_dir)
+    except Exception as err:  # noqa: BLE001 - any export failure means: serve the reference weights on torch
+        log.warning("serving on torch: the ONNX export of %s failed (%s)", model_dir, type(err).__name__)
+        return "torch"
+    return "onnx"
+
+
 def serve(classifier: Classifier, server: ServerConfig, queue: QueueConfig, *, log_level: str = "info") -> None:
     """Serve ``classifier`` until SIGTERM/SIGINT (blocking)."""
     service = Service(classifier, server=server, queue=queue)
