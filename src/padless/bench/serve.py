@@ -91,13 +91,12 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
                     log: Any = None, backends: list[str] | None = None, min_requests: int = 400) -> dict[str, Any]:
     """Run the steps in the module docstring and return (and optionally write) the results."""
     from padless.engine import Classifier
+    from padless.server.run import serving_backend
 
     say = log or (lambda msg: None)
     backends = list(backends or ["torch"])
     offline_by: dict[str, float] = {}
     texts: list[str] = []
-    from padless.server.run import serving_backend
-
     for backend in backends:
         # The engine the server will run: for ``auto`` that is what ``padless serve`` resolves it to.
         clf = Classifier(model_dir, backend=serving_backend(model_dir, backend))
@@ -112,6 +111,7 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
 
     out = Path(out_dir) if out_dir else Path("bench-results")
     out.mkdir(parents=True, exist_ok=True)
+
     def length(rate: float) -> float:
         return max(duration, min_requests / rate)
 
