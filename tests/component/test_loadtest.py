@@ -463,7 +463,8 @@ def test_find_capacity_stretches_low_rate_runs_to_min_requests(monkeypatch: pyte
                                        settle_s=0, bisect_steps=0, budget_s=1000, min_requests=100))
     # 100 requests take 20 s at 5/s and 10 s at 10/s; from 50/s on the 2 s floor already holds 100.
     assert durations[5] == pytest.approx(20.0) and durations[10] == pytest.approx(10.0)
-    assert durations[40] == pytest.approx(2.5) and durations.get(80, 2.0) == pytest.approx(2.0)
+    assert durations[40] == pytest.approx(2.5) and sorted(durations) == [5, 10, 20, 40]
+    assert capacity.step_seconds(80, 2.0, 100) == pytest.approx(2.0)
     assert result["rate"] == 20 and result["failed_rate"] == 40
     # The budget check uses the stretched length: 20 s + timeout does not fit in 15 s, so nothing runs.
     durations.clear()

@@ -10,6 +10,11 @@ from typing import Any
 from padless.bench.loadtest import check_loopback, run_load
 
 
+def step_seconds(rate: float, duration: float, min_requests: int) -> float:
+    """How long a load step at ``rate`` runs: ``duration``, stretched so that it holds ``min_requests`` requests."""
+    return max(duration, min_requests / rate)
+
+
 def _verdict(report: dict[str, Any], p99_limit_ms: float) -> tuple[bool, str]:
     """Whether a run held the limit, and why not. Any non-ok outcome fails: a 429 or a timeout is not capacity."""
     bad = {k: v for k, v in report["outcomes"].items() if k != "ok" and v}
@@ -70,7 +75,7 @@ async def find_capacity(
     started = time.monotonic()
 
     def length(rate: float) -> float:
-        return max(duration, min_requests / rate)
+        return step_seconds(rate, duration, min_requests)
 
     trials: list[dict[str, Any]] = []
     best_rate: float | None = None

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from padless.bench.capacity import find_capacity
+from padless.bench.capacity import find_capacity, step_seconds
 from padless.bench.loadtest import run_load
 from padless.bench.offline import padless_config_name
 from padless.bench.workload import make_workload
@@ -113,7 +113,7 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
     out.mkdir(parents=True, exist_ok=True)
 
     def length(rate: float) -> float:
-        return max(duration, min_requests / rate)
+        return step_seconds(rate, duration, min_requests)
 
     result: dict[str, Any] = {"benchmark": "serve", "model": model_dir, "mix": mix, "n": n, "seed": seed,
                               "p99_limit_ms": p99_limit_ms, "duration_s": duration, "min_requests": min_requests,
