@@ -3,8 +3,9 @@
 Contract:
 
 * **Admission** (:meth:`Batcher.admit`) happens before tokenizing and is counted in inputs and tokens (an upper
-  bound, ``min(max_length, characters + 2)``, corrected once the real lengths are known). Past
-  ``max_queue_inputs`` or ``max_queue_tokens`` it raises :class:`OverloadedError` (HTTP 429) and reserves nothing.
+  bound, ``min(max_length, characters + 2)``, a text pair's both texts; corrected once the real lengths are known).
+  Past ``max_queue_inputs`` or ``max_queue_tokens`` it raises :class:`OverloadedError` (HTTP 429) and reserves
+  nothing.
 * **Batching**: whenever the runtime is free, the worker drops queued items that were cancelled (client gone) or
   are past their deadline (answered 504), then plans the oldest ``lookahead`` items with the engine's pure planner
   and runs the batch that contains the oldest item — similar lengths together, and no item waits behind younger
@@ -31,6 +32,7 @@ import numpy as np
 from padless.config import BatchConfig, QueueConfig
 from padless.errors import DeadlineExceededError, OverloadedError, PadlessError
 from padless.planner import plan
+from padless.tokenize import as_pair, char_count
 
 log = logging.getLogger("padless.batcher")
 
@@ -92,9 +94,10 @@ class Batcher:
 
     # -- admission ----------------------------------------------------------------------------------------------
 
-    def admit(self, texts: Sequence[str]) -> Ticket:
-        """Reserve room for ``texts`` or raise :class:`OverloadedError`; nothing is tokenized yet."""
-        tokens = sum(min(self.max_length, len(t) + 2) for t in texts)
+    def admit(self, texts: Sequence[object]) -> Ticket:
+        """Reserve room for ``texts`` (texts or text pairs) or raise :class:`OverloadedError`; nothing is tokenized
+        yet. A pair's bound is both texts' characters plus its separators (4 covers RoBERTa's, BERT has 3)."""
+        tokens = sum(min(self.max_length, char_count(t) + (4 if as_pair(t) else 2)) for t in texts)
         q = self.queue_config
         if self.reserved_inputs + len(texts) > q.max_queue_inputs or self.reserved_tokens + tokens > q.max_queue_tokens:
             raise OverloadedError("the server is at capacity; retry shortly")

@@ -16,6 +16,8 @@ from padless.errors import ConfigError
 
 # Kept in step with padless.runtime.BACKENDS (config must not import the runtimes: torch is slow to import).
 BACKENDS = ("auto", "torch", "torch-bf16", "torch-fp16", "torch-int8", "onnx", "onnx-int8", "dummy")
+# Kept in step with padless.tokenize.PAIR_TRUNCATIONS (transformers' truncation strategies for a text pair).
+PAIR_TRUNCATIONS = ("longest_first", "only_first", "only_second")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +30,7 @@ class ModelConfig:
     truncate: bool = True  # False: over-long input is a per-row error instead of being cut
     max_chars: int = 20_000  # cap applied before tokenizing, so a 10 MB line cannot stall the tokenizer
     threads: int = 0  # 0: every core this process may use
+    pair_truncation: str = "longest_first"  # how an over-long text pair is cut: longest_first, only_first, only_second
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -38,6 +41,9 @@ class ModelConfig:
             raise ConfigError(f"max_chars must be positive, got {self.max_chars}")
         if self.threads < 0:
             raise ConfigError(f"threads must be 0 (all cores) or positive, got {self.threads}")
+        if self.pair_truncation not in PAIR_TRUNCATIONS:
+            raise ConfigError(f"unknown pair truncation {self.pair_truncation!r}; choose one of "
+                              f"{', '.join(PAIR_TRUNCATIONS)}")
 
 
 @dataclass(frozen=True, kw_only=True)

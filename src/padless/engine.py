@@ -6,6 +6,9 @@
     clf = Classifier("default")
     clf(["great film", "dull and far too long"])   # -> [Prediction(label="positive", score=0.97, ...), ...]
 
+An item is a text or a text pair for sentence-pair models (NLI, paraphrase, cross-encoders): a ``(text, text_pair)``
+tuple, as in ``clf(["a fine film", ("A man is eating.", "Someone eats.")])``, or a ``{"text", "text_pair"}`` dict.
+
 ``__call__`` raises on the first item that cannot be scored; :meth:`Classifier.run` never raises for an item and
 returns an :class:`~padless.errors.ItemError` in that item's place instead, so callers can account for every row.
 """
@@ -19,16 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from padless import models
+from padless import loader
 from padless.config import BatchConfig, ModelConfig, OutputConfig
 from padless.errors import ItemError
-from padless.optimize import manifest as optimized
+from padless.loader import manifest as optimized
 from padless.planner import Batch, plan
 from padless.postprocess import PostProcessor, Prediction
 from padless.runtime import ModelInfo, Runtime, load_runtime
-from padless.tokenize import TextEncoder, model_max_length
+from padless.tokenize import TextEncoder, model_max_length, type_ids_of
 
 Result = Prediction | ItemError
+Item = str | tuple[str, str]  # a text, or a (text, text_pair) pair
 
 
 @dataclass
@@ -65,16 +69,17 @@ class Classifier:
         max_batch_tokens: int = BatchConfig.max_batch_tokens,
         max_batch_size: int = BatchConfig.max_batch_size,
         runtime_options: dict[str, Any] | None = None,
+        pair_truncation: str = ModelConfig.pair_truncation,
     ) -> None:
         self.model_config = ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate,
-                                        max_chars=max_chars, threads=threads)
+                                        max_chars=max_chars, threads=threads, pair_truncation=pair_truncation)
         self.batch_config = BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
         self.model_config.validate()
         self.batch_config.validate(max_length)
         from transformers import AutoTokenizer
 
-        self.path = models.resolve(model)
-        self.info: ModelInfo = models.read_info(self.path)
+        self.path = loader.resolve(model)
+        self.info: ModelInfo = loader.read_info(self.path)
         tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         if not getattr(tokenizer, "is_fast", False):
             from padless.errors import ModelError
@@ -83,7 +88,8 @@ class Classifier:
         limit = model_max_length(tokenizer, _config_of(self.path))
         self.max_length = min(max_length or limit, limit)
         self.batch_config.validate(self.max_length)
-        self.encoder = TextEncoder(tokenizer, max_length=self.max_length, truncate=truncate, max_chars=max_chars)
+        self.encoder = TextEncoder(tokenizer, max_length=self.max_length, truncate=truncate, max_chars=max_chars,
+                                   pair_truncation=pair_truncation)
         options = dict(runtime_options or {})
         manifest = None
         if (backend == "auto" and optimized.is_optimized(self.path)) or variant is not None:
@@ -106,8 +112,9 @@ class Classifier:
     def labels(self) -> list[str]:
         return self.post.labels
 
-    def __call__(self, texts: str | Sequence[str], *, top_k: int = 1, raw_scores: bool = False) -> Any:
-        """Classify one text (returns a Prediction) or a list (returns a list); raises on an unscorable item."""
+    def __call__(self, texts: str | Sequence[Item], *, top_k: int = 1, raw_scores: bool = False) -> Any:
+        """Classify one text (returns a Prediction) or a list of texts and pairs (returns a list); raises on an
+        unscorable item. A top-level tuple is a list of texts; write a lone pair as ``[(text, text_pair)]``."""
         single = isinstance(texts, str)
         results = self.run([texts] if single else list(texts), top_k=top_k, raw_scores=raw_scores)
         for i, result in enumerate(results):
@@ -116,7 +123,8 @@ class Classifier:
         return results[0] if single else results
 
     def run(self, texts: Sequence[object], *, top_k: int = 1, raw_scores: bool = False) -> list[Result]:
-        """Classify every text; an item that cannot be scored gets its ItemError in its place. Order is kept."""
+        """Classify every text or pair; an item that cannot be scored gets its ItemError in its place. Order is
+        kept."""
         OutputConfig(top_k=top_k, raw_scores=raw_scores).validate()
         logits, errors = self.logits(texts)
         good = [i for i, e in enumerate(errors) if e is None]
@@ -147,14 +155,19 @@ class Classifier:
                     max_batch_size=self.batch_config.max_batch_size)
 
     def forward_padded(self, rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
-        """Right-pad ``rows`` to ``width`` and run the runtime; updates the stats."""
+        """Right-pad ``rows`` to ``width`` and run the runtime; updates the stats. Rows of text pairs
+        (:class:`~padless.tokenize.PairIds`) bring their segments, passed on as ``token_type_ids``."""
         input_ids = np.full((len(rows), width), self.encoder.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
-        for r, row in enumerate(rows):
+        segments = [type_ids_of(row) for row in rows]
+        types = None if all(s is None for s in segments) else np.zeros((len(rows), width), dtype=np.int64)
+        for r, (row, segment) in enumerate(zip(rows, segments)):
             input_ids[r, : len(row)] = row
             mask[r, : len(row)] = 1
+            if types is not None and segment is not None:
+                types[r, : len(row)] = segment
         started = time.perf_counter()
-        logits = self.runtime.forward(input_ids, mask)
+        logits = self.runtime.forward(input_ids, mask, types)
         self.stats.forward_s += time.perf_counter() - started
         real = [len(row) for row in rows]
         self.stats.batches += 1
@@ -178,6 +191,7 @@ class Classifier:
             "labels": self.labels,
             "max_length": self.max_length,
             "truncate": self.model_config.truncate,
+            "pair_truncation": self.model_config.pair_truncation,
             "max_batch_tokens": self.batch_config.max_batch_tokens,
             "max_batch_size": self.batch_config.max_batch_size,
             **self.runtime.describe(),

@@ -2,8 +2,9 @@
 
 Readers yield chunks of :class:`Row` in file order and never hold more than one chunk. A row that cannot be read
 (undecodable bytes, a JSONL line that is not a JSON object, a missing text field) is still yielded, with its
-``error`` set, so the job can account for it. Writers append chunks and report the byte offset they have committed,
-which is what ``--resume`` truncates back to after a crash.
+``error`` set, so the job can account for it. With a ``pair_column`` each row's input is the text pair
+``(column, pair_column)`` (sentence-pair models: NLI, paraphrase, cross-encoders), and a missing or non-text second
+text is that row's error too.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Row:
     """One input row: its original columns, the text to classify, or why it cannot be read."""
 
     columns: dict[str, Any]
-    text: str | None
+    text: str | tuple[str, str] | None  # a (text, text_pair) tuple when the reader has a pair column
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,9 +86,13 @@ def count_rows(path: str, fmt: str) -> int | None:
 class Reader:
     """Iterates an input in chunks of rows, optionally skipping rows already done."""
 
-    def __init__(self, path: str, fmt: str, column: str) -> None:
-        self.path, self.fmt, self.column = path, fmt, column
+    def __init__(self, path: str, fmt: str, column: str, pair_column: str | None = None) -> None:
+        self.path, self.fmt, self.column, self.pair_column = path, fmt, column, pair_column
         self.fieldnames: list[str] = [column] if fmt == "txt" else []
+        if pair_column is not None and fmt == "txt":
+            raise InputError("--pair-column needs a CSV, TSV, JSONL or Parquet input (plain text has one column)")
+        if pair_column == column:
+            raise InputError(f"--pair-column must name another column than --column ({column!r})")
         if path != "-" and not Path(path).is_file():
             raise InputError(f"cannot read {path}: no such file")
         if fmt == "parquet":
@@ -103,10 +108,21 @@ class Reader:
             self._require_column()
 
     def _require_column(self) -> None:
-        if self.column not in self.fieldnames:
-            raise InputError(
-                f"column {self.column!r} not found in {self.path}; columns: {', '.join(self.fieldnames) or 'none'}"
-            )
+        for column in (self.column, self.pair_column):
+            if column is not None and column not in self.fieldnames:
+                raise InputError(
+                    f"column {column!r} not found in {self.path}; columns: {', '.join(self.fieldnames) or 'none'}")
+
+    def _paired(self, row: Row, record: dict[str, Any], where: str) -> Row:
+        """Make ``row`` a pair row when there is a pair column; its second text's problem becomes the row's error."""
+        if self.pair_column is None or row.error is not None:
+            return row
+        second = record.get(self.pair_column)
+        if not isinstance(second, str):
+            problem = "missing or null" if second is None else f"{type(second).__name__}, not text"
+            return Row(record, None, f"{where}{self.pair_column!r} is {problem}")
+        error = _text_error(second)
+        return Row(record, None, error) if error else Row(record, (row.text, second))  # type: ignore[arg-type]
 
     def _binary(self) -> IO[bytes]:
         return sys.stdin.buffer if self.path == "-" else open(self.path, "rb")
@@ -118,8 +134,10 @@ class Reader:
                     text = record.get(self.column)
                     if text is not None and not isinstance(text, str):
                         yield Row(record, None, f"the {self.column!r} value is {type(text).__name__}, not text")
+                    elif text is None:
+                        yield Row(record, None, f"{self.column!r} is null")
                     else:
-                        yield Row(record, text, None if text is not None else f"{self.column!r} is null")
+                        yield self._paired(Row(record, text, None), record, "")
             return
         handle = self._binary()
         try:
@@ -154,7 +172,7 @@ class Reader:
                 problem = "missing" if self.column not in record else f"{type(text).__name__}, not text"
                 yield Row(record, None, f"line {number}: field {self.column!r} is {problem}")
             else:
-                yield Row(record, text, _text_error(text))
+                yield self._paired(Row(record, text, _text_error(text)), record, f"line {number}: field ")
 
     def _delimited(self, stream: IO[str]) -> Iterator[Row]:
         reader = csv.DictReader(stream, delimiter="\t" if self.fmt == "tsv" else ",")
@@ -166,7 +184,8 @@ class Reader:
             if text is None:
                 yield Row(record, None, f"row has fewer fields than the header (no {self.column!r})")
             else:
-                yield Row(record, text, _text_error(text) or ("row has more fields than the header" if extra else None))
+                row = Row(record, text, _text_error(text) or ("row has more fields than the header" if extra else None))
+                yield self._paired(row, record, "row has fewer fields than the header: ")
 
     def chunks(self, size: int, skip: int = 0) -> Iterator[list[Row]]:
         chunk: list[Row] = []

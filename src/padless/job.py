@@ -3,11 +3,18 @@
 Contract: every input row appears in the output exactly once, in input order, with either a prediction or an
 ``error`` entry; the summary counts ``rows_in = rows_scored + rows_errored``. Memory is bounded by one chunk.
 
-Resume: beside the output a state file ``<output>.padless-state.json`` records, after each committed chunk, how many
-input rows are done and where the output was committed (a byte offset, or a Parquet part count), plus a
-fingerprint of the input file and the options. After a crash (even ``kill -9``) the same command with ``--resume``
-truncates the output to the last commit, skips the rows done, and carries on. The state file is removed when the
-job completes.
+Resume: beside a file output, the state file ``<output>.padless-state.json`` (format and decision table in
+:mod:`padless.commit`) is written before the output is created, updated after each committed chunk, and marked
+complete once the final output is in place; it stays there after success. After a crash (even ``kill -9``) the same
+command with ``--resume`` cuts the output back to the last commit, skips the rows done, and carries on; an output
+the state cannot vouch for is refused, never taken as done.
+
+Kill points (:func:`padless.faults.crash_point`, for crash tests), in the order a run reaches them:
+``before-model-load`` (CLI), ``state-written`` (initial state on disk, output not yet opened), ``output-opened``,
+then per chunk ``chunk-written`` (in the sink, not yet committed), ``committed`` (durable, state not yet updated),
+``state-updated``; for Parquet ``merge-started`` (parts partly streamed into the temporary file) and ``merged``
+(final file renamed into place, completion not yet recorded); last ``completed`` (completion recorded, Parquet
+parts not yet removed).
 """
 
 from __future__ import annotations
@@ -17,15 +24,15 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from padless import commit
 from padless.errors import InputError, ItemError
+from padless.faults import crash_point
 from padless.fileio import Reader, Row
-from padless.sinks import make_sink
-
-STATE_SUFFIX = ".padless-state.json"
+from padless.sinks import finished_parts, make_sink, parts_dir, remove_parts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +48,7 @@ class JobSpec:
     top_k: int
     raw_scores: bool
     output_prefix: str = ""
+    pair_column: str | None = None  # with it, each row's input is the pair (column, pair_column)
     resume: bool = False
     overwrite: bool = False
 
@@ -51,6 +59,7 @@ class JobSummary:
     rows_scored: int = 0
     rows_errored: int = 0
     rows_skipped_by_resume: int = 0
+    already_complete: bool = False  # --resume found the output complete and did nothing; the counts are its own
     seconds: float = 0.0
     output: str = ""
 
@@ -60,16 +69,11 @@ def _fingerprint(spec: JobSpec, model_desc: dict[str, Any]) -> str:
     keyed = {
         "input": os.path.abspath(spec.input), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
         "column": spec.column, "top_k": spec.top_k, "raw_scores": spec.raw_scores, "format": spec.output_format,
-        "prefix": spec.output_prefix,
-        "model": {k: model_desc.get(k) for k in ("path", "max_length", "truncate", "backend", "dtype")},
+        "prefix": spec.output_prefix, "pair_column": spec.pair_column,
+        "model": {k: model_desc.get(k) for k in ("path", "max_length", "truncate", "pair_truncation", "backend",
+                                                   "dtype")},
     }
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
 
 
 def output_columns(input_columns: list[str], spec: JobSpec) -> tuple[list[str], dict[str, str]]:
@@ -86,59 +90,90 @@ def output_columns(input_columns: list[str], spec: JobSpec) -> tuple[list[str], 
 def run_job(spec: JobSpec, classifier: Any, on_chunk: Callable[[int, Any], None] | None = None) -> JobSummary:
     """Classify ``spec.input`` into ``spec.output``; ``on_chunk(rows_done_in_chunk, stats)`` after each commit."""
     started = time.perf_counter()
-    reader = Reader(spec.input, spec.input_format, spec.column)
+    if spec.input == "-" and spec.resume:
+        raise InputError("--resume needs an input file: stdin cannot be replayed")
+    reader = Reader(spec.input, spec.input_format, spec.column, spec.pair_column)
     summary = JobSummary(output=spec.output)
-    to_stdout = spec.output == "-"
-    state_path = Path(spec.output + STATE_SUFFIX)
-    fingerprint = None
-    resume_at: int | None = None
-    skip = 0
-    if not to_stdout:
-        if spec.input == "-":
-            if spec.resume:
-                raise InputError("--resume needs an input file: stdin cannot be replayed")
-        else:
-            fingerprint = _fingerprint(spec, classifier.describe())
-        exists = Path(spec.output).exists() or state_path.exists()
-        if spec.resume and state_path.exists():
-            state = json.loads(state_path.read_text())
-            if state.get("fingerprint") != fingerprint:
-                raise InputError(f"{spec.output} was started with another input file or other options; "
-                                 "rerun the original command, or pass --overwrite to start again")
-            skip, resume_at = int(state["rows_done"]), int(state["committed"])
-            summary = JobSummary(**{**asdict(summary), **state["summary"]})
-            summary.rows_skipped_by_resume = skip
-        elif spec.resume and Path(spec.output).exists():
-            summary.rows_skipped_by_resume = -1  # complete already: no state file is left behind on success
-            return summary
-        elif exists and not spec.overwrite:
-            raise InputError(f"{spec.output} already exists; pass --resume to continue it or --overwrite")
+    state_path = Path(spec.output + commit.STATE_SUFFIX)
+    # Only a file read into a file keeps a state: stdin cannot be replayed, stdout cannot be cut back.
+    fingerprint = _fingerprint(spec, classifier.describe()) if spec.input != "-" and spec.output != "-" else None
+    on_disk: dict[str, Any] | None = None
+    resume: commit.Continue | None = None
+    if spec.output != "-":
+        on_disk = commit.read_state(state_path)
+        decision = commit.decide(on_disk, _output_facts(spec), output=spec.output, fmt=spec.output_format,
+                                 fingerprint=fingerprint, resume=spec.resume, overwrite=spec.overwrite)
+        if isinstance(decision, commit.Refuse):
+            raise InputError(decision.message)
+        if isinstance(decision, commit.AlreadyComplete):
+            if decision.remove_parts:  # killed after completion was recorded, before the parts were removed
+                remove_parts(spec.output)
+            return _resumed(summary, decision.counts, decision.rows_done, already_complete=True)
+        if isinstance(decision, commit.Continue):
+            resume = decision
+            summary = _resumed(summary, decision.counts, decision.rows_done)
 
+    skip = resume.rows_done if resume is not None else 0
     chunks = reader.chunks(spec.chunk_rows, skip=skip)
     first = next(chunks, None)  # reading the first chunk tells a CSV reader its header
     columns, names = output_columns(_input_columns(reader, spec, first), spec)
+    # The state this run keeps up to date (None: not resumable). A fresh one goes to disk before the output is
+    # touched, so that no kill from here on can leave an output that passes for a finished one.
+    state: dict[str, Any] | None = None
+    if resume is not None:
+        state, columns = on_disk, resume.columns  # the header (or Parquet schema) the first run chose
+    elif fingerprint is not None:
+        state = commit.new_state(fingerprint, spec.output_format, columns)
+        commit.write_state(state_path, state)
+        crash_point("state-written")
+    elif spec.output != "-":
+        state_path.unlink(missing_ok=True)  # an earlier run's state must not describe this output
     sink = make_sink(spec.output, spec.output_format, columns)
-    sink.open(resume_at)
+    sink.open(resume.committed if resume is not None else None)
+    crash_point("output-opened")
     rows_done = skip
     for chunk in _chain([first] if first is not None else [], chunks):
         records = _classify_chunk(chunk, classifier, spec, names)
         sink.write(records)
+        crash_point("chunk-written")
         committed = sink.commit()
+        crash_point("committed")
         rows_done += len(chunk)
         summary.rows_in += len(chunk)
         summary.rows_errored += sum(r[names["error"]] is not None for r in records)
         summary.rows_scored = summary.rows_in - summary.rows_errored
-        if fingerprint is not None:
-            _write_state(state_path, {"fingerprint": fingerprint, "rows_done": rows_done, "committed": committed,
-                                      "summary": {k: v for k, v in asdict(summary).items()
-                                                  if k in ("rows_in", "rows_scored", "rows_errored")}})
+        if state is not None:
+            state = commit.after_commit(state, rows_done, committed, _counts(summary))
+            commit.write_state(state_path, state)
+            crash_point("state-updated")
         if on_chunk is not None:
             on_chunk(len(chunk), classifier.stats)
     sink.finish()
-    if fingerprint is not None:
-        state_path.unlink(missing_ok=True)
+    if state is not None:  # completion is recorded only once the final output is durable and in place
+        commit.write_state(state_path, commit.completed(state, os.path.getsize(spec.output)))
+        crash_point("completed")
+    sink.cleanup()
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _output_facts(spec: JobSpec) -> commit.OutputFacts:
+    output = Path(spec.output)
+    size = output.stat().st_size if output.is_file() else 0
+    if spec.output_format != "parquet":
+        return commit.OutputFacts(exists=output.exists(), size=size)
+    return commit.OutputFacts(exists=output.exists(), size=size, parts=finished_parts(spec.output),
+                              parts_dir=parts_dir(spec.output).is_dir())
+
+
+def _counts(summary: JobSummary) -> commit.Counts:
+    return commit.Counts(rows_in=summary.rows_in, rows_scored=summary.rows_scored, rows_errored=summary.rows_errored)
+
+
+def _resumed(summary: JobSummary, counts: commit.Counts, rows_done: int, already_complete: bool = False) -> JobSummary:
+    """The summary of a resumed run so far: the committed rows' counts, carried over from the state."""
+    return JobSummary(rows_in=counts.rows_in, rows_scored=counts.rows_scored, rows_errored=counts.rows_errored,
+                      rows_skipped_by_resume=rows_done, already_complete=already_complete, output=summary.output)
 
 
 def _input_columns(reader: Reader, spec: JobSpec, first: list[Row] | None) -> list[str]:

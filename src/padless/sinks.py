@@ -2,7 +2,8 @@
 
 Text formats (JSONL, CSV, TSV) append to the output file; after each chunk they flush, fsync and report the byte
 offset reached. Parquet cannot be appended to, so each chunk becomes a part file in ``<output>.parts/``; ``finish``
-streams the parts, in order, into the final file. Stdout is written the same way but cannot be resumed.
+streams the parts, in order, into a temporary file that is fsynced and renamed over the output, and ``cleanup``
+removes the parts once the job has recorded completion. Stdout is written the same way but cannot be resumed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from padless.commit import fsync_dir
+from padless.faults import crash_point
 from padless.fileio import clean
 
 
@@ -33,7 +36,9 @@ def _jsonable(value: Any) -> Any:
 
 
 class Sink:
-    """Base writer. ``write`` appends one chunk of records; ``commit`` returns the resume position."""
+    """Base writer. ``open(None)`` starts an empty output, ``open(position)`` cuts one back to a commit; ``write``
+    appends one chunk of records; ``commit`` makes them durable and returns the resume position; ``finish`` puts
+    the complete output durably in place; ``cleanup`` removes what only a resume needed."""
 
     def __init__(self, path: str, columns: Sequence[str]) -> None:
         self.path = path
@@ -51,6 +56,9 @@ class Sink:
     def finish(self) -> None:
         pass
 
+    def cleanup(self) -> None:
+        pass
+
 
 class TextSink(Sink):
     """JSONL, CSV or TSV, to a file (resumable) or stdout."""
@@ -59,6 +67,7 @@ class TextSink(Sink):
         super().__init__(path, columns)
         self.fmt = fmt
         self.fh: IO[bytes] | None = None
+        self.dir_synced = False
 
     def open(self, resume_at: int | None) -> None:
         if self.path == "-":
@@ -101,10 +110,16 @@ class TextSink(Sink):
         if self.path == "-":
             return 0
         os.fsync(self.fh.fileno())
+        if not self.dir_synced:  # the new file's name must be as durable as the state that counts its bytes
+            fsync_dir(Path(self.path).parent)
+            self.dir_synced = True
         return self.fh.tell()
 
     def finish(self) -> None:
-        if self.fh is not None and self.path != "-":
+        if self.fh is None:
+            return
+        self.commit()  # a CSV header with no rows after it is not committed yet
+        if self.path != "-":
             self.fh.close()
 
 
@@ -113,17 +128,20 @@ class ParquetSink(Sink):
 
     def __init__(self, path: str, columns: Sequence[str]) -> None:
         super().__init__(path, columns)
-        self.parts_dir = Path(path + ".parts")
+        self.parts_dir = parts_dir(path)
+        self.merge_tmp = Path(path + ".tmp")
         self.parts = 0
 
     def open(self, resume_at: int | None) -> None:
         if resume_at is None:
             shutil.rmtree(self.parts_dir, ignore_errors=True)
+            self.merge_tmp.unlink(missing_ok=True)
+            Path(self.path).unlink(missing_ok=True)  # an old output must not pass for this run's
             self.parts = 0
         else:
             self.parts = resume_at
-            for stray in self.parts_dir.glob("part-*.parquet"):  # a part written after the last commit
-                if int(stray.stem.split("-")[1]) >= resume_at:
+            for stray in self.parts_dir.glob("part-*"):  # parts written after the last commit, and torn ones
+                if stray.suffix != ".parquet" or _part_number(stray) >= resume_at:
                     stray.unlink()
         self.parts_dir.mkdir(parents=True, exist_ok=True)
 
@@ -134,17 +152,19 @@ class ParquetSink(Sink):
         table = pa.Table.from_pylist([{k: _jsonable(r.get(k)) for k in self.columns} for r in records])
         tmp = self.parts_dir / f"part-{self.parts:06d}.parquet.tmp"
         pq.write_table(table, tmp)
+        _fsync_file(tmp)
         os.replace(tmp, self.parts_dir / f"part-{self.parts:06d}.parquet")
         self.parts += 1
 
     def commit(self) -> int:
+        fsync_dir(self.parts_dir)  # the part's name is durable before the state counts it
         return self.parts
 
     def finish(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        parts = sorted(self.parts_dir.glob("part-*.parquet"))
+        parts = [self.parts_dir / f"part-{n:06d}.parquet" for n in range(self.parts)]
         tables: Iterator[Any] = (pq.read_table(p) for p in parts)
         # Column types can differ between parts (a column that was all null in one chunk): unify the schemas,
         # then cast while streaming so memory holds one part at a time.
@@ -153,12 +173,40 @@ class ParquetSink(Sink):
             schemas = [pa.schema([(c, pa.string()) for c in self.columns])]
             tables = iter([schemas[0].empty_table()])
         schema = pa.unify_schemas(schemas, promote_options="permissive")
-        tmp = self.path + ".tmp"
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with pq.ParquetWriter(self.merge_tmp, schema) as writer:
             for table in tables:
                 writer.write_table(table.cast(schema) if table.schema != schema else table)
-        os.replace(tmp, self.path)
-        shutil.rmtree(self.parts_dir, ignore_errors=True)
+                crash_point("merge-started")
+        _fsync_file(self.merge_tmp)
+        os.replace(self.merge_tmp, self.path)
+        fsync_dir(Path(self.path).parent)
+        crash_point("merged")
+
+    def cleanup(self) -> None:
+        remove_parts(self.path)
+
+
+def parts_dir(path: str) -> Path:
+    """Where a Parquet output keeps its committed chunks until it is complete."""
+    return Path(path + ".parts")
+
+
+def finished_parts(path: str) -> frozenset[int]:
+    """The numbers of the whole part files beside a Parquet output (torn ``.tmp`` parts are not counted)."""
+    return frozenset(_part_number(p) for p in parts_dir(path).glob("part-*.parquet"))
+
+
+def remove_parts(path: str) -> None:
+    shutil.rmtree(parts_dir(path), ignore_errors=True)
+
+
+def _part_number(part: Path) -> int:
+    return int(part.name.split(".")[0].split("-")[1])
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def make_sink(path: str, fmt: str, columns: Sequence[str]) -> Sink:

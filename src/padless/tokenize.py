@@ -1,14 +1,22 @@
 """Tokenize each input once, without padding, to learn its true length.
 
-Contract of :meth:`TextEncoder.encode`: for every input text, either a list of token ids (special tokens included,
-at most ``max_length`` long) or an :class:`~padless.errors.ItemError` saying why that one item cannot be scored:
+An input is one text, or a **text pair** (premise and hypothesis, query and passage) for sentence-pair models (NLI,
+paraphrase, cross-encoder rerankers): a ``(text, text_pair)`` tuple or 2-list, or a ``{"text", "text_pair"}`` dict
+as ``transformers.pipeline`` takes it. A pair is encoded as the model expects (``[CLS] a [SEP] b [SEP]`` for BERT),
+with ``token_type_ids`` where the model's tokenizer has them, and counts for the planner as its total length.
 
-* empty or whitespace-only → :class:`EmptyInputError`;
-* not valid Unicode (lone surrogates, or bytes that were not UTF-8) → :class:`DecodeError`;
+Contract of :meth:`TextEncoder.encode`: for every input, either its token ids (special tokens included, at most
+``max_length`` long; a pair's as :class:`PairIds`, which also carries the segment of each token) or an
+:class:`~padless.errors.ItemError` saying why that one item cannot be scored:
+
+* empty or whitespace-only (either text of a pair) → :class:`EmptyInputError`;
+* not valid Unicode (lone surrogates, or bytes that were not UTF-8), or not text at all → :class:`DecodeError`;
 * longer than ``max_length`` tokens (or ``max_chars`` characters) with truncation off → :class:`TooLongError`.
 
-With truncation on, text is first cut to ``max_chars`` characters (so a 10 MB line costs no more than a long one),
-then the tokenizer truncates to ``max_length`` tokens, keeping the model's closing special token.
+With truncation on, text is first cut to ``max_chars`` characters (each text of a pair; so a 10 MB line costs no
+more than a long one), then the tokenizer truncates to ``max_length`` tokens, keeping the model's closing special
+token. A pair is truncated by ``pair_truncation``: ``longest_first`` (transformers' default: tokens come off the
+longer text first), ``only_first`` or ``only_second``; a pair that policy cannot fit is :class:`TooLongError`.
 """
 
 from __future__ import annotations
@@ -17,6 +25,42 @@ from collections.abc import Sequence
 from typing import Any
 
 from padless.errors import DecodeError, EmptyInputError, ItemError, TooLongError
+
+PAIR_TRUNCATIONS = ("longest_first", "only_first", "only_second")
+
+
+class PairIds(list[int]):
+    """The token ids of a text pair, plus ``type_ids``: each token's segment (0 for the first text and its special
+    tokens, 1 for the second), the ``token_type_ids`` a BERT-family model reads. Everything that plans and pads
+    treats it as the plain id list it is."""
+
+    __slots__ = ("type_ids",)
+
+    def __init__(self, ids: Sequence[int], type_ids: Sequence[int]) -> None:
+        super().__init__(ids)
+        self.type_ids = list(type_ids)
+
+
+def type_ids_of(ids: Sequence[int]) -> list[int] | None:
+    """The segment of each token for a pair's ids; None for a single text (all segment 0)."""
+    return getattr(ids, "type_ids", None)
+
+
+def as_pair(item: object) -> tuple[object, object] | None:
+    """``(text, text_pair)`` if ``item`` is written as a pair (a 2-tuple, a 2-list, or a text/text_pair dict)."""
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return item[0], item[1]
+    if isinstance(item, dict) and set(item) == {"text", "text_pair"}:
+        return item["text"], item["text_pair"]
+    return None
+
+
+def char_count(item: object) -> int:
+    """Characters of a text or of both texts of a pair (0 for anything else): the admission bound's input."""
+    pair = as_pair(item)
+    parts = pair if pair is not None else (item,)
+    return sum(len(p) for p in parts if isinstance(p, str))
+
 
 Encoded = list[int] | ItemError
 
@@ -38,17 +82,23 @@ def model_max_length(tokenizer: Any, model_config: Any) -> int:
 class TextEncoder:
     """Wraps a Hugging Face fast tokenizer with padless's truncation and error policy."""
 
-    def __init__(self, tokenizer: Any, *, max_length: int, truncate: bool = True, max_chars: int = 20_000) -> None:
+    def __init__(self, tokenizer: Any, *, max_length: int, truncate: bool = True, max_chars: int = 20_000,
+                 pair_truncation: str = "longest_first") -> None:
+        if pair_truncation not in PAIR_TRUNCATIONS:
+            raise ValueError(f"pair_truncation must be one of {', '.join(PAIR_TRUNCATIONS)}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.truncate = truncate
         self.max_chars = max_chars
+        self.pair_truncation = pair_truncation
         self.pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+        # RoBERTa-style tokenizers have no segments: a pair is told apart by its separators alone.
+        self.has_segments = "token_type_ids" in (getattr(tokenizer, "model_input_names", None) or ())
 
     def check(self, text: object) -> str | ItemError:
-        """Validate one input before tokenizing; returns the text to tokenize or the item's error."""
+        """Validate one text before tokenizing; returns the text to tokenize or the item's error."""
         if not isinstance(text, str):
-            return DecodeError(f"input is {type(text).__name__}, not text")
+            return DecodeError(f"input is {type(text).__name__}, not text or a (text, text_pair) pair")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
@@ -61,30 +111,68 @@ class TextEncoder:
             text = text[: self.max_chars]
         return text
 
+    def check_item(self, item: object) -> str | tuple[str, str] | ItemError:
+        """Validate a text or both texts of a pair (an error names which text of the pair is wrong)."""
+        pair = as_pair(item)
+        if pair is None:
+            return self.check(item)
+        checked = [self.check(part) for part in pair]
+        for name, result in zip(("text", "text_pair"), checked):
+            if isinstance(result, ItemError):
+                return type(result)(f"{name}: {result}")
+        return checked[0], checked[1]  # type: ignore[return-value]
+
     def encode(self, texts: Sequence[object]) -> list[Encoded]:
-        """Token ids (or an error) for each text, in input order, unpadded."""
+        """Token ids (or an error) for each text or pair, in input order, unpadded."""
         out: list[Encoded] = [EmptyInputError("not tokenized")] * len(texts)
-        todo_pos: list[int] = []
-        todo_text: list[str] = []
-        for pos, text in enumerate(texts):
-            checked = self.check(text)
+        singles: list[tuple[int, str]] = []
+        pairs: list[tuple[int, tuple[str, str]]] = []
+        for pos, item in enumerate(texts):
+            checked = self.check_item(item)
             if isinstance(checked, ItemError):
                 out[pos] = checked
+            elif isinstance(checked, tuple):
+                pairs.append((pos, checked))
             else:
-                todo_pos.append(pos)
-                todo_text.append(checked)
-        if not todo_text:
-            return out
+                singles.append((pos, checked))
         # With truncation off we still cap at max_length + 1: anything that reaches it is too long, and the
         # tokenizer never has to materialise the ids of a huge input.
         limit = self.max_length if self.truncate else self.max_length + 1
-        ids = self.tokenizer(todo_text, truncation=True, max_length=limit, padding=False,
-                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        for pos, item in zip(todo_pos, ids):
-            if len(item) > self.max_length:
-                out[pos] = TooLongError(
-                    f"input has more than {self.max_length} tokens (the max_length limit) and truncation is off"
-                )
-            else:
-                out[pos] = list(item)
+        if singles:
+            ids = self.tokenizer([t for _, t in singles], truncation=True, max_length=limit, padding=False,
+                                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            for (pos, _), item in zip(singles, ids):
+                out[pos] = self._limited(list(item))
+        if pairs:
+            for (pos, _), result in zip(pairs, self._encode_pairs([p for _, p in pairs], limit)):
+                out[pos] = result
         return out
+
+    def _encode_pairs(self, pairs: list[tuple[str, str]], limit: int) -> list[Encoded]:
+        strategy = self.pair_truncation if self.truncate else "longest_first"
+        try:
+            enc = self._pair_call(pairs, strategy, limit)
+        except Exception:  # noqa: BLE001 - only_first/only_second raise for the whole call when one pair cannot fit
+            if len(pairs) == 1:
+                return [TooLongError(f"the pair cannot be cut to {self.max_length} tokens by {strategy} "
+                                     "(the text it may cut is too short)")]
+            return [r for pair in pairs for r in self._encode_pairs([pair], limit)]
+        types = enc["token_type_ids"] if self.has_segments else [None] * len(pairs)
+        results: list[Encoded] = []
+        for ids, type_ids in zip(enc["input_ids"], types):
+            limited = self._limited(list(ids))
+            if isinstance(limited, ItemError):
+                results.append(limited)
+            else:
+                results.append(PairIds(limited, type_ids if type_ids is not None else [0] * len(limited)))
+        return results
+
+    def _pair_call(self, pairs: list[tuple[str, str]], strategy: str, limit: int) -> Any:
+        return self.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=strategy, max_length=limit,
+                              padding=False, return_attention_mask=False, return_token_type_ids=self.has_segments)
+
+    def _limited(self, ids: list[int]) -> list[int] | ItemError:
+        if len(ids) > self.max_length:
+            return TooLongError(
+                f"input has more than {self.max_length} tokens (the max_length limit) and truncation is off")
+        return ids

@@ -44,8 +44,8 @@ def test_onnx_fp32_matches_torch_within_1e_4(trained_minilm_dir: Path, texts: li
 
 
 def test_onnx_export_is_cached_by_content(trained_minilm_dir: Path, tmp_path: Path) -> None:
-    from padless.models import cache_dir
-    from padless.optimize.export import ensure_onnx, model_digest
+    from padless.loader import cache_dir
+    from padless.loader.export import ensure_onnx, model_digest
 
     first = ensure_onnx(trained_minilm_dir)
     assert first == cache_dir() / "onnx" / model_digest(trained_minilm_dir) / "model.onnx"
@@ -87,7 +87,7 @@ def test_torch_static_int8_runs_quantized_kernels_within_tolerance(trained_minil
     (VADER Amazon reviews) and stored; loading re-quantizes from those ranges."""
     import json
 
-    from padless.models import load_model
+    from padless.loader import load_model
     from padless.runtime.torch import calibrate_static_ranges
 
     clf = Classifier(str(trained_minilm_dir), backend="torch")

@@ -136,3 +136,54 @@ def test_bad_invocations_one_line(case: str, tiny_model_dir: Path, tmp_path: Pat
     expected = {"missing_column": "review", "no_file": "no such file", "no_head": "sequence-classification",
                 "bad_options": "max_batch_tokens", "exists": "--resume", "column_clash": "--output-prefix"}[case]
     assert expected in lines[0]
+
+
+PAIRS = [("A man is eating.", "Someone eats food."), ("The cat sleeps.", "A dog barks loudly."),
+         ("no hypothesis here", None), ("", "an empty premise"), ("short", "a much longer hypothesis " * 30)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_pair_column_scores_each_row_as_a_pair(tiny_model_dir: Path, tmp_path: Path, fmt: str,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from padless.engine import Classifier
+
+    rows = [{"premise": a, "hypothesis": b} for a, b in PAIRS]
+    src, dst = tmp_path / f"in.{fmt}", tmp_path / "out.jsonl"
+    if fmt == "csv":  # a CSV has no null: the missing hypothesis is a short row
+        src.write_text("premise,hypothesis\n" + "".join(
+            f'"{a}","{b}"\n' if b is not None else f'"{a}"\n' for a, b in PAIRS), encoding="utf-8")
+    elif fmt == "jsonl":
+        src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), src)
+    code, _, err = run_cli(["classify", str(src), "-o", str(dst), "--model", str(tiny_model_dir), "--column",
+                            "premise", "--pair-column", "hypothesis", "--top-k", "0", "--max-length", "32",
+                            "--chunk-rows", "2"], monkeypatch, capsys)
+    assert code == 0, err
+    out = read_output(dst, "jsonl")
+    assert [r["premise"] for r in out] == [a for a, _ in PAIRS]
+    want = Classifier(str(tiny_model_dir), backend="torch", max_length=32).run(
+        [PAIRS[0], PAIRS[1], PAIRS[4]], top_k=0)
+    for row, pred in zip([out[0], out[1], out[4]], want):
+        assert row["error"] is None and row["label"] == pred.label  # type: ignore[union-attr]
+        got = {s["label"]: s["score"] for s in row["scores"]}
+        assert got == pytest.approx(dict(pred.scores), abs=1e-5)  # type: ignore[union-attr]
+    assert "hypothesis" in out[2]["error"] and out[2]["label"] is None
+    assert out[3]["error"].startswith("empty_input") and "text" in out[3]["error"]
+    summary = json.loads(err.strip().splitlines()[-1])["summary"]
+    assert (summary["rows_in"], summary["rows_scored"], summary["rows_errored"]) == (5, 3, 2)
+
+
+def test_pair_column_refusals(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    txt, csv_file = tmp_path / "in.txt", tmp_path / "in.csv"
+    txt.write_text("one\n")
+    csv_file.write_text("premise\nhello\n")
+    for src, words in ((txt, "plain text"), (csv_file, "'hypothesis' not found")):
+        code, _, err = run_cli(["classify", str(src), "--model", str(tiny_model_dir), "--column", "premise",
+                                "--pair-column", "hypothesis", "--backend", "dummy"], monkeypatch, capsys)
+        assert code == 2 and words in err and "Traceback" not in err
+    code, _, err = run_cli(["classify", str(csv_file), "--model", str(tiny_model_dir), "--column", "premise",
+                            "--pair-truncation", "shortest", "--backend", "dummy"], monkeypatch, capsys)
+    assert code == 2 and "pair truncation" in err

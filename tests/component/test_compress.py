@@ -17,8 +17,8 @@ from padless.compress.trainer import TrainSpec
 from padless.datasets import load
 from padless.engine import Classifier
 from padless.errors import ConfigError, ModelError
-from padless.models import load_model
-from padless.optimize.export import export_onnx
+from padless.loader import load_model
+from padless.loader.export import export_onnx
 
 TEXTS = load("vader-movies-train").texts[:96]
 QUICK = TrainSpec(epochs=1.0, batch_size=16, learning_rate=1e-4, checkpoint_every=2)

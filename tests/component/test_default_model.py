@@ -40,18 +40,44 @@ def test_fine_tune_is_reproducible_and_learns(tiny_model_dir: Path, tmp_path: Pa
 @pytest.mark.slow
 def test_build_default_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A two-step build of the real recipe: folder, card, and `Classifier("default")` loading it without a rebuild."""
-    from padless import models
-    from padless.engine import Classifier
+    from padless import Classifier, default_model
+    from padless.loader import default_model_dir
 
     monkeypatch.setenv("PADLESS_CACHE", str(tmp_path / "cache"))
-    card = models.build_default(config=TrainConfig(epochs=1, batch_size=16), train_rows=32)
-    folder = models.default_model_dir()
+    card = default_model.build_default(config=TrainConfig(epochs=1, batch_size=16), train_rows=32)
+    folder = default_model_dir()
     assert (folder / "config.json").is_file() and (folder / "README.md").is_file()
     saved = json.loads((folder / "padless_card.json").read_text())
     assert saved["held_out_accuracy"] == card["held_out_accuracy"]
     assert 0.0 <= card["held_out_accuracy"] <= 1.0
     assert "vader-movies-test" in card["eval_set"] and not (tmp_path / "cache" / "models" / "default.building").exists()
-    monkeypatch.setattr(models, "build_default", lambda **_: pytest.fail("rebuilt although present"))
+    monkeypatch.setattr(default_model, "build_default", lambda **_: pytest.fail("rebuilt although present"))
     clf = Classifier("default")
     assert clf.labels == ["negative", "positive"]
     assert clf("a wonderful film").label in ("negative", "positive")
+
+
+def test_only_the_public_classifier_builds_a_missing_default(tiny_model_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader and the engine refuse an unbuilt ``default`` with the command to run; ``from padless import
+    Classifier`` builds it on first use, once."""
+    import shutil
+
+    from padless import Classifier, default_model, engine, loader
+    from padless.errors import ModelError
+
+    for load in (loader.resolve, engine.Classifier):
+        with pytest.raises(ModelError, match="run: padless models build default"):
+            load("default")
+    builds = []
+
+    def build(**_: object) -> dict[str, object]:
+        builds.append(1)
+        shutil.copytree(tiny_model_dir, loader.default_model_dir())
+        return {}
+
+    monkeypatch.setattr(default_model, "build_default", build)
+    clf = Classifier("default", backend="torch")
+    assert isinstance(clf, engine.Classifier) and clf.labels == ["negative", "neutral", "positive"]
+    assert Classifier().path == loader.default_model_dir() and builds == [1]
+    assert engine.Classifier("default").path == loader.default_model_dir()

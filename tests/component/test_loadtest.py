@@ -76,10 +76,11 @@ class StandIn:
         self.peak = max(self.peak, self.in_flight)
         try:
             body = await request.json()
-            inputs = body.get("inputs")
-            texts = [inputs] if isinstance(inputs, str) else inputs
-            if (not isinstance(texts, list) or not all(isinstance(t, str) for t in texts)
-                    or body.get("raw_scores") is not False or body.get("truncate") is not True):
+            inputs = body.get("inputs")  # TEI's batch form: [[text], ...]
+            well_formed = isinstance(inputs, list) and inputs and all(
+                isinstance(t, list) and len(t) == 1 and isinstance(t[0], str) for t in inputs)
+            texts = [t[0] for t in inputs] if well_formed else None
+            if (texts is None or body.get("raw_scores") is not False or body.get("truncate") is not True):
                 self.bad_bodies += 1
                 return self._error(422)
             first = texts[0]

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from padless.engine import Classifier
-from padless.optimize.export import export_onnx
+from padless.loader.export import export_onnx
 from padless.optimize.quantize import agreement, mixed_precision, quantizable_nodes, quantize_dynamic_file
 from padless.runtime.onnx import OnnxRuntime
 

@@ -1,36 +1,50 @@
-"""`padless classify --resume` after `kill -9`: every input row appears exactly once, in input order.
+"""`padless classify --resume` after `kill -9` at every kill point: every input row appears exactly once, in order.
 
-The run uses the deterministic dummy backend (slowed down through PADLESS_DUMMY_DELAY_PER_TOKEN_S) on the tiny
-model's tokenizer, so the kill lands mid-run and the resumed output can be compared byte for byte with an
-uninterrupted run.
+The killed run is a real process that SIGKILLs itself at a named moment (``PADLESS_CRASH_AT``, see padless.faults);
+the follow-up runs (the plain re-run that must refuse, then ``--resume``) go through the same CLI in-process, which
+keeps the suite to one process start per case. The deterministic dummy backend on the tiny model's tokenizer makes
+the resumed output comparable row for row with one uninterrupted reference run per format.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from cli_support import run_cli
 
 pytestmark = pytest.mark.slow
 
-ROWS = 1500
+ROWS = 300
 CHUNK = 50
+CHUNKS = ROWS // CHUNK
+FORMATS = ["jsonl", "csv", "parquet"]
+# Kill points common to every format: before anything is on disk, before the first commit, between commits, and
+# just after the last commit.
+COMMON_POINTS = ["before-model-load", "state-written", "output-opened", "chunk-written:1", "state-updated:2",
+                 "committed:3", f"committed:{CHUNKS}"]
+FINAL_POINTS = {"jsonl": [f"state-updated:{CHUNKS}"], "csv": [f"state-updated:{CHUNKS}"],
+                "parquet": ["merge-started:3", "merged", "completed"]}
+CASES = [(fmt, point) for fmt in FORMATS for point in COMMON_POINTS + FINAL_POINTS[fmt]]
+# The rows the state file counts as committed after a kill at each point (None: no state file yet).
+ROWS_DONE_AT = {"before-model-load": None, "state-written": 0, "output-opened": 0, "chunk-written:1": 0,
+                "state-updated:2": 2 * CHUNK, "committed:3": 2 * CHUNK, f"committed:{CHUNKS}": ROWS - CHUNK,
+                f"state-updated:{CHUNKS}": ROWS, "merge-started:3": ROWS, "merged": ROWS, "completed": ROWS}
 
 
-def _cmd(src: Path, dst: Path, model: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "padless.cli.main", "classify", str(src), "-o", str(dst), "--model", str(model),
-            "--backend", "dummy", "--chunk-rows", str(CHUNK), "--no-progress", *extra]
+def _args(src: Path, dst: Path, model: Path, *extra: str) -> list[str]:
+    return ["classify", str(src), "-o", str(dst), "--model", str(model), "--backend", "dummy",
+            "--chunk-rows", str(CHUNK), "--no-progress", *extra]
 
 
-def _env(delay: float) -> dict[str, str]:
-    return {**os.environ, "PADLESS_DUMMY_DELAY_PER_TOKEN_S": str(delay)}
+def _subprocess(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "padless.cli.main", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120)
 
 
 def _read(path: Path) -> list[str]:
@@ -39,61 +53,110 @@ def _read(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
-def test_resume_after_kill(fmt: str, tiny_model_dir: Path, tmp_path: Path) -> None:
-    src = tmp_path / "in.txt"
-    src.write_text("".join(f"review {i}: " + "quite good " * (i % 13) + "\n" for i in range(ROWS)))
-    reference = tmp_path / f"reference.{fmt}"
-    done = subprocess.run(_cmd(src, reference, tiny_model_dir), env=_env(0), capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
+def _state(out: Path) -> Path:
+    return Path(str(out) + ".padless-state.json")
 
+
+def _summary(stderr: str) -> dict[str, int]:
+    return json.loads(stderr.strip().splitlines()[-1])["summary"]
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("resume-input") / "in.txt"
+    path.write_text("".join(f"review {i}: " + "quite good " * (i % 13) + "\n" for i in range(ROWS)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def references(src: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """One uninterrupted run per format, read back."""
+    folder = tmp_path_factory.mktemp("resume-reference")
+    out = {}
+    for fmt in FORMATS:
+        done = _subprocess(_args(src, folder / f"reference.{fmt}", tiny_model_dir),
+                           PADLESS_CACHE=str(folder / "padless-cache"))
+        assert done.returncode == 0, done.stderr
+        out[fmt] = _read(folder / f"reference.{fmt}")
+    assert len(out["jsonl"]) == ROWS and len(out["csv"]) == ROWS + 1  # the CSV header
+    return out
+
+
+@pytest.mark.parametrize(("fmt", "point"), CASES)
+def test_killed_run_resumes_to_the_exact_output(fmt: str, point: str, src: Path, tiny_model_dir: Path,
+                                                references: dict[str, list[str]], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / f"out.{fmt}"
-    state = Path(str(out) + ".padless-state.json")
-    proc = subprocess.Popen(_cmd(src, out, tiny_model_dir), env=_env(2e-4), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    rows_done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        if state.exists():
-            try:
-                rows_done = json.loads(state.read_text())["rows_done"]
-            except (ValueError, KeyError):  # caught between write and rename: read again
-                rows_done = 0
-            if rows_done >= 5 * CHUNK:
-                break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed; raise the dummy delay"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert 0 < rows_done < ROWS
-    if fmt != "parquet":  # a torn write after the last commit, as a crash mid-chunk would leave
+    killed = _subprocess(_args(src, out, tiny_model_dir), PADLESS_CRASH_AT=point)
+    assert killed.returncode == -9, f"not killed at {point}: rc={killed.returncode} {killed.stderr}"
+    left_behind = out.exists() or _state(out).exists()
+    assert left_behind == (point != "before-model-load")
+    rows_done = json.loads(_state(out).read_text())["rows_done"] if _state(out).exists() else None
+    assert rows_done == ROWS_DONE_AT[point]
+    if fmt != "parquet" and out.exists():  # a torn write after the last commit, as a kill mid-write can leave
         with open(out, "ab") as fh:
             fh.write(b'{"half a row')
 
-    refused = subprocess.run(_cmd(src, out, tiny_model_dir), env=_env(0), capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
+    if left_behind:
+        code, _, err = run_cli(_args(src, out, tiny_model_dir), monkeypatch, capsys)
+        assert code == 2 and "--resume" in err and err.startswith("error: "), err
 
-    resumed = subprocess.run(_cmd(src, out, tiny_model_dir, "--resume"), env=_env(0), capture_output=True, text=True,
-                             timeout=120)
-    assert resumed.returncode == 0, resumed.stderr
-    summary = json.loads(resumed.stderr.strip().splitlines()[-1])["summary"]
-    assert summary["rows_skipped_by_resume"] >= rows_done
-    assert summary["rows_in"] == ROWS  # counts carried over from the killed run plus the resumed part
-    assert _read(out) == _read(reference)
-    assert not state.exists()
-
-    again = subprocess.run(_cmd(src, out, tiny_model_dir, "--resume"), env=_env(0), capture_output=True, text=True,
-                           timeout=120)
-    assert again.returncode == 0 and "already complete" in again.stderr
-    assert _read(out) == _read(reference)
+    code, _, err = run_cli(_args(src, out, tiny_model_dir, "--resume"), monkeypatch, capsys)
+    assert code == 0, err
+    assert ("already complete" in err) == (point == "completed")
+    summary = _summary(err)
+    assert summary["rows_in"] == ROWS == summary["rows_scored"] + summary["rows_errored"]
+    assert summary["rows_skipped_by_resume"] == (rows_done or 0)
+    assert _read(out) == references[fmt]
+    state = json.loads(_state(out).read_text())
+    assert state["complete"] is True and state["output_size"] == out.stat().st_size
+    assert not Path(str(out) + ".parts").exists()
 
 
-def test_resume_refuses_changed_options(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_completed_run_resumed_is_already_complete(fmt: str, src: Path, tiny_model_dir: Path,
+                                                   references: dict[str, list[str]], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / f"out.{fmt}"
+    code, _, err = run_cli(_args(src, out, tiny_model_dir), monkeypatch, capsys)
+    assert code == 0, err
+    code, _, err = run_cli(_args(src, out, tiny_model_dir, "--resume"), monkeypatch, capsys)
+    assert code == 0 and f"{out} is already complete; nothing to do" in err
+    summary = _summary(err)
+    assert (summary["rows_in"], summary["already_complete"]) == (ROWS, True)
+    assert summary["rows_in"] == summary["rows_scored"] + summary["rows_errored"]
+    assert _read(out) == references[fmt]
+
+    with open(out, "ab") as fh:  # changed since completion: no longer vouched for
+        fh.write(b"\n")
+    code, _, err = run_cli(_args(src, out, tiny_model_dir, "--resume"), monkeypatch, capsys)
+    assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli(_args(src, out, tiny_model_dir, "--overwrite"), monkeypatch, capsys)
+    assert code == 0 and _read(out) == references[fmt], err
+
+
+def test_output_without_state_is_refused_not_complete(src: Path, tiny_model_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The reported data loss: an output killed before its first commit (0 bytes, no state) was taken as done."""
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"")
+    code, _, err = run_cli(_args(src, out, tiny_model_dir, "--resume"), monkeypatch, capsys)
+    assert code == 2 and "--overwrite" in err and "nothing to do" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+
+
+def test_resume_refuses_changed_options(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from padless.commit import Counts, after_commit, new_state
+
     src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
     src.write_text("good\nbad\n")
-    state = Path(str(out) + ".padless-state.json")
     out.write_text("")
-    state.write_text(json.dumps({"fingerprint": "from another run", "rows_done": 1, "committed": 0, "summary": {}}))
-    res = subprocess.run(_cmd(src, out, tiny_model_dir, "--resume"), capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "other options" in res.stderr and "Traceback" not in res.stderr
+    state = after_commit(new_state("from another run", "jsonl", ["text", "label", "score", "error"]), 1, 0,
+                         Counts(1, 1, 0))
+    _state(out).write_text(json.dumps(state))
+    code, out_text, err = run_cli(_args(src, out, tiny_model_dir, "--resume"), monkeypatch, capsys)
+    assert code == 2 and "other options" in err and "--overwrite" in err and "Traceback" not in err + out_text

@@ -11,7 +11,7 @@ import pytest
 
 from padless.engine import Classifier
 from padless.errors import ModelError
-from padless.optimize import export
+from padless.loader import export
 from padless.server.run import serving_backend
 
 

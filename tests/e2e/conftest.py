@@ -54,7 +54,7 @@ def expected_logits(tiny_model_dir: Path, tokenizer: Any) -> Callable[[str, int]
     """Logits the dummy backend must produce for one text alone (and its token count), computed in this process."""
     import numpy as np
 
-    from padless.models import read_info
+    from padless.loader import read_info
     from padless.runtime.dummy import DummyRuntime
 
     runtime = DummyRuntime(read_info(tiny_model_dir))

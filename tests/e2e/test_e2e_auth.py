@@ -14,8 +14,11 @@ ENV_KEY = "env-Secret-Key-51d0be"
 
 PROTECTED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/predict", {"inputs": "auth check"}),
+    ("POST", "/", {"inputs": "auth check"}),
     ("POST", "/v1/classify", {"inputs": ["auth check"]}),
+    ("POST", "/tokenize", {"inputs": "auth check"}),
     ("GET", "/ready", None),
+    ("GET", "/ping", None),
     ("GET", "/info", None),
     ("GET", "/metrics", None),
 ]
@@ -71,8 +74,8 @@ def test_protected_routes_accept_the_key(auth_server: Server, method: str, path:
                                          headers: dict[str, str]) -> None:
     r = _call(auth_server, method, path, body, headers)
     assert r.status_code == 200, r.text
-    if path == "/predict":
-        assert len(r.json()[0]) == 3
+    if path in ("/predict", "/"):  # one input: one list of {label, score} for the 3 labels
+        assert len(r.json()) == 3
     if path == "/v1/classify":
         assert r.json()["results"][0]["error"] is None
 
@@ -120,7 +123,7 @@ def test_api_key_from_environment(server_factory: Callable[..., Server]) -> None
             assert c.get("/info").status_code == 401
             assert c.get("/health").status_code == 200
             ok = c.post("/predict", json={"inputs": "env key"}, headers={"X-API-Key": ENV_KEY})
-            assert ok.status_code == 200 and len(ok.json()[0]) == 3
+            assert ok.status_code == 200 and len(ok.json()) == 3
             assert c.get("/metrics", headers={"Authorization": f"Bearer {ENV_KEY}"}).status_code == 200
     finally:
         assert server.stop() == 0

@@ -37,8 +37,10 @@ def _check(r: httpx.Response, route: str) -> None:
     assert "Traceback" not in r.text
     body = r.json()
     if r.status_code == 200:
-        if route == "/predict":
-            assert isinstance(body, list) and all(len(scores) == 3 for scores in body)
+        if route == "/predict":  # one input: a list of 3 {label, score}; a batch: a list of such lists
+            assert isinstance(body, list) and body
+            lists = [body] if isinstance(body[0], dict) else body
+            assert all(len(scores) == 3 and all(set(s) == {"label", "score"} for s in scores) for scores in lists)
         else:
             assert set(body) == {"request_id", "model", "results", "timing_ms"}
     else:

@@ -52,10 +52,10 @@ def test_predict_one_string(server: Server, expected_logits: Expected) -> None:
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/json")
     assert len(r.headers["x-request-id"]) >= 8
-    body = r.json()
-    assert isinstance(body, list) and len(body) == 1
+    body = r.json()  # TEI's shape: one input, one list of {label, score}
+    assert isinstance(body, list) and len(body) == len(LABELS)
     logits, _ = expected_logits(text, MAX_LENGTH)
-    _check_all_labels(body[0], softmax(logits), probabilities=True)
+    _check_all_labels(body, softmax(logits), probabilities=True)
 
 
 def test_predict_list_keeps_order_and_values(server: Server, expected_logits: Expected) -> None:
@@ -63,7 +63,7 @@ def test_predict_list_keeps_order_and_values(server: Server, expected_logits: Ex
     texts = [_unique("a long and winding review " * 6), _unique("ok"), _unique("dull, far too long"),
              _unique("x"), _unique("the best thing I saw this year, truly wonderful acting")]
     with server.client() as c:
-        r = c.post("/predict", json={"inputs": texts})
+        r = c.post("/predict", json={"inputs": [[t] for t in texts]})  # TEI's batch: a list of [text]
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body) == len(texts)
@@ -79,10 +79,10 @@ def test_predict_raw_scores_are_logits(server: Server, expected_logits: Expected
         prob = c.post("/predict", json={"inputs": [text]})
     assert raw.status_code == 200 and prob.status_code == 200
     logits, _ = expected_logits(text, MAX_LENGTH)
-    _check_all_labels(raw.json()[0], logits, probabilities=False)
-    _check_all_labels(prob.json()[0], softmax(logits), probabilities=True)
+    _check_all_labels(raw.json(), logits, probabilities=False)
+    _check_all_labels(prob.json(), softmax(logits), probabilities=True)
     # The same ranking either way.
-    assert [s["label"] for s in raw.json()[0]] == [s["label"] for s in prob.json()[0]]
+    assert [s["label"] for s in raw.json()] == [s["label"] for s in prob.json()]
 
 
 def test_predict_truncate_false_names_the_limit(server: Server, tokenizer: Any) -> None:
@@ -91,7 +91,7 @@ def test_predict_truncate_false_names_the_limit(server: Server, tokenizer: Any) 
     assert len(tokenizer(long_text)["input_ids"]) > MAX_LENGTH
     with server.client() as c:
         refused = c.post("/predict", json={"inputs": long_text, "truncate": False})
-        mixed = c.post("/predict", json={"inputs": [short_text, long_text], "truncate": False})
+        mixed = c.post("/predict", json={"inputs": [[short_text], [long_text]], "truncate": False})
         fits = c.post("/predict", json={"inputs": short_text, "truncate": False})
         cut = c.post("/predict", json={"inputs": long_text})  # truncation on (the default): answered
     for r in (refused, mixed):
@@ -102,8 +102,8 @@ def test_predict_truncate_false_names_the_limit(server: Server, tokenizer: Any) 
         assert str(MAX_LENGTH) in body["error"] and "max_length" in body["error"]
         assert body["request_id"] == r.headers["x-request-id"]
     assert "input 1" in mixed.json()["error"]
-    assert fits.status_code == 200 and len(fits.json()) == 1
-    assert cut.status_code == 200 and len(cut.json()[0]) == 3
+    assert fits.status_code == 200 and len(fits.json()) == 3
+    assert cut.status_code == 200 and len(cut.json()) == 3
 
 
 def test_predict_accepts_curl_style_content_type(server: Server) -> None:
@@ -112,7 +112,7 @@ def test_predict_accepts_curl_style_content_type(server: Server) -> None:
         r = c.post("/predict", content=b'{"inputs": "plain curl"}',
                    headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 200, r.text
-    assert len(r.json()[0]) == 3
+    assert len(r.json()) == 3
 
 
 # -- /v1/classify ---------------------------------------------------------------------------------------------------
@@ -201,10 +201,10 @@ def test_metrics_exposes_queue_batches_padding_stages_and_cache(server: Server) 
     text = _unique("count my cache hit")
     before = server.metrics()
     with server.client() as c:
-        a = c.post("/predict", json={"inputs": [text, _unique("and a second, longer text to force padding here")]})
+        a = c.post("/predict", json={"inputs": [[text], [_unique("and a second, longer text to force padding here")]]})
         b = c.post("/predict", json={"inputs": text})
         assert a.status_code == 200 and b.status_code == 200
-        assert a.json()[0] == b.json()[0]
+        assert a.json()[0] == b.json()
         raw = c.get("/metrics")
     assert raw.status_code == 200
     assert raw.headers["content-type"].startswith("text/plain")
@@ -261,11 +261,12 @@ def test_openapi_lists_the_routes(server: Server) -> None:
 # -- Hugging Face compatibility -------------------------------------------------------------------------------------
 
 def test_response_parses_with_huggingface_types(server: Server) -> None:
-    """The body is exactly what huggingface_hub parses for text-classification (list of lists of label/score)."""
+    """With the Inference API's `parameters`, the body is what huggingface_hub parses for text-classification (a
+    list of lists of label/score, of which it takes element 0)."""
     from huggingface_hub.inference._generated.types import TextClassificationOutputElement
 
     with server.client() as c:
-        r = c.post("/predict", json={"inputs": _unique("great film")})
+        r = c.post("/predict", json={"inputs": _unique("great film"), "parameters": {}})
     parsed = TextClassificationOutputElement.parse_obj_as_list(r.content)[0]
     assert sorted(e.label for e in parsed) == sorted(LABELS)
     assert sum(e.score for e in parsed) == pytest.approx(1.0)
@@ -290,5 +291,8 @@ def test_openapi_declares_the_input_count_limits(server: Server) -> None:
     schemas = spec["components"]["schemas"]
     inputs = schemas["ClassifyRequest"]["properties"]["inputs"]
     assert inputs.get("minItems") == 1 and inputs.get("maxItems") == 8, inputs
-    predict_list = next(o for o in schemas["PredictRequest"]["properties"]["inputs"]["anyOf"] if o["type"] == "array")
-    assert predict_list.get("minItems") == 1 and predict_list.get("maxItems") == 8, predict_list
+    options = [o for o in schemas["PredictRequest"]["properties"]["inputs"]["anyOf"] if o["type"] == "array"]
+    pair, batch = options  # [text] or [text, text_pair]; a batch of those
+    assert pair.get("minItems") == 1 and pair.get("maxItems") == 2, pair
+    assert batch.get("minItems") == 1 and batch.get("maxItems") == 8, batch
+    assert batch["items"]["maxItems"] == 2

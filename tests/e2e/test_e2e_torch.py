@@ -25,7 +25,7 @@ def test_torch_predictions_match_transformers(torch_server: Server, tiny_model_d
 
     texts = ["great film", "a dull, plodding and far too long story " * 8, "ok", "the acting was wonderful, truly"]
     with torch_server.client() as c:
-        r = c.post("/predict", json={"inputs": texts})
+        r = c.post("/predict", json={"inputs": [[t] for t in texts]})  # TEI's batch of single texts
         info = c.get("/info").json()
     assert r.status_code == 200, r.text
     assert info["backend"]["backend"] == "torch"
@@ -61,12 +61,12 @@ def test_an_optimized_folder_serves_its_selected_variant(optimized_server: Serve
     texts = ["great film", "a dull, plodding and far too long story " * 8, "ok"]
     with optimized_server.client() as c:
         info = c.get("/info").json()
-        got = c.post("/predict", json={"inputs": texts, "raw_scores": True}).json()
+        got = c.post("/predict", json={"inputs": [[t] for t in texts], "raw_scores": True}).json()
     manifest = json.loads((Path(info["model_path"]) / "manifest.json").read_text())
     assert info["backend"]["variant"] == manifest["selected"]
     assert info["backend"]["backend"] == ("onnx" if manifest["selected"].startswith("onnx") else "torch")
     with torch_server.client() as c:
-        want = c.post("/predict", json={"inputs": texts, "raw_scores": True}).json()
+        want = c.post("/predict", json={"inputs": [[t] for t in texts], "raw_scores": True}).json()
     for g, w in zip(got, want):  # both selections are fp32: the same logits within 1e-4
         assert [s["label"] for s in g] == [s["label"] for s in w]
         assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(g, w))
@@ -80,12 +80,12 @@ def test_auto_serves_a_plain_folder_on_onnx_with_torchs_outputs(server_factory: 
     try:
         with server.client() as c:
             info = c.get("/info").json()
-            got = c.post("/predict", json={"inputs": texts, "raw_scores": True}).json()
+            got = c.post("/predict", json={"inputs": [[t] for t in texts], "raw_scores": True}).json()
     finally:
         server.stop()
     assert info["backend"]["backend"] == "onnx" and info["backend"]["dtype"] == "float32"
     with torch_server.client() as c:
-        want = c.post("/predict", json={"inputs": texts, "raw_scores": True}).json()
+        want = c.post("/predict", json={"inputs": [[t] for t in texts], "raw_scores": True}).json()
     for g, w in zip(got, want):
         assert [s["label"] for s in g] == [s["label"] for s in w]
         assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(g, w))

@@ -19,9 +19,12 @@ class Table(Runtime):
         self.by_id = by_id
         self.name = name
         self.calls: list[tuple[np.ndarray, np.ndarray]] = []
+        self.types: list[np.ndarray | None] = []
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                token_type_ids: np.ndarray | None = None) -> np.ndarray:
         self.calls.append((input_ids.copy(), attention_mask.copy()))
+        self.types.append(None if token_type_ids is None else token_type_ids.copy())
         return np.array([self.by_id[int(i)] for i in input_ids[:, 0]], dtype=np.float32)
 
     def describe(self) -> dict[str, str]:
@@ -49,6 +52,16 @@ def test_rows_below_the_margin_get_the_exact_logits_and_the_rest_stay_fast() -> 
     assert sub_ids.shape == (2, 3) and sub_ids[:, 0].tolist() == [2, 4]
     assert sub_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
     assert (rt.rows, rt.recomputed, rt.recomputed_fraction) == (4, 2, 0.5)
+
+
+def test_text_pairs_keep_their_segments_in_both_runtimes() -> None:
+    fast = Table({1: [0.0, 3.0], 2: [1.0, 1.2]}, "int8")
+    exact = Table({2: [1.5, 1.0]}, "float32")
+    ids, mask = _batch([4, 3], width=4)
+    types = np.array([[0, 0, 1, 1], [0, 1, 1, 0]], dtype=np.int64)
+    FallbackRuntime(fast, exact, margin=1.0).forward(ids, mask, types)
+    np.testing.assert_array_equal(fast.types[0], types)
+    np.testing.assert_array_equal(exact.types[0], [[0, 1, 1]])  # row 2's segments, cut to its own length
 
 
 def test_no_exact_call_when_every_row_is_clear_of_the_margin() -> None:

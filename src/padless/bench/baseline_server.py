@@ -1,7 +1,8 @@
 """The baseline a user would write: FastAPI calling ``transformers.pipeline`` once per request.
 
-Same ``POST /predict`` shape as padless (``{"inputs": str | [str]}`` → one list of ``{label, score}`` per input), so
-one load generator drives both. Run: ``python -m padless.bench.baseline_server MODEL_DIR PORT``.
+The same ``POST /predict`` batch shape as padless and TEI (``{"inputs": [[text], ...]}`` → one list of
+``{label, score}`` per text), so one load generator drives both.
+Run: ``python -m padless.bench.baseline_server MODEL_DIR PORT``.
 The pipeline call is synchronous inside an ``async def`` route — exactly the common pattern — so requests are
 served one at a time.
 """
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class PredictRequest(BaseModel):
-    inputs: str | list[str]
+    inputs: list[Annotated[list[str], Field(min_length=1, max_length=1)]]
 
 
 def create_app(model_dir: str) -> Any:
@@ -28,7 +29,7 @@ def create_app(model_dir: str) -> Any:
 
     @app.post("/predict")
     async def predict(body: PredictRequest) -> Any:
-        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        texts = [seq[0] for seq in body.inputs]
         out: Any = pipe(texts, truncation=True)
         return [[{"label": d["label"], "score": d["score"]} for d in row] for row in out]
 

@@ -248,7 +248,8 @@ async def run_load(
 
     ``url`` is the server root (``http://127.0.0.1:8000``) or its ``/predict`` URL; it must be a loopback address
     (:class:`ValueError` otherwise). Each request carries ``inputs_per_request`` texts taken in order from ``texts``,
-    cycling (a single text is sent as a string, several as a list), with ``raw_scores=false, truncate=true``.
+    cycling, as TEI's batch form ``[[text], ...]`` (so the answer is one list per text on TEI, padless and the
+    baseline server alike; bare strings would mean a text pair there), with ``raw_scores=false, truncate=true``.
     Send times come from :func:`poisson_schedule` with ``seed``; each request is fired at its time regardless of
     earlier ones, unless ``max_in_flight`` are outstanding, in which case it is counted as ``dropped_client_side``.
     A request gets ``timeout`` seconds from being sent; after the last send the run waits at most ``timeout`` more for
@@ -300,8 +301,7 @@ async def run_load(
         body = bodies.get(start)
         if body is None:
             chosen = [texts[(start + j) % n_texts] for j in range(inputs_per_request)]
-            payload = {"inputs": chosen[0] if inputs_per_request == 1 else chosen, "raw_scores": False,
-                       "truncate": True}
+            payload = {"inputs": [[text] for text in chosen], "raw_scores": False, "truncate": True}
             body = bodies[start] = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         return body
 

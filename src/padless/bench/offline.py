@@ -32,6 +32,7 @@ import torch
 from padless.bench.peak import measure_matmul_peak
 from padless.bench.workload import describe_lengths, describe_mix, make_workload
 from padless.config import BatchConfig
+from padless.default_model import ensure_default
 from padless.engine import Classifier, Stats, model_flops
 from padless.errors import ConfigError, ItemError
 from padless.runtime.base import usable_cores
@@ -179,6 +180,7 @@ def run_offline_bench(
 
     console = Console(stderr=True) if progress else None
     load_start = _loadavg()
+    ensure_default(model)  # the default model is built on first use, as by padless.Classifier
     clf = Classifier(model, backend="torch", max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
     extra = {padless_config_name(b): Classifier(model, backend=b, max_batch_tokens=max_batch_tokens,
                                                 max_batch_size=max_batch_size)

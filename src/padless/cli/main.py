@@ -7,15 +7,18 @@ one line, ``error: …``, and exit 2 — never a traceback.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from padless.cli import compress as compress_commands  # `prune` and `distill`, registered below
+from padless.cli import optimize as optimize_commands  # `optimize` and `verify`, registered below
+from padless.cli.common import build_default_with_progress, ensure_default, quiet_libraries
 from padless.config import BatchConfig, ModelConfig, QueueConfig, ServerConfig
 from padless.errors import PadlessError
+from padless.faults import crash_point
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run Hugging Face text classifiers on mixed-length text without padding waste.")
@@ -33,68 +36,29 @@ MaxCharsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_CHARS", help="Char
 TokensOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_BATCH_TOKENS", help="Padded tokens (rows × longest) per batch.")]
 RowsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_BATCH_SIZE", help="Rows per batch.")]
 ThreadsOpt = Annotated[int, typer.Option(envvar="PADLESS_THREADS", help="CPU threads; 0 = every usable core.")]
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
-def _build_progress(console: object) -> object:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("building default model"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                    TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console)  # type: ignore[arg-type]
+PairTruncOpt = Annotated[str, typer.Option(envvar="PADLESS_PAIR_TRUNCATION", help="How an over-long text pair is cut: longest_first (transformers' default), only_first, only_second.")]
 
 
 def _load_classifier(model: str, backend: str, max_length: int | None, truncate: bool, max_chars: int,
-                     threads: int, max_batch_tokens: int, max_batch_size: int, serving: bool = False) -> object:
+                     threads: int, max_batch_tokens: int, max_batch_size: int, serving: bool = False,
+                     pair_truncation: str = ModelConfig.pair_truncation) -> object:
     """Validate options first (one clear line for impossible ones), build the default model if needed, load.
     ``serving``: resolve ``auto`` as ``padless serve`` does (:func:`padless.server.run.serving_backend`)."""
     ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
-                threads=threads).validate()
+                threads=threads, pair_truncation=pair_truncation).validate()
     BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size).validate(max_length)
-    _quiet_libraries()
-    from padless import models
+    quiet_libraries()
+    from padless import loader
     from padless.engine import Classifier
 
-    if model == models.DEFAULT_NAME and not (models.default_model_dir() / "config.json").is_file():
-        _build_default_with_progress()
+    ensure_default(model)
     if serving and backend == "auto":
         from padless.server.run import serving_backend
 
-        backend = serving_backend(str(models.resolve(model)), backend)
+        backend = serving_backend(str(loader.resolve(model)), backend)
     return Classifier(model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
-                      threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
-
-
-def _build_default_with_progress() -> dict:
-    from rich.console import Console
-
-    from padless import models
-
-    console = Console(stderr=True)
-    console.print(f"[bold]building the default model[/] into {models.default_model_dir()} (one-off, ~10 min on 2 cores)")
-    progress = _build_progress(console) if console.is_terminal else None
-    if progress is not None:
-        with progress:  # type: ignore[attr-defined]
-            task = progress.add_task("build", total=None, loss=0.0)  # type: ignore[attr-defined]
-
-            def on_step(step: int, total: int, loss: float) -> None:
-                progress.update(task, completed=step, total=total, loss=loss)  # type: ignore[attr-defined]
-
-            card = models.build_default(on_step=on_step)
-    else:
-        def on_step(step: int, total: int, loss: float) -> None:
-            if step % 100 == 0 or step == total:
-                console.print(f"step {step}/{total} loss {loss:.3f}")
-
-        card = models.build_default(on_step=on_step)
-    console.print(f"held-out accuracy {card['held_out_accuracy']:.2%} on {card['eval_set']}")
-    return card
+                      threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                      pair_truncation=pair_truncation)
 
 
 @app.command()
@@ -102,6 +66,8 @@ def classify(
     input: Annotated[str, typer.Argument(help="Input file (CSV, TSV, JSONL, Parquet, text) or - for stdin.")],
     output: Annotated[str, typer.Option("--output", "-o", envvar="PADLESS_OUTPUT", help="Output file, or - for stdout.")] = "-",
     column: Annotated[str, typer.Option("--column", "-c", envvar="PADLESS_COLUMN", help="Text column or field.")] = "text",
+    pair_column: Annotated[str | None, typer.Option(envvar="PADLESS_PAIR_COLUMN", help="Second text of a sentence pair (NLI hypothesis, passage): each row is scored as the pair (--column, --pair-column) [default: none, single texts].", show_default=False)] = None,
+    pair_truncation: PairTruncOpt = ModelConfig.pair_truncation,
     input_format: Annotated[str | None, typer.Option("--input-format", envvar="PADLESS_INPUT_FORMAT",
                                                         help="csv|tsv|jsonl|parquet|txt [default: from the name; txt for stdin]")] = None,
     format: Annotated[str | None, typer.Option("--format", "-f", envvar="PADLESS_FORMAT",
@@ -138,10 +104,12 @@ def classify(
         raise PadlessError("--chunk-rows must be positive")
     spec = JobSpec(input=input, input_format=in_fmt, column=column, output=output, output_format=out_fmt,
                    chunk_rows=chunk_rows, top_k=top_k, raw_scores=raw_scores, output_prefix=output_prefix,
-                   resume=resume, overwrite=overwrite)
+                   pair_column=pair_column, resume=resume, overwrite=overwrite)
     if input != "-" and not Path(input).is_file():
         raise PadlessError(f"cannot read {input}: no such file")
-    clf = _load_classifier(model, backend, max_length, truncate, max_chars, threads, max_batch_tokens, max_batch_size)
+    crash_point("before-model-load")  # a crash-test hook (padless.faults); does nothing unless asked to
+    clf = _load_classifier(model, backend, max_length, truncate, max_chars, threads, max_batch_tokens, max_batch_size,
+                           pair_truncation=pair_truncation)
     from padless.cli.progress import run_with_progress
 
     summary = run_with_progress(spec, clf, show=sys.stderr.isatty() if progress is None else progress)
@@ -155,30 +123,30 @@ def models_build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
 ) -> None:
     """Fine-tune and cache padless's embedded default sentiment model (~10 min on 2 cores)."""
-    _quiet_libraries()
-    from padless import models
+    quiet_libraries()
+    from padless import loader
 
-    if name != models.DEFAULT_NAME:
+    if name != loader.DEFAULT_NAME:
         raise PadlessError(f"only the 'default' model can be built, not {name!r}")
-    card_path = models.default_model_dir() / "padless_card.json"
+    card_path = loader.default_model_dir() / "padless_card.json"
     if card_path.is_file() and not force:
         card = json.loads(card_path.read_text())
-        typer.echo(f"already built: {models.default_model_dir()} (held-out accuracy {card['held_out_accuracy']:.2%}); "
+        typer.echo(f"already built: {loader.default_model_dir()} (held-out accuracy {card['held_out_accuracy']:.2%}); "
                    "--force rebuilds")
         return
-    _build_default_with_progress()
-    typer.echo(str(models.default_model_dir()))
+    build_default_with_progress()
+    typer.echo(str(loader.default_model_dir()))
 
 
 @models_app.command("path")
 def models_path(model: ModelOpt = "default") -> None:
     """Print the local folder a model name resolves to (without building or downloading)."""
-    from padless import models
+    from padless import loader
 
-    if model == models.DEFAULT_NAME:
-        typer.echo(str(models.default_model_dir()))
+    if model == loader.DEFAULT_NAME:
+        typer.echo(str(loader.default_model_dir()))
     else:
-        typer.echo(str(models.resolve(model, build_if_missing=False)))
+        typer.echo(str(loader.resolve(model)))
 
 
 @app.command("evaluate")
@@ -223,13 +191,13 @@ def bench(
     ctx.obj = {"model": model, "mix": mix, "n": n, "seed": seed, "out_dir": out_dir}
     if ctx.invoked_subcommand is not None:
         return
-    _quiet_libraries()
+    quiet_libraries()
     from rich.console import Console
 
     from padless.bench.offline import render_table, run_offline_bench
 
     _check_mix(mix)
-    _ensure_default(model)
+    ensure_default(model)
     chosen = [c.strip() for c in configs.split(",")] if configs else None
     result = run_offline_bench(model, mix=mix, n=n, rounds=rounds, seed=seed, configs=chosen, out_dir=out_dir,
                                max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, progress=True,
@@ -241,13 +209,6 @@ def bench(
 def _check_mix(mix: str) -> None:
     if mix not in ("realistic", "long"):
         raise PadlessError(f"unknown mix {mix!r}; choose realistic or long")
-
-
-def _ensure_default(model: str) -> None:
-    from padless import models
-
-    if model == models.DEFAULT_NAME and not (models.default_model_dir() / "config.json").is_file():
-        _build_default_with_progress()
 
 
 @bench_app.command("serve")
@@ -262,16 +223,16 @@ def bench_serve(
     """padless serve vs a FastAPI server calling transformers.pipeline per request, on one machine, one run.
 
     Takes --model, --mix, -n, --seed and --out-dir from `padless bench` (before `serve`)."""
-    _quiet_libraries()
+    quiet_libraries()
     from rich.console import Console
 
-    from padless import models
+    from padless import loader
     from padless.bench.serve import run_serve_bench
 
     opts = ctx.obj
     _check_mix(opts["mix"])
-    _ensure_default(opts["model"])
-    path = str(models.resolve(opts["model"], build_if_missing=False))
+    ensure_default(opts["model"])
+    path = str(loader.resolve(opts["model"]))
     console = Console(stderr=True)
     result = run_serve_bench(path, mix=opts["mix"], n=opts["n"], seed=opts["seed"], p99_limit_ms=p99_limit_ms,
                              duration=duration, capacity_budget_s=budget, out_dir=opts["out_dir"], log=console.print,
@@ -301,14 +262,14 @@ def loadtest(
 
     from padless.bench.loadtest import check_loopback, render_report, run_load
     from padless.bench.workload import make_workload
-    from padless.models import base_encoder_path
+    from padless.loader import base_encoder_path
 
     _check_mix(mix)
     try:
         check_loopback(url)
     except ValueError as err:
         raise PadlessError(str(err)) from None
-    _quiet_libraries()
+    quiet_libraries()
     texts = make_workload(AutoTokenizer.from_pretrained(str(base_encoder_path())), mix, 2000, seed)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     report = asyncio.run(run_load(url, rate=rate, duration=duration, texts=texts,
@@ -329,6 +290,7 @@ def serve(
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
     threads: ThreadsOpt = 0,
+    pair_truncation: PairTruncOpt = ModelConfig.pair_truncation,
     max_wait_ms: Annotated[float, typer.Option(envvar="PADLESS_MAX_WAIT_MS", help="Longest wait to fill a batch when lightly loaded.")] = QueueConfig.max_wait_ms,
     max_queue_inputs: Annotated[int, typer.Option(envvar="PADLESS_MAX_QUEUE_INPUTS", help="Admitted inputs before 429.")] = QueueConfig.max_queue_inputs,
     max_queue_tokens: Annotated[int, typer.Option(envvar="PADLESS_MAX_QUEUE_TOKENS", help="Admitted tokens before 429.")] = QueueConfig.max_queue_tokens,
@@ -352,18 +314,15 @@ def serve(
     server_cfg.validate()
     queue_cfg.validate(BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size))
     clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size,
-                           serving=True)
+                           serving=True, pair_truncation=pair_truncation)
     from padless.server.run import serve as run_server
 
     run_server(clf, server_cfg, queue_cfg, log_level=log_level)  # type: ignore[arg-type]
 
 
-from padless.cli import optimize as _optimize_commands  # noqa: E402  (registers `optimize` and `verify`)
-
-_optimize_commands.register(app)
-from padless.cli import compress as _compress_commands  # noqa: E402  (registers `prune` and `distill`)
-
-_compress_commands.register(app)
+# After the commands above, so that `padless --help` lists them first.
+optimize_commands.register(app)
+compress_commands.register(app)
 
 
 def main() -> None:

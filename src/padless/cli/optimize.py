@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from padless.cli.common import ensure_default, quiet_libraries
 from padless.optimize.gate import GateConfig
 from padless.optimize.search import CANDIDATES, OptimizeConfig
 
@@ -36,7 +37,6 @@ def optimize(
     or distilled students), gate and time them, select one."""
     from rich.console import Console
 
-    from padless.cli.main import _ensure_default, _quiet_libraries
     from padless.optimize.report import render_table
     from padless.optimize.search import optimize as run
 
@@ -46,8 +46,8 @@ def optimize(
                          students=tuple(f.strip() for f in students.split(",") if f.strip()),
                          gate=GateConfig(max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement))
     cfg.validate()
-    _quiet_libraries()
-    _ensure_default(model)
+    quiet_libraries()
+    ensure_default(model)
     err = Console(stderr=True)
     manifest = run(model, output, cfg, overwrite=overwrite, say=lambda line: err.print(line, highlight=False))
     Console(width=max(Console().width, 160)).print(render_table(manifest))
@@ -72,7 +72,6 @@ def verify(
     from rich.console import Console
     from rich.table import Table
 
-    from padless.cli.main import _ensure_default, _quiet_libraries
     from padless.config import ModelConfig
     from padless.engine import Classifier
     from padless.optimize.gate import compare, label_ids, load_eval
@@ -81,8 +80,8 @@ def verify(
     gate.validate()
     ModelConfig(model=variant, backend=backend).validate()
     data = load_eval(eval_set, text_column=text_column, label_column=label_column)
-    _quiet_libraries()
-    _ensure_default(variant)
+    quiet_libraries()
+    ensure_default(variant)
     var = Classifier(variant, backend=backend, variant=variant_name, threads=threads)
     ref = Classifier(reference or variant, backend="torch", threads=threads)
     if ref.labels != var.labels:

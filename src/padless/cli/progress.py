@@ -39,12 +39,12 @@ def run_with_progress(spec: JobSpec, classifier: Any, *, show: bool) -> JobSumma
     stats = classifier.stats
     report = {**asdict(summary), "real_tokens": stats.real_tokens, "padding_fraction": round(stats.padding_fraction, 4),
               "batches": stats.batches}
-    if summary.rows_skipped_by_resume == -1:
+    if summary.already_complete:  # the counts are the completed run's, read back from its state file
         console.print(f"{spec.output} is already complete; nothing to do")
     elif show:
         console.print(f"[bold]{summary.rows_in:,}[/] rows in = {summary.rows_scored:,} scored + "
                       f"{summary.rows_errored:,} errored · padding {stats.padding_fraction:.1%} · "
                       f"{summary.seconds:.1f}s → {spec.output if spec.output != '-' else 'stdout'}")
-    else:
+    if not show:
         print(json.dumps({"summary": report}), file=sys.stderr)
     return summary

@@ -68,7 +68,7 @@ def distill(teacher: str | Path, out_dir: str | Path, texts: Sequence[str], labe
     from transformers import AutoTokenizer
 
     from padless.engine import Classifier
-    from padless.models import load_model
+    from padless.loader import load_model
 
     cfg.validate()
     out = Path(out_dir)

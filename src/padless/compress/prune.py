@@ -154,7 +154,7 @@ def prune(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str], labe
     from transformers import AutoTokenizer
 
     from padless.engine import Classifier
-    from padless.models import load_model
+    from padless.loader import load_model
 
     cfg.validate()
     started = time.perf_counter()

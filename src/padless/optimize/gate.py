@@ -116,7 +116,7 @@ def load_eval(name_or_file: str, *, text_column: str = "text", label_column: str
     texts: list[str] = []
     labels: list[Any] = []
     for i, row in enumerate(Reader(name_or_file, fmt, text_column).rows()):
-        if row.error or row.text is None:
+        if row.error or not isinstance(row.text, str):
             raise InputError(f"eval row {i}: {row.error or 'no text'}")
         if label_column not in row.columns or row.columns[label_column] in (None, ""):
             raise InputError(f"eval row {i}: no {label_column!r} value")

@@ -1,48 +1,27 @@
 """int8 quantization of ONNX graphs: dynamic, static (calibrated), and mixed precision by sensitivity.
 
-* Dynamic: int8 weights (per output channel), activations quantized per batch at run time. No calibration.
+* Dynamic: int8 weights (per output channel), activations quantized per batch at run time. No calibration
+  (:func:`padless.loader.int8.quantize_dynamic_file`, which the plain ``onnx-int8`` backend also uses).
 * Static: activations quantized with ranges measured on a calibration sample of the user's text (QDQ format).
 * Mixed precision: :func:`sensitivity` quantizes one node at a time and measures how far the logits move on a
   sample; :func:`mixed_precision` then keeps the most sensitive nodes in fp32, one more at a time, until the
   quantized model agrees with fp32 on the sample as often as the gate asks.
 
-Node names refer to the (fused) fp32 graph from :mod:`padless.optimize.export`.
+Node names refer to the (fused) fp32 graph from :mod:`padless.loader.export`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from padless.loader.int8 import onnx_default_float, quantize_dynamic_file, quiet_quantizer
+
 # Ops whose weights dynamic quantization turns into int8 (ORT's IntegerOps registry, minus ops without weights).
 QUANTIZABLE_OPS = ("MatMul", "Attention", "EmbedLayerNormalization", "Gemm")
-
-
-def _onnx_default_float() -> dict[str, Any]:
-    import onnx
-
-    # A fused graph has ops (Attention, SkipLayerNormalization) whose output types the quantizer cannot infer;
-    # telling it that unknown tensors are float is ORT's documented remedy.
-    return {"DefaultTensorType": onnx.TensorProto.FLOAT}
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # ORT's quantizer logs advice ("consider pre-processing") on the root logger at WARNING on every call.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(logging.NOTSET)
 
 
 def quantizable_nodes(onnx_file: str | Path) -> list[str]:
@@ -52,36 +31,6 @@ def quantizable_nodes(onnx_file: str | Path) -> list[str]:
     model = onnx.load(str(onnx_file), load_external_data=False)
     weights = {i.name for i in model.graph.initializer}
     return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS and any(i in weights for i in n.input)]
-
-
-def cpu_has_vnni() -> bool:
-    """True when the CPU has 8-bit dot-product instructions (AVX-512 VNNI or AVX-VNNI)."""
-    from padless.runtime.base import cpu_flags
-
-    flags = cpu_flags()
-    if flags is None:
-        return True  # unknown: assume a modern CPU and keep full 8-bit weights
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
-def quantize_dynamic_file(src: str | Path, dst: str | Path, *, exclude: Sequence[str] = (),
-                          only: Sequence[str] | None = None, per_channel: bool = True,
-                          reduce_range: bool | None = None) -> None:
-    """Dynamic int8 (signed weights, per channel by default); ``exclude`` stays fp32, ``only`` limits the nodes.
-
-    ``reduce_range`` (default: on CPUs without VNNI) keeps weights to 7 bits: without VNNI the u8×s8 kernels add
-    pairs of products in 16-bit registers, which saturate on full-range weights (measured on the default model on
-    an AVX2 EPYC: 97.96% → 98.53% agreement with fp32, same speed).
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    if reduce_range is None:
-        reduce_range = not cpu_has_vnni()
-    with _quiet():
-        quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
-                         reduce_range=reduce_range,
-                         nodes_to_exclude=list(exclude), nodes_to_quantize=list(only) if only else None,
-                         extra_options=_onnx_default_float())
 
 
 class _Feeds:
@@ -101,11 +50,11 @@ def quantize_static_file(src: str | Path, dst: str | Path, feeds: Sequence[dict[
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     onnxruntime.set_default_logger_severity(3)  # calibration sessions warn about initializers the quantizer left
-    with _quiet():
+    with quiet_quantizer():
         quantize_static(str(src), str(dst), _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                         nodes_to_exclude=list(exclude), calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={**_onnx_default_float(), "ActivationSymmetric": False})
+                        extra_options={**onnx_default_float(), "ActivationSymmetric": False})
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:

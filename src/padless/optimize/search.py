@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from padless import models
+from padless import loader
+from padless.default_model import ensure_default
 from padless.engine import Classifier
 from padless.errors import ConfigError
-from padless.optimize import manifest as mf
-from padless.optimize.export import copy_model_folder, export_onnx, model_digest
+from padless.loader import manifest as mf
+from padless.loader.export import export_onnx, graph_inputs, model_digest
+from padless.loader.int8 import cpu_has_vnni, quantize_dynamic_file
 from padless.optimize.gate import GateConfig, compare, label_ids, load_eval
-from padless.optimize.quantize import cpu_has_vnni, mixed_precision, quantize_dynamic_file, quantize_static_file
+from padless.optimize.quantize import mixed_precision, quantize_static_file
 
 CANDIDATES = ("torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int8-mixed",
               "onnx-int8-fallback", "torch-int8-dynamic", "torch-int8-static", "torch-bf16", "torch-bf16-compiled")
@@ -64,7 +66,7 @@ def calibration_texts(model: str, cfg: OptimizeConfig, eval_texts: list[str]) ->
     eval set where one exists (the default model: VADER Amazon reviews), else the eval texts themselves."""
     if cfg.calibration:
         return cfg.calibration, load_eval(cfg.calibration).texts[: cfg.calibration_rows]
-    if model == models.DEFAULT_NAME:
+    if model == loader.DEFAULT_NAME:
         return "vader-amazon", load_eval("vader-amazon").texts[: cfg.calibration_rows]
     return "eval set texts (no --calibration given)", eval_texts[: cfg.calibration_rows]
 
@@ -82,11 +84,10 @@ def _build(name: str, out: Path, ref: Classifier, cal_texts: list[str], cal_ref:
     if name == "torch-int8-static":
         import json
 
-        from padless.models import load_model
         from padless.runtime.torch import calibrate_static_ranges
 
         feeds = [(f["input_ids"], f["attention_mask"]) for f in _feeds(ref, cal_texts)]
-        ranges = calibrate_static_ranges(load_model(out), feeds)
+        ranges = calibrate_static_ranges(loader.load_model(out), feeds)
         target.parent.mkdir(parents=True, exist_ok=True)
         ranges_file = target.with_name("ranges.json")
         ranges_file.write_text(json.dumps(ranges, indent=1) + "\n")
@@ -121,7 +122,7 @@ def _build(name: str, out: Path, ref: Classifier, cal_texts: list[str], cal_ref:
         quantize_dynamic_file(fp32, target)
         notes = {"per_channel": True, "nodes": "all", "reduce_range": not cpu_has_vnni()}
     elif name == "onnx-int8-static":
-        quantize_static_file(fp32, target, _feeds(ref, cal_texts))
+        quantize_static_file(fp32, target, _feeds(ref, cal_texts, segments="token_type_ids" in graph_inputs(fp32)))
         notes = {"per_channel": True, "format": "QDQ", "calibration": "MinMax", "ops": "MatMul"}
     else:  # onnx-int8-mixed
         def logits_of(file: Path) -> np.ndarray:
@@ -166,13 +167,13 @@ def _build_student(folder: Path, out: Path, ref: Classifier, say: Callable[[str]
     import json
 
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in folder.resolve().name)
-    labels = [str(v) for _, v in sorted(models.read_info(folder).id2label.items())]
+    labels = [str(v) for _, v in sorted(loader.read_info(folder).id2label.items())]
     if labels != ref.labels:
         raise ConfigError(f"student {folder} has labels {labels}, the reference {ref.labels}")
     target = out / "students" / name
     if target.exists():
         raise ConfigError(f"two students named {name!r}; rename one folder")
-    copy_model_folder(folder, target)
+    _copy_model_folder(folder, target)
     cards = [folder / f for f in ("padless_distill.json", "padless_prune.json") if (folder / f).is_file()]
     card: dict[str, Any] = json.loads(cards[0].read_text()) if cards else {}
     notes: dict[str, Any] = {"student": name, "kind": card.get("kind", "student")}
@@ -195,6 +196,18 @@ def _build_student(folder: Path, out: Path, ref: Classifier, say: Callable[[str]
     }
 
 
+def _copy_model_folder(src: str | Path, dst: str | Path) -> None:
+    """Copy a Hugging Face folder's top-level files (config, tokenizer, weights) into ``dst``, leaving out an
+    optimize folder's manifest."""
+    import shutil
+
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in Path(src).iterdir():
+        if p.is_file() and p.name != mf.MANIFEST:
+            shutil.copy2(p, dst / p.name)
+
+
 def _rel(path: Path, root: Path) -> str:
     return str(path.relative_to(root))
 
@@ -208,8 +221,9 @@ def _with_onnx(ref: Classifier, file: Path) -> Classifier:
     return clone
 
 
-def _feeds(clf: Classifier, texts: list[str]) -> list[dict[str, np.ndarray]]:
-    """Padded input batches for static calibration, planned like real traffic."""
+def _feeds(clf: Classifier, texts: list[str], *, segments: bool = False) -> list[dict[str, np.ndarray]]:
+    """Padded input batches for static calibration, planned like real traffic; ``segments`` adds the
+    ``token_type_ids`` of single texts (zeros), for a graph that takes them."""
     encoded = [e for e in clf.encoder.encode(texts) if not isinstance(e, Exception)]
     feeds = []
     for batch in clf.plan([len(e) for e in encoded]):
@@ -218,7 +232,10 @@ def _feeds(clf: Classifier, texts: list[str]) -> list[dict[str, np.ndarray]]:
         for r, k in enumerate(batch.indices):
             ids[r, : len(encoded[k])] = encoded[k]  # type: ignore[arg-type]
             mask[r, : len(encoded[k])] = 1  # type: ignore[arg-type]
-        feeds.append({"input_ids": ids, "attention_mask": mask})
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if segments:
+            feed["token_type_ids"] = np.zeros_like(ids)  # single texts: every token in segment 0
+        feeds.append(feed)
     return feeds
 
 
@@ -234,7 +251,7 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
     from padless.bench.workload import make_workload
 
     cfg.validate()
-    eval_name = cfg.eval_set or (models.DEFAULT_NAME == model and "vader-movies-test") or None
+    eval_name = cfg.eval_set or (loader.DEFAULT_NAME == model and "vader-movies-test") or None
     if not eval_name:
         raise ConfigError("--eval is required for a model other than 'default' (a named set or a labelled file)")
     data = load_eval(eval_name)
@@ -244,8 +261,9 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
         import shutil
 
         shutil.rmtree(out_dir)
-    src = models.resolve(model)
-    copy_model_folder(src, out_dir)
+    ensure_default(model)  # the default model is built on first use, as by padless.Classifier
+    src = loader.resolve(model)
+    _copy_model_folder(src, out_dir)
     ref = Classifier(str(out_dir), backend="torch", threads=cfg.threads)
     gold = label_ids(data.labels, ref.labels)
     cal_name, cal_texts = calibration_texts(model, cfg, data.texts)
@@ -362,7 +380,7 @@ def _machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    from padless.runtime.base import usable_cores
+    from padless.machine import usable_cores
     from padless.runtime.torch import cpu_has_native_bf16
 
     return {"usable_cores": usable_cores(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,

@@ -34,7 +34,7 @@ def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, 
 
         return TorchRuntime(path, info, threads=threads, **{"precision": TORCH_PRECISION[backend], **options})
     if backend in ("onnx", "onnx-int8"):
-        from padless.optimize.export import ensure_onnx
+        from padless.loader.export import ensure_onnx
         from padless.runtime.onnx import OnnxRuntime
 
         onnx_file = options.pop("onnx_file", None) or ensure_onnx(path, int8=backend == "onnx-int8")

@@ -59,13 +59,15 @@ class FallbackRuntime(Runtime):
         self.rows = 0  # rows answered, and how many of them the exact runtime recomputed (for /info and reports)
         self.recomputed = 0
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        logits = self.fast.forward(input_ids, attention_mask)
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                token_type_ids: np.ndarray | None = None) -> np.ndarray:
+        logits = self.fast.forward(input_ids, attention_mask, token_type_ids)
         redo = np.flatnonzero(~(decision_margin(logits) >= self.margin))
         if redo.size:
             # Rows are right-padded, so the recomputed rows need only their own longest length.
             width = max(1, int(attention_mask[redo].sum(axis=1).max()))
-            logits[redo] = self.exact.forward(input_ids[redo, :width], attention_mask[redo, :width])
+            types = None if token_type_ids is None else token_type_ids[redo, :width]
+            logits[redo] = self.exact.forward(input_ids[redo, :width], attention_mask[redo, :width], types)
         self.rows += len(logits)
         self.recomputed += int(redo.size)
         return logits

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: runs an exported (optionally fused and int8-quantized) ``model.onnx`` on the CPU.
 
-The file comes from :mod:`padless.optimize.export`: inputs ``input_ids``, ``attention_mask`` (and
-``token_type_ids`` for BERT-family models, always zeros for single-sentence classification), output ``logits``, with
+The file comes from :mod:`padless.loader.export`: inputs ``input_ids``, ``attention_mask`` (and
+``token_type_ids`` for BERT-family models: zeros for single texts, the segments of a text pair), output ``logits``, with
 dynamic batch and sequence axes. The session is set for this machine: all graph optimizations, intra-op threads =
 usable cores, one inter-op thread (a transformer graph is a chain; parallel branches only add contention).
 """
@@ -54,12 +54,17 @@ class OnnxRuntime(Runtime):
             raise ModelError(f"{self.file} has inputs {self.input_names}; padless expects input_ids, attention_mask "
                              "and optionally token_type_ids")
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                token_type_ids: np.ndarray | None = None) -> np.ndarray:
         feed: dict[str, np.ndarray] = {"input_ids": input_ids}
         if "attention_mask" in self.input_names:
             feed["attention_mask"] = attention_mask
         if "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = np.zeros_like(input_ids)
+            feed["token_type_ids"] = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        elif token_type_ids is not None and token_type_ids.any():
+            # Scoring a pair without its segments would silently compute something else.
+            raise ModelError(f"{self.file} was exported without token_type_ids, so it cannot score text pairs; "
+                             "re-export it (delete the file, or rerun padless optimize)")
         (logits,) = self.session.run(["logits"], feed)
         return np.asarray(logits, dtype=np.float32)
 

@@ -16,6 +16,7 @@ up front, so no request pays for it.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +42,7 @@ class TorchRuntime(Runtime):
     def __init__(self, path: str, info: ModelInfo, *, threads: int = 0, precision: str = "float32",
                  device: str = "auto", keep_fp32: Sequence[str] = (), compile: bool = False,
                  static_ranges_file: str | None = None) -> None:
-        from padless.models import load_model
+        from padless.loader import load_model
 
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown torch precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -55,6 +56,7 @@ class TorchRuntime(Runtime):
         self.threads = threads or usable_cores()
         torch.set_num_threads(self.threads)
         model = load_model(path, attn_implementation="sdpa")
+        self.takes_segments = "token_type_ids" in inspect.signature(model.forward).parameters
         if precision == "int8" and static_ranges_file:
             import json
             from pathlib import Path
@@ -77,10 +79,18 @@ class TorchRuntime(Runtime):
                 self.model = torch.compile(self.model, dynamic=True, options={"freezing": True})
 
     @torch.inference_mode()
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                token_type_ids: np.ndarray | None = None) -> np.ndarray:
         ids = torch.from_numpy(input_ids).to(self.device)
-        mask = torch.from_numpy(attention_mask).to(self.device)
-        out = self.model(input_ids=ids, attention_mask=mask)
+        inputs = {"input_ids": ids, "attention_mask": torch.from_numpy(attention_mask).to(self.device)}
+        if self.takes_segments:
+            # Always passed (zeros for single texts): a compiled graph then has one signature, so the first pair
+            # never triggers a recompilation on a request, and zeros are what the model assumes without them.
+            types = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+            inputs["token_type_ids"] = torch.from_numpy(types).to(self.device)
+        elif token_type_ids is not None and token_type_ids.any():
+            raise ModelError("this model takes no token_type_ids, so its tokenizer should not have produced segments")
+        out = self.model(**inputs)
         return out.logits.float().cpu().numpy()
 
     def warmup(self, max_rows: int = 8, max_width: int = 64) -> None:

@@ -1,165 +1,43 @@
 """HTTP routes (FastAPI). One JSON error envelope for every failure; no exception text ever reaches a client.
 
-Routes: ``POST /predict`` (Hugging Face TEI / Inference API text-classification shape), ``POST /v1/classify``
-(padless's richer form), ``GET /health`` (live), ``GET /ready``, ``GET /info``, ``GET /metrics``.
+Routes: the Text Embeddings Inference (TEI) set in :mod:`padless.server.tei` (``POST /``, ``/invocations``,
+``/predict``, ``/rerank``, ``/tokenize``, ``/decode``); ``POST /v1/classify`` (padless's richer form); ``GET /health``
+(live, no auth); ``GET /ready``, ``GET /`` and ``GET /ping`` (readiness: the model answers); ``GET /info``;
+``GET /metrics``. Request and response bodies are in :mod:`padless.server.schemas`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from padless.errors import InputError, PadlessError, status_for
+from padless.errors import PadlessError, status_for
+from padless.server.http import check_count, deadline_for, error_response
+from padless.server.http import request_id as _request_id
 from padless.server.middleware import Gatekeeper
+from padless.server.schemas import (
+    ERROR_RESPONSES,
+    ClassifyItem,
+    ClassifyRequest,
+    ClassifyResponse,
+    ClassifyResult,
+    ErrorBody,
+    ItemErrorBody,
+    LabelScore,
+    declare_input_limit,
+)
 from padless.server.service import Service
+from padless.server.tei import add_tei_routes
 
 log = logging.getLogger("padless.server")
-
-
-# -- request and response schemas (they make /openapi.json accurate) ----------------------------------------------
-
-def _utf8(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid UTF-8 text (no lone surrogates)") from None
-    return value
-
-
-def _json_integer(value: Any) -> Any:
-    # JSON Schema's "integer" admits 5.0 but not "5" or true; pydantic's strict int refuses the first and its lax
-    # int accepts the others. This follows the schema the spec publishes.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("must be an integer")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError("must be an integer")
-        return int(value)
-    return value
-
-
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
-
-
-class PredictParameters(BaseModel):
-    """The Hugging Face Inference API's text-classification parameters (its client always sends the object)."""
-
-    model_config = ConfigDict(extra="forbid")
-    # The bound goes before the validator: after it, pydantic writes a non-standard "ge" into the JSON schema.
-    top_k: Annotated[int, Field(ge=1), BeforeValidator(_json_integer)] | None = Field(
-        None, description="Labels per input (default: all)")
-    function_to_apply: Literal["sigmoid", "softmax", "none"] | None = Field(
-        None, description="Override the model's scoring function")
-
-
-# A text /predict can score has at least one non-space character; the schema says so, so generated clients and
-# schema-driven fuzzers know that "" and "   " are refused (422) rather than learning it from the server.
-Text = Annotated[str, Field(pattern=r"\S", description="Text with at least one non-space character")]
-
-
-
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inputs: Text | Annotated[list[Text], Field(min_length=1)] = Field(description="One text, or a list of texts")
-    raw_scores: StrictBool = Field(False, description="Logits instead of probabilities")
-    truncate: StrictBool = Field(True, description="Cut over-long input to the model's limit; false answers 422")
-    parameters: PredictParameters | None = None
-
-
-class LabelScore(BaseModel):
-    label: str
-    score: float
-
-
-class ClassifyItem(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str | None = None
-    text: str
-
-    _check_id = field_validator("id")(_utf8)  # the id is echoed back, so it must be encodable
-
-
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inputs: Annotated[list[str | ClassifyItem], Field(min_length=1)] = Field(
-        description="Texts, or {id, text} objects")
-    top_k: JsonInt = Field(1, ge=0, description="Labels per item; 0 = all")
-    raw_scores: StrictBool = False
-    truncate: StrictBool = True
-
-
-def _declare_input_limit(schema: dict[str, Any], max_inputs: int) -> dict[str, Any]:
-    """Write the server's own ``max_inputs_per_request`` into the spec as maxItems of every ``inputs`` list.
-
-    The limit is a server option, so the static models cannot carry it; check_count enforces it with the same words.
-    """
-    schemas = schema.get("components", {}).get("schemas", {})
-    for name in ("PredictRequest", "ClassifyRequest"):
-        inputs = schemas.get(name, {}).get("properties", {}).get("inputs", {})
-        for option in [inputs, *inputs.get("anyOf", [])]:
-            if option.get("type") == "array":
-                option["maxItems"] = max_inputs
-    return schema
-
-
-class ItemErrorBody(BaseModel):
-    type: str
-    message: str
-
-
-class ClassifyResult(BaseModel):
-    id: str
-    label: str | None = None
-    score: float | None = None
-    scores: list[LabelScore] = Field(default_factory=list)
-    tokens: int = 0
-    cached: bool = False
-    error: ItemErrorBody | None = None
-
-
-class ClassifyResponse(BaseModel):
-    request_id: str
-    model: str
-    results: list[ClassifyResult]
-    timing_ms: dict[str, float]
-
-
-class ErrorBody(BaseModel):
-    error: str
-    error_type: str
-    request_id: str
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 413, 422, 429, 500, 503, 504)
-}
-
-
-# -- errors ---------------------------------------------------------------------------------------------------------
-
-def error_response(status: int, error_type: str, message: str, request_id: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": message, "error_type": error_type, "request_id": request_id}
-    return JSONResponse(body, status_code=status, headers={"X-Request-Id": request_id, **(headers or {})})
-
-
-def _request_id(request: Request) -> str:
-    rid = getattr(request.state, "request_id", None)
-    if rid is None:
-        rid = request.state.request_id = uuid.uuid4().hex[:16]
-    return rid
 
 
 # -- the app --------------------------------------------------------------------------------------------------------
@@ -183,7 +61,7 @@ def create_app(service: Service) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _declare_input_limit(default_openapi(), cfg.max_inputs_per_request)
+            app.openapi_schema = declare_input_limit(default_openapi(), cfg.max_inputs_per_request)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -212,8 +90,9 @@ def create_app(service: Service) -> FastAPI:
         # whichever member pydantic happened to list first.
         short = next((e for e in errors if e.get("type") == "too_short"), None)
         first = short or (errors[0] if errors else {})
-        # loc holds pydantic's union-member tags ("list[constrained-str]"); a client only needs the field path.
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body" and "[" not in str(p))
+        # loc holds pydantic's union-member tags ("list[constrained-str]", "constrained-str"); a client only needs
+        # the field path (padless's field names have neither brackets nor hyphens).
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body" and not set(str(p)) & set("[-"))
         if short is not None and where:
             message = f"invalid request: {where} must not be empty"
         else:
@@ -224,59 +103,31 @@ def create_app(service: Service) -> FastAPI:
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         kinds = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}
         kind = kinds.get(err.status_code, "http_error")
-        return error_response(err.status_code, kind, str(err.detail)[:200], _request_id(request),
-                              dict(err.headers or {}))
+        headers = dict(err.headers or {})
+        if err.status_code == 405:
+            # Starlette names only the first route that matched the path; `/` has a GET route and a POST route.
+            allowed = {m for r in app.routes if getattr(r, "path", None) == request.url.path
+                       for m in getattr(r, "methods", None) or ()}
+            headers["Allow"] = ", ".join(sorted(allowed - {"HEAD"})) or headers.get("Allow", "")
+        return error_response(err.status_code, kind, str(err.detail)[:200], _request_id(request), headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error in request %s", _request_id(request), exc_info=err)
         return error_response(500, "internal_error", "internal server error", _request_id(request))
 
-    def deadline_for(request: Request) -> float:
-        timeout = cfg.request_timeout_s
-        header = request.headers.get("x-request-timeout")
-        if header:
-            try:
-                asked = float(header)
-            except ValueError:
-                raise InputError("X-Request-Timeout must be a number of seconds") from None
-            if not asked > 0:
-                raise InputError("X-Request-Timeout must be positive")
-            timeout = min(timeout, asked)  # a client may shorten the deadline, never lengthen it
-        return time.monotonic() + timeout
-
-    def check_count(n: int) -> None:
-        if n == 0:
-            raise InputError("inputs must not be empty")
-        if n > cfg.max_inputs_per_request:
-            raise InputError(f"{n} inputs is over the limit of {cfg.max_inputs_per_request} per request")
-
-    @app.post("/predict", response_model=list[list[LabelScore]], responses=ERROR_RESPONSES)
-    async def predict(body: PredictRequest, request: Request) -> Any:
-        """Hugging Face compatible: one list of {label, score} per input, all labels, best first."""
-        texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
-        check_count(len(texts))
-        results, rows, _ = await service.classify(texts, truncate=body.truncate, deadline=deadline_for(request),
-                                                  request_id=_request_id(request),
-                                                  receive=request.receive)
-        for i, result in enumerate(results):
-            if result.error is not None:
-                raise type(result.error)(f"input {i}: {result.error}")
-        metrics.inputs.labels("ok").inc(len(texts))
-        params = body.parameters or PredictParameters(top_k=None, function_to_apply=None)
-        preds = service.clf.post(np.stack(rows), top_k=params.top_k or 0,  # type: ignore[arg-type]
-                                 raw_scores=body.raw_scores, function=params.function_to_apply)
-        return [[{"label": label, "score": score} for label, score in p.scores] for p in preds]
+    add_tei_routes(app, service)
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERROR_RESPONSES)
     async def classify(body: ClassifyRequest, request: Request) -> Any:
         """padless's form: ids, top_k, per-item errors (the request still succeeds), token counts, timing."""
-        check_count(len(body.inputs))
+        check_count(len(body.inputs), cfg)
         ids = [item.id if isinstance(item, ClassifyItem) and item.id is not None else str(i)
                for i, item in enumerate(body.inputs)]
-        texts = [item.text if isinstance(item, ClassifyItem) else item for item in body.inputs]
+        texts = [_classify_input(item) for item in body.inputs]
         started = time.monotonic()
-        results, rows, timing = await service.classify(texts, truncate=body.truncate, deadline=deadline_for(request),
+        results, rows, timing = await service.classify(texts, truncate=body.truncate,
+                                                       deadline=deadline_for(request, cfg),
                                                        request_id=_request_id(request),
                                                        receive=request.receive)
         post_started = time.monotonic()
@@ -299,18 +150,24 @@ def create_app(service: Service) -> FastAPI:
                                            "queue_and_forward": timing.queue_and_forward_s * 1e3,
                                            "total": total * 1e3})
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        """Liveness: the process and its event loop answer."""
+    @app.get("/health", responses={503: {"model": ErrorBody}})
+    async def health(request: Request) -> Any:
+        """Liveness: the process and its event loop answer, and the model worker is not stuck (no auth)."""
+        if service.batcher is not None and not service.batcher.healthy:
+            return error_response(503, "unhealthy", "the model worker is unhealthy", _request_id(request))
         return {"status": "ok"}
 
-    @app.get("/ready", responses={503: {"model": ErrorBody}})
     async def ready(request: Request) -> Any:
         """Readiness: loaded, warmed, not draining, and a real 1-token forward pass answers."""
         ok, reason = await service.ready()
         if not ok:
             return error_response(503, "not_ready", reason, _request_id(request))
         return {"status": "ready"}
+
+    # `GET /` and `/ping` (SageMaker) are TEI's health checks, which mean that the model answers.
+    for path in ("/ready", "/", "/ping"):
+        app.add_api_route(path, ready, methods=["GET"], responses={503: {"model": ErrorBody}},
+                          name=f"ready{path.replace('/', '_')}")
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
@@ -325,3 +182,7 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
+def _classify_input(item: str | ClassifyItem) -> str | tuple[str, str]:
+    if isinstance(item, str):
+        return item
+    return item.text if item.text_pair is None else (item.text, item.text_pair)

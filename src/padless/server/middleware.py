@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("padless.server")
 
-ROUTES = {"/predict", "/v1/classify", "/health", "/ready", "/info", "/metrics", "/openapi.json", "/docs"}
+ROUTES = {"/", "/invocations", "/predict", "/rerank", "/tokenize", "/decode", "/v1/classify", "/health", "/ready",
+          "/ping", "/info", "/metrics", "/openapi.json", "/docs"}
 OPEN_PATHS = {"/health"}
 
 

@@ -65,14 +65,14 @@ def serving_backend(model_dir: str, backend: str) -> str:
     Why: a server runs many small batches, and eager PyTorch pays its operator-dispatch overhead (and the
     interpreter lock, shared with the event loop) on every one; ONNX Runtime runs the same fp32 model as one call
     that releases the lock. The export is made once, cached by content hash, and refused unless its logits match
-    PyTorch's within 1e-4 (:func:`padless.optimize.export.ensure_onnx`). A ``padless optimize`` folder keeps
+    PyTorch's within 1e-4 (:func:`padless.loader.export.ensure_onnx`). A ``padless optimize`` folder keeps
     ``auto`` (its manifest's selected variant); a model that cannot be exported is served on torch, with a warning.
     """
-    from padless.optimize import manifest as optimized
+    from padless.loader import manifest as optimized
 
     if backend != "auto" or optimized.is_optimized(model_dir):
         return backend
-    from padless.optimize.export import ensure_onnx
+    from padless.loader.export import ensure_onnx
 
     try:
         ensure_onnx(model_dir)

@@ -21,7 +21,7 @@ from padless import __version__
 from padless.batcher import Batcher
 from padless.config import QueueConfig, ServerConfig
 from padless.engine import Classifier
-from padless.errors import DeadlineExceededError, ItemError, NotReadyError
+from padless.errors import DeadlineExceededError, InputError, ItemError, NotReadyError, TooLongError
 from padless.postprocess import Prediction
 from padless.server.metrics import Metrics
 from padless.tokenize import TextEncoder
@@ -89,8 +89,10 @@ class Service:
         self.metrics = Metrics()
         self.revision = model_revision(Path(classifier.path))
         tok = classifier.encoder.tokenizer
-        common = {"max_length": classifier.max_length, "max_chars": classifier.encoder.max_chars}
-        self.encoders = {flag: TextEncoder(tok, truncate=flag, **common) for flag in (True, False)}
+        enc = classifier.encoder
+        self.encoders = {flag: TextEncoder(tok, truncate=flag, max_length=classifier.max_length,
+                                           max_chars=enc.max_chars, pair_truncation=enc.pair_truncation)
+                         for flag in (True, False)}
         self.cache = ResultCache(server.cache_size)
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="padless-tokenize")
         self.batcher: Batcher | None = None
@@ -150,19 +152,89 @@ class Service:
                        "max_queue_tokens": q.max_queue_tokens, "request_timeout_s": s.request_timeout_s},
             "batching": {"max_wait_ms": q.max_wait_ms, "lookahead": q.lookahead},
             "cache_size": s.cache_size,
+            **self._tei_info(),
         }
+
+    def _tei_info(self) -> dict[str, Any]:
+        """The fields of TEI's ``/info`` that its clients read (a 1-label model is a ``reranker``)."""
+        c, s, q = self.clf, self.server_config, self.queue_config
+        id2label = {str(i): label for i, label in enumerate(c.labels)}
+        kind = "reranker" if len(c.labels) == 1 else "classifier"
+        return {"model_id": c.model_config.model, "model_sha": None, "model_dtype": c.runtime.describe().get("dtype"),
+                "model_type": {kind: {"id2label": id2label, "label2id": {v: int(k) for k, v in id2label.items()}}},
+                "max_concurrent_requests": q.max_queue_inputs, "max_input_length": c.max_length,
+                "max_batch_tokens": c.batch_config.max_batch_tokens,
+                "max_batch_requests": c.batch_config.max_batch_size,
+                "max_client_batch_size": s.max_inputs_per_request, "auto_truncate": True,
+                "tokenization_workers": 2, "sha": None, "docker_label": None}
+
+    # -- the tokenizer ----------------------------------------------------------------------------------------------
+
+    async def tokenize(self, texts: list[str], *, add_special_tokens: bool, deadline: float) -> list[list[dict]]:
+        """TEI's ``/tokenize``: every token of each text (not truncated), special tokens without offsets."""
+        if self.draining:
+            raise NotReadyError("the server is shutting down")
+        cap = self.clf.encoder.max_chars
+        for i, text in enumerate(texts):
+            if len(text) > cap:
+                raise TooLongError(f"input {i} has {len(text)} characters, over the limit of {cap}")
+        tok = self.clf.encoder.tokenizer
+
+        def run() -> list[list[dict]]:
+            enc = tok(texts, add_special_tokens=add_special_tokens, truncation=False, return_offsets_mapping=True,
+                      return_special_tokens_mask=True, return_attention_mask=False, return_token_type_ids=False,
+                      verbose=False)
+            out = []
+            for i, text in enumerate(texts):
+                tokens = []
+                for tid, (start, stop), special, piece in zip(enc["input_ids"][i], enc["offset_mapping"][i],
+                                                              enc["special_tokens_mask"][i], enc.tokens(i)):
+                    if special:
+                        tokens.append({"id": tid, "text": piece, "special": True, "start": None, "stop": None})
+                    else:
+                        tokens.append({"id": tid, "text": text[start:stop], "special": False, "start": start,
+                                       "stop": stop})
+                out.append(tokens)
+            return out
+
+        return await self._in_pool(run, deadline, "tokenized")
+
+    async def decode(self, batch: list[list[int]], *, skip_special_tokens: bool, deadline: float) -> list[str]:
+        """TEI's ``/decode``: the text of each list of token ids; an id outside the vocabulary is refused."""
+        if self.draining:
+            raise NotReadyError("the server is shutting down")
+        tok = self.clf.encoder.tokenizer
+        size = len(tok)
+        for ids in batch:
+            for tid in ids:
+                if tid >= size:
+                    raise InputError(f"token id {tid} is outside the vocabulary (ids 0..{size - 1})")
+        return await self._in_pool(lambda: tok.batch_decode(batch, skip_special_tokens=skip_special_tokens),
+                                   deadline, "decoded")
+
+    async def _in_pool(self, work: Any, deadline: float, what: str) -> Any:
+        """Run ``work`` on the tokenizer threads within the request's deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceededError(f"the request's deadline passed before it was {what}")
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._tokenize_pool, work), timeout=left)
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError(f"the request's deadline passed while it was {what}") from None
 
     # -- classification -------------------------------------------------------------------------------------------
 
     async def classify(self, texts: list[Any], *, truncate: bool, deadline: float, request_id: str,
                        receive: Any = None) -> tuple[list[ItemResult], list[np.ndarray | None], Timing]:
-        """Score ``texts``; returns per-item results (errors in place) and logits rows. Raises for the request."""
+        """Score ``texts`` (texts or ``(text, text_pair)`` tuples); returns per-item results (errors in place) and
+        logits rows. Raises for the request."""
         if self.draining or self.batcher is None:
             raise NotReadyError("the server is shutting down" if self.draining else "the server is starting")
         timing = Timing()
         encoder = self.encoders[truncate]
         limit = encoder.max_length
-        keys = [(self.revision, t, truncate, limit) if isinstance(t, str) else None for t in texts]
+        keys = [(self.revision, t, truncate, limit) if _cacheable(t) else None for t in texts]
         hits = [self.cache.get(k) if k is not None else None for k in keys]
         rows: list[np.ndarray | None] = [hit[0] if hit is not None else None for hit in hits]
         todo = [i for i, row in enumerate(rows) if row is None]
@@ -175,7 +247,7 @@ class Service:
             if hit is not None:
                 results[i] = ItemResult(prediction=None, error=None, tokens=hit[1], cached=True)
         if todo:
-            ticket = self.batcher.admit([t if isinstance(t, str) else "" for t in (texts[i] for i in todo)])
+            ticket = self.batcher.admit([texts[i] for i in todo])
             self.in_flight += 1
             try:
                 await self._run(texts, todo, encoder, rows, results, keys, ticket, deadline, request_id, timing,
@@ -189,16 +261,8 @@ class Service:
                    results: list[ItemResult | None], keys: list[Any], ticket: Any, deadline: float, request_id: str,
                    timing: Timing, receive: Any) -> None:
         assert self.batcher is not None
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
-        left = deadline - started
-        if left <= 0:
-            raise DeadlineExceededError("the request's deadline passed before it was tokenized")
-        try:
-            encoded = await asyncio.wait_for(
-                loop.run_in_executor(self._tokenize_pool, encoder.encode, [texts[i] for i in todo]), timeout=left)
-        except asyncio.TimeoutError:
-            raise DeadlineExceededError("the request's deadline passed while it was tokenized") from None
+        encoded = await self._in_pool(lambda: encoder.encode([texts[i] for i in todo]), deadline, "tokenized")
         timing.tokenize_s = time.monotonic() - started
         self.metrics.stage.labels("tokenize").observe(timing.tokenize_s)
         good = []
@@ -234,6 +298,13 @@ class Service:
             rows[i] = row
             results[i] = ItemResult(prediction=None, error=None, tokens=len(enc))
             self.cache.put(keys[i], (row, len(enc)))
+
+
+def _cacheable(item: object) -> bool:
+    """Texts and pairs of texts are result-cache keys (a pair as its tuple); anything else is refused per item."""
+    if isinstance(item, tuple):
+        return len(item) == 2 and all(isinstance(t, str) for t in item)
+    return isinstance(item, str)
 
 
 async def _watch_disconnect(receive: Any) -> None:

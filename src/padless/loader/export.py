@@ -1,17 +1,22 @@
-"""Export a Hugging Face sequence classifier to ONNX and fuse it for ONNX Runtime.
+"""Export a Hugging Face sequence classifier to ONNX, fuse it for ONNX Runtime, and cache the result.
 
 The export traces the eager-attention model (``torch.onnx.export``, opset 17) with dynamic batch and sequence axes;
-inputs ``input_ids`` and ``attention_mask``, output ``logits``. BERT-family graphs are then fused by ONNX Runtime's
-transformer optimizer (EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu), which is what makes ORT
-faster than eager PyTorch on short inputs. Every export is checked against PyTorch fp32 on a batch with padding
-before it is used: an export that disagrees by more than ``EXPORT_TOLERANCE`` is refused.
+inputs ``input_ids``, ``attention_mask`` and, for models with more than one segment type (BERT and MiniLM have two,
+RoBERTa one; sentence-pair models need it), ``token_type_ids``; output ``logits``. BERT-family graphs are then fused
+by ONNX Runtime's transformer optimizer (EmbedLayerNormalization, which takes the segment ids, Attention,
+SkipLayerNormalization, BiasGelu), which is what makes ORT faster than eager PyTorch on short inputs. Every export is
+checked against PyTorch fp32 on a padded batch with a two-segment row before it is used: an export that disagrees by
+more than ``EXPORT_TOLERANCE`` is refused.
+
+:func:`ensure_onnx` exports a model folder once into ``$PADLESS_CACHE/onnx/<digest>/``; the digest covers the
+folder's config and weights and ``EXPORT_FORMAT``, so files written by an older exporter are never reused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,36 +24,44 @@ from typing import Any
 import numpy as np
 
 from padless.errors import ModelError
+from padless.loader.folders import cache_dir, load_model
 
 EXPORT_TOLERANCE = 1e-4
 OPSET = 17
+# Bumped whenever the exported graph changes shape (its inputs, outputs or axes); part of every cache key.
+# 2: token_type_ids is an input for models with more than one segment type.
+EXPORT_FORMAT = 2
 # Model types whose graphs ORT's transformer optimizer knows how to fuse as BERT.
 FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert", "distilbert": "bert"}
+
+
+def takes_segments(model: Any) -> bool:
+    """True when the model's forward takes ``token_type_ids`` and its embeddings tell more than one segment apart."""
+    return ("token_type_ids" in inspect.signature(model.forward).parameters
+            and int(getattr(model.config, "type_vocab_size", 0) or 0) > 1)
 
 
 def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = True) -> dict[str, object]:
     """Export ``model_dir`` to ``out_file`` (written atomically); returns what was done, for the manifest."""
     import torch
-    from transformers import AutoConfig
-
-    from padless.models import load_model
 
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    config = AutoConfig.from_pretrained(str(model_dir))
     model = load_model(model_dir, attn_implementation="eager")
+    config = model.config
     ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2307, 102, 0, 0, 0]], dtype=torch.long)
     ids = ids.clamp(max=int(config.vocab_size) - 1)
-    mask = (ids != 0).long()
+    inputs = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    if takes_segments(model):
+        inputs["token_type_ids"] = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 1, 1, 0, 0, 0]], dtype=torch.long)
     with warnings.catch_warnings():
         # The TorchScript exporter warns about its own deprecation and about traced Python conditionals in
         # transformers' mask code; the check below compares outputs on other shapes, which is what matters.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"], output_names=["logits"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                          "logits": {0: "batch"}},
+            model, (), str(tmp), kwargs=inputs, input_names=list(inputs), output_names=["logits"],
+            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in inputs}, "logits": {0: "batch"}},
             opset_version=OPSET, dynamo=False,
         )
     plain = tmp.with_name(out.name + ".plain")
@@ -79,49 +92,65 @@ def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = Tru
         raise ModelError(f"the ONNX export of {model_dir} differs from PyTorch by {max_diff:.2e} "
                          f"(> {EXPORT_TOLERANCE}); refusing to use it")
     os.replace(tmp, out)
-    return {"opset": OPSET, "fused": fused, "max_abs_diff_vs_torch": float(max_diff)}
+    return {"opset": OPSET, "fused": fused, "inputs": list(inputs), "max_abs_diff_vs_torch": float(max_diff)}
 
 
 def _attention_shape(model: Any) -> tuple[int, int]:
     """Heads per layer and their total width, for ORT's attention fusion. A pruned model (``padless prune``) keeps
     the same number of heads in every layer, fewer than its config's count; 0, 0 lets ORT infer them otherwise."""
-    from padless.compress import structure
-
     config = model.config
     if not getattr(config, "pruned_heads", None):
         return int(config.num_attention_heads), int(config.hidden_size)
-    counts = {structure.heads_in(model, i) for i in range(len(structure.layers_of(model)))}
+    from padless.loader.heads import head_size, heads_in, layers_of
+
+    counts = {heads_in(model, i) for i in range(len(layers_of(model)))}
     if len(counts) != 1:
         return 0, 0
     heads = counts.pop()
-    return heads, heads * structure.head_size(model)
+    return heads, heads * head_size(model)
 
 
-def check_against_torch(model: object, onnx_file: Path) -> float:
-    """Max |Δ logit| between PyTorch and ORT on a padded batch of shapes other than the traced ones."""
+def check_against_torch(model: Any, onnx_file: Path) -> float:
+    """Max |Δ logit| between PyTorch and ONNX Runtime on a padded batch of shapes other than the traced ones.
+
+    Where the graph takes ``token_type_ids``, the first row is a text pair (segment 0, then segment 1), so a fusion
+    that drops or mishandles the segment embeddings is caught; the padded rows are single texts (all zeros)."""
+    import onnxruntime as ort
     import torch
 
-    from padless.runtime.base import ModelInfo
-    from padless.runtime.onnx import OnnxRuntime
-
     rng = np.random.default_rng(0)
-    vocab = int(model.config.vocab_size)  # type: ignore[attr-defined]
+    vocab = int(model.config.vocab_size)
     ids = rng.integers(1000 if vocab > 2000 else 1, vocab, size=(3, 23), dtype=np.int64)
     mask = np.ones_like(ids)
     mask[1, 9:] = 0
     mask[2, 4:] = 0
     ids[mask == 0] = 0
-    info = ModelInfo(id2label={}, problem_type=None, model_type="", hidden_size=0, num_layers=0,
-                     non_embedding_params=0)
-    ort_logits = OnnxRuntime(onnx_file, info, threads=1).forward(ids, mask)
+    feed = {"input_ids": ids, "attention_mask": mask}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initializers are noise here
+    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    if "token_type_ids" in {i.name for i in session.get_inputs()}:
+        types = np.zeros_like(ids)
+        types[0, 11:] = 1
+        feed["token_type_ids"] = types
+    (ort_logits,) = session.run(["logits"], feed)
     with torch.inference_mode():
-        ref = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()  # type: ignore[operator]
-    return float(np.abs(ort_logits - ref).max())
+        ref = model(**{name: torch.from_numpy(a) for name, a in feed.items()}).logits.numpy()
+    return float(np.abs(np.asarray(ort_logits, dtype=np.float32) - ref).max())
+
+
+def graph_inputs(onnx_file: str | Path) -> list[str]:
+    """The input names of an ONNX file (without loading its weights)."""
+    import onnx
+
+    return [i.name for i in onnx.load(str(onnx_file), load_external_data=False).graph.input]
 
 
 def model_digest(model_dir: str | Path) -> str:
-    """A content hash of a model folder's config and weights: the cache key for its exports."""
-    h = hashlib.sha256()
+    """A content hash of a model folder's config and weights and of the export format: the cache key for its
+    exports."""
+    h = hashlib.sha256(f"padless-onnx-export/{EXPORT_FORMAT};".encode())
     root = Path(model_dir)
     for name in sorted(p.name for p in root.iterdir() if p.is_file()):
         if name == "config.json" or name.endswith((".safetensors", ".bin")):
@@ -136,10 +165,8 @@ def ensure_onnx(model_dir: str | Path, *, int8: bool = False) -> Path:
     """The fp32 (or plain dynamic int8) ONNX file for a model folder, exported once and cached.
 
     A ``padless optimize`` folder carries its own exports under ``variants/``; other folders are exported into
-    ``$PADLESS_CACHE/onnx/<content hash>/``.
+    ``$PADLESS_CACHE/onnx/<digest>/`` (:func:`model_digest`).
     """
-    from padless.models import cache_dir
-
     root = Path(model_dir)
     own = root / "variants" / ("onnx-int8-dynamic" if int8 else "onnx-fp32") / "model.onnx"
     if own.is_file():
@@ -152,16 +179,7 @@ def ensure_onnx(model_dir: str | Path, *, int8: bool = False) -> Path:
         return fp32
     q = target / "model-int8.onnx"
     if not q.is_file():
-        from padless.optimize.quantize import quantize_dynamic_file
+        from padless.loader.int8 import quantize_dynamic_file
 
         quantize_dynamic_file(fp32, q)
     return q
-
-
-def copy_model_folder(src: str | Path, dst: str | Path) -> None:
-    """Copy a Hugging Face folder's top-level files (config, tokenizer, weights) into ``dst``."""
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    for p in Path(src).iterdir():
-        if p.is_file() and p.name != "manifest.json":
-            shutil.copy2(p, dst / p.name)

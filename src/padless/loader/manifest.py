@@ -6,6 +6,9 @@ candidate's own logits on them (the torch fp32 reference's among them) with a to
 was built. Loading the folder (:func:`selected_runtime` then :func:`recheck`) refuses to start, with one line, if a
 file's SHA-256 differs from the manifest (a corrupted or tampered file) or if the variant's logits on the sample no
 longer match (a mismatched runtime or library).
+
+:mod:`padless.optimize.search` writes the folder; the format lives here, with loading, so that the engine and the
+server can read and check a folder without importing the optimizer.
 """
 
 from __future__ import annotations

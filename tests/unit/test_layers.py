@@ -1,0 +1,38 @@
+"""The low floors stay low: model loading and the runtimes import nothing above them, not even lazily inside a
+function (which an import-time check would miss)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "padless"
+# What each low package may not import: the layers above it.
+ABOVE = {
+    "loader": ("padless.runtime", "padless.engine", "padless.optimize", "padless.compress", "padless.default_model",
+               "padless.job", "padless.batcher", "padless.cli", "padless.server", "padless.bench", "padless.models"),
+    "runtime": ("padless.engine", "padless.optimize", "padless.compress", "padless.default_model", "padless.job",
+                "padless.batcher", "padless.cli", "padless.server", "padless.bench", "padless.models"),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from padless import engine`
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(ABOVE))
+def test_a_low_package_imports_nothing_above_it(package: str) -> None:
+    files = sorted((SRC / package).glob("*.py"))
+    assert files
+    upward = {f"{f.relative_to(SRC)} -> {name}" for f in files for name in _imports(f)
+              if any(name == above or name.startswith(above + ".") for above in ABOVE[package])}
+    assert not upward, sorted(upward)
