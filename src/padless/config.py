@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 from padless.errors import ConfigError
 
 # Kept in step with padless.runtime.BACKENDS (config must not import the runtimes: torch is slow to import).
-BACKENDS = ("auto", "torch", "torch-bf16", "torch-fp16", "torch-int8", "onnx", "onnx-int8", "dummy")
+BACKENDS = ("auto", "torch", "torch-bf16", "torch-fp16", "torch-int8", "onnx", "onnx-int8", "openvino", "openvino-bf16",
+            "openvino-int8", "openvino-int8-bf16", "dummy")
 # Kept in step with padless.tokenize.PAIR_TRUNCATIONS (transformers' truncation strategies for a text pair).
 PAIR_TRUNCATIONS = ("longest_first", "only_first", "only_second")
 

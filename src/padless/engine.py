@@ -15,6 +15,7 @@ returns an :class:`~padless.errors.ItemError` in that item's place instead, so c
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,13 +25,14 @@ import numpy as np
 
 from padless import loader
 from padless.config import BatchConfig, ModelConfig, OutputConfig
-from padless.errors import ItemError
+from padless.errors import ItemError, ModelError, PadlessError
 from padless.loader import manifest as optimized
 from padless.planner import Batch, plan
 from padless.postprocess import PostProcessor, Prediction
 from padless.runtime import ModelInfo, Runtime, load_runtime
 from padless.tokenize import TextEncoder, model_max_length, type_ids_of
 
+log = logging.getLogger("padless.engine")
 Result = Prediction | ItemError
 Item = str | tuple[str, str]  # a text, or a (text, text_pair) pair
 
@@ -82,8 +84,6 @@ class Classifier:
         self.info: ModelInfo = loader.read_info(self.path)
         tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         if not getattr(tokenizer, "is_fast", False):
-            from padless.errors import ModelError
-
             raise ModelError(f"{self.path} has no fast tokenizer (tokenizer.json); padless needs one")
         limit = model_max_length(tokenizer, _config_of(self.path))
         self.max_length = min(max_length or limit, limit)
@@ -92,17 +92,34 @@ class Classifier:
                                    pair_truncation=pair_truncation)
         options = dict(runtime_options or {})
         manifest = None
-        if (backend == "auto" and optimized.is_optimized(self.path)) or variant is not None:
+        named = variant is not None
+        if (backend == "auto" and optimized.is_optimized(self.path)) or named:
             # A padless optimize folder: run the variant its manifest selected (or the one named), after checking
             # its files' hashes; below, its outputs on the stored sample are checked too.
             variant, backend, chosen, manifest = optimized.selected_runtime(self.path, variant)
             options = {**chosen, **options}
         elif backend == "auto":
             backend = "torch"
+        self.post = PostProcessor(self.info.id2label, self.info.problem_type)
+        try:
+            self._start(backend, variant, manifest, threads, options)
+        except Exception as err:
+            if manifest is None or not backend.startswith("openvino"):
+                raise
+            # An OpenVINO variant that cannot load or run here (no OpenVINO, no bf16 on this CPU, outputs that
+            # drifted): asked for by name, that is an error; selected by `auto`, the folder's reference runs.
+            reason = f"the {variant} variant cannot run here: {_one_line(err)}"
+            if named:
+                raise ModelError(reason) from None
+            reference = str(manifest["reference"]["name"])
+            log.warning("%s; running the folder's %s reference instead", reason, reference)
+            self._start("torch", reference, manifest, threads, {})
+
+    def _start(self, backend: str, variant: str | None, manifest: dict[str, Any] | None, threads: int,
+               options: dict[str, Any]) -> None:
         self.backend = backend
         self.variant = variant
         self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads, **options)
-        self.post = PostProcessor(self.info.id2label, self.info.problem_type)
         self.stats = Stats()
         if manifest is not None:
             optimized.recheck(manifest, str(variant), lambda texts: self.logits(texts)[0])
@@ -202,6 +219,16 @@ class Classifier:
 def model_flops(info: ModelInfo, length: int) -> float:
     """Useful forward FLOPs for one text of ``length`` tokens: 2·P·L + 4·L²·h·layers."""
     return 2.0 * info.non_embedding_params * length + 4.0 * length * length * info.hidden_size * info.num_layers
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception as one line: padless's own message, or another's type and first line that is not a source
+    location (OpenVINO's messages start with several ``Exception from src/…`` lines)."""
+    if isinstance(err, PadlessError):
+        return str(err)
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith("Exception from ")] or lines or ["no message"]
+    return f"{type(err).__name__}: {said[0]}"
 
 
 def _config_of(path: Any) -> Any:

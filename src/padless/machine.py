@@ -23,3 +23,9 @@ def cpu_flags() -> frozenset[str] | None:
             return frozenset(next((line for line in f if line.startswith("flags")), "").split())
     except OSError:
         return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 in hardware (emulated bf16 is slower than fp32, so it is never chosen)."""
+    flags = cpu_flags() or frozenset()
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,9 +1,13 @@
-"""`padless optimize` end to end on small models, the manifest's load-time checks, and `padless verify`."""
+"""`padless optimize` end to end on small models, the manifest's load-time checks, and `padless verify`; its OpenVINO
+candidates: IR files hashed (.xml and .bin) and re-checked on load, the gate's verdicts on a sound and a damaged IR,
+accuracy-controlled int8 on rows the gate does not score, and the fallback to the torch reference when a selected
+OpenVINO variant cannot run."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,10 +16,12 @@ import numpy as np
 import pytest
 from cli_support import run_cli
 
+from padless import engine
 from padless.datasets import load
 from padless.engine import Classifier
 from padless.errors import ModelError
-from padless.optimize.gate import GateConfig
+from padless.optimize.gate import GateConfig, compare, label_ids
+from padless.optimize.openvino import AccuracyControl, max_drop_of, split_eval
 from padless.optimize.search import CANDIDATES, OptimizeConfig, optimize
 
 
@@ -31,12 +37,15 @@ def eval_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 QUICK = dict(calibration_rows=40, bench_texts=40, long_texts=4, rounds=1, check_rows=8)
+FP32_IR = "variants/openvino-fp32/model.xml"
 
 
 @pytest.fixture(scope="module")
 def optimized_tiny(tiny_model_dir: Path, eval_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("opt") / "tiny-opt"
-    optimize(str(tiny_model_dir), out, OptimizeConfig(eval_set=str(eval_csv), **QUICK), say=lambda _: None)
+    control = AccuracyControl(rows=40, ranking_rows=20, max_iterations=2, calibration_rows=20)
+    optimize(str(tiny_model_dir), out, OptimizeConfig(eval_set=str(eval_csv), accuracy_control=control, **QUICK),
+             say=lambda _: None)
     return out
 
 
@@ -48,7 +57,7 @@ def test_optimize_writes_a_complete_folder(optimized_tiny: Path) -> None:
     m = _manifest(optimized_tiny)
     names = [c["name"] for c in m["candidates"]]
     # bf16 joins only where the CPU computes it natively (and compiled bf16 where a C++ compiler is present)
-    expected = [c for c in CANDIDATES if not c.startswith("torch-bf16")]
+    expected = [c for c in CANDIDATES if "bf16" not in c]
     assert set(expected) <= set(names)
     assert m["selected"] in names
     assert m["gate"] == {"max_accuracy_drop": 0.5, "min_agreement": 0.99}
@@ -205,16 +214,20 @@ def test_optimize_gate_on_a_fitted_minilm(trained_minilm_dir: Path, eval_csv: Pa
     """The fp32 export passes the default gate; the gate's verdicts follow the measured numbers."""
     out = tmp_path / "opt"
     m = optimize(str(trained_minilm_dir), out,
-                 OptimizeConfig(eval_set=str(eval_csv), candidates=("torch-fp32", "onnx-fp32", "onnx-int8-dynamic"),
+                 OptimizeConfig(eval_set=str(eval_csv), candidates=("torch-fp32", "onnx-fp32", "onnx-int8-dynamic",
+                                                                    "openvino-fp32", "openvino-int8"),
                                 gate=GateConfig(max_accuracy_drop=0.5, min_agreement=0.99), **QUICK),
                  say=lambda _: None)
     by_name = {c["name"]: c for c in m["candidates"]}
-    assert by_name["onnx-fp32"]["eval"]["passed"] and by_name["onnx-fp32"]["eval"]["max_abs_logit_diff"] < 1e-4
-    int8 = by_name["onnx-int8-dynamic"]["eval"]
-    assert int8["passed"] == (int8["agreement"] >= 0.99 and -int8["accuracy_change_points"] <= 0.5)
+    for fp32 in ("onnx-fp32", "openvino-fp32"):
+        assert by_name[fp32]["eval"]["passed"] and by_name[fp32]["eval"]["max_abs_logit_diff"] < 1e-4
+    for name in ("onnx-int8-dynamic", "openvino-int8"):
+        int8 = by_name[name]["eval"]
+        assert int8["passed"] == (int8["agreement"] >= 0.99 and -int8["accuracy_change_points"] <= 0.5)
+        assert int8["max_abs_logit_diff"] > 1e-4  # int8 really is another computation
 
 
-def test_a_pruned_student_joins_as_three_gated_candidates(tiny_model_dir: Path, eval_csv: Path,
+def test_a_pruned_student_joins_as_four_gated_candidates(tiny_model_dir: Path, eval_csv: Path,
                                                           tmp_path: Path) -> None:
     from padless.compress.prune import PruneConfig, prune
     from padless.compress.trainer import TrainSpec
@@ -227,7 +240,8 @@ def test_a_pruned_student_joins_as_three_gated_candidates(tiny_model_dir: Path, 
     m = optimize(str(tiny_model_dir), out, OptimizeConfig(eval_set=str(eval_csv), candidates=("torch-fp32",),
                                                           students=(str(student),), **QUICK), say=lambda _: None)
     by_name = {c["name"]: c for c in m["candidates"]}
-    assert set(by_name) == {"torch-fp32", "tiny-pruned-torch-fp32", "tiny-pruned-onnx-fp32", "tiny-pruned-onnx-int8"}
+    assert set(by_name) == {"torch-fp32", "tiny-pruned-torch-fp32", "tiny-pruned-onnx-fp32", "tiny-pruned-onnx-int8",
+                            "tiny-pruned-openvino-int8"}
     fp32 = by_name["tiny-pruned-onnx-fp32"]
     assert fp32["notes"]["kind"] == "pruned" and fp32["notes"]["heads_per_layer"] == 2
     assert "students/tiny-pruned/model.safetensors" in fp32["files"]
@@ -236,7 +250,194 @@ def test_a_pruned_student_joins_as_three_gated_candidates(tiny_model_dir: Path, 
                                                                             "tiny-pruned-onnx-fp32", "torch-fp32")}
     assert np.abs(logits["tiny-pruned-onnx-fp32"] - logits["tiny-pruned-torch-fp32"]).max() <= 1e-4
     assert np.abs(logits["tiny-pruned-torch-fp32"] - logits["torch-fp32"]).max() > 1e-3
+    ov_int8 = by_name["tiny-pruned-openvino-int8"]
+    assert ov_int8["backend"] == "openvino-int8" and ov_int8["options"]["model_dir"] == "students/tiny-pruned"
+    assert set(ov_int8["files"]) >= {"students/tiny-pruned/model.safetensors", ov_int8["options"]["ir_file"],
+                                     ov_int8["options"]["ir_file"][:-4] + ".bin"}
     weights = out / "students" / "tiny-pruned" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ModelError, match="does not match its SHA-256"):
         Classifier(str(out), variant="tiny-pruned-onnx-int8")
+
+
+@pytest.fixture(scope="module")
+def ov_tiny(tiny_model_dir: Path, eval_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("opt-ov") / "tiny-ov"
+    optimize(str(tiny_model_dir), out, OptimizeConfig(eval_set=str(eval_csv), candidates=(
+        "torch-fp32", "openvino-fp32", "openvino-int8"), **QUICK), say=lambda _: None)
+    return out
+
+
+def _by_name(path: Path) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in _manifest(path)["candidates"]}
+
+
+def _copy_selecting(src: Path, dst: Path, variant: str) -> Path:
+    shutil.copytree(src, dst)
+    m = _manifest(dst)
+    m["selected"] = variant
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_openvino_candidates_are_built_gated_hashed_and_reloaded(ov_tiny: Path) -> None:
+    m = _manifest(ov_tiny)
+    by_name = _by_name(ov_tiny)
+    assert set(by_name) == {"torch-fp32", "openvino-fp32", "openvino-int8"}
+    fp32, int8 = by_name["openvino-fp32"], by_name["openvino-int8"]
+    assert fp32["eval"]["passed"] and fp32["eval"]["max_abs_logit_diff"] <= 1e-4 and fp32["eval"]["rows"] == 300
+    assert fp32["backend"] == "openvino" and fp32["options"] == {"ir_file": FP32_IR, "precision": "float32"}
+    assert int8["backend"] == "openvino-int8" and int8["precision"] == "int8"
+    assert int8["eval"]["passed"] == (int8["eval"]["agreement"] >= 0.99
+                                      and -int8["eval"]["accuracy_change_points"] <= 0.5)
+    for c in (fp32, int8):
+        xml = c["options"]["ir_file"]
+        assert set(c["files"]) == {xml, xml[:-4] + ".bin"}
+        for rel, digest in c["files"].items():
+            assert (ov_tiny / rel).is_file() and len(digest) == 64
+        assert c["throughput"]["realistic"] > 0 and c["build_s"] >= 0
+        # reloading runs the variant and its outputs match what the manifest recorded
+        clf = Classifier(str(ov_tiny), variant=c["name"])
+        assert clf.describe()["variant"] == c["name"] and clf.backend == c["backend"]
+        got = clf.logits(m["check"]["texts"])[0]
+        assert np.abs(got - np.array(c["check"]["logits"])).max() <= c["check"]["tolerance"]
+    assert "openvino" in m["machine"] and "nncf" in m["machine"]
+    assert "| openvino-fp32 |" in (ov_tiny / "report.md").read_text()
+
+
+@pytest.mark.parametrize("victim", ["model.bin", "model.xml"])
+def test_a_tampered_ir_file_is_refused(ov_tiny: Path, tmp_path: Path, victim: str) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(ov_tiny, copy)
+    path = copy / "variants" / "openvino-fp32" / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=f"openvino-fp32/{victim} does not match its SHA-256") as err:
+        Classifier(str(copy), variant="openvino-fp32")
+    assert "\n" not in str(err.value)
+
+
+def _noisy_ir(src_xml: Path, dst_xml: Path, scale: float = 0.3) -> None:
+    """A damaged IR: every 2-D f32 weight constant with Gaussian noise of ``scale`` times its own spread."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    model = ov.Core().read_model(str(src_xml))
+    rng = np.random.default_rng(0)
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant" or op.get_element_type() != ov.Type.f32:
+            continue
+        value = op.get_data()
+        if value.ndim == 2 and min(value.shape) >= 64:
+            noisy = ops.constant((value + rng.normal(0, value.std() * scale, value.shape)).astype(np.float32))
+            for target in op.output(0).get_target_inputs():
+                target.replace_source_output(noisy.output(0))
+    ov.save_model(model, str(dst_xml), compress_to_fp16=False)
+
+
+def test_the_gate_rejects_a_damaged_ir_and_accepts_the_sound_one(ov_tiny: Path, tmp_path: Path) -> None:
+    data = load("vader-movies-test")
+    texts, gold_labels = data.texts[:300], data.labels[:300]
+    ref = Classifier(str(ov_tiny), backend="torch")
+    gold = label_ids(gold_labels, ref.labels)
+    reference = ref.logits(texts)[0]
+    noisy = tmp_path / "noisy" / "model.xml"
+    noisy.parent.mkdir()
+    _noisy_ir(ov_tiny / FP32_IR, noisy)
+    verdicts = {}
+    for label, xml in (("sound", ov_tiny / FP32_IR), ("noisy", noisy)):
+        clf = Classifier(str(ov_tiny), backend="openvino", runtime_options={"ir_file": str(xml),
+                                                                              "precision": "float32"})
+        verdicts[label] = compare(reference, clf.logits(texts)[0], gold, GateConfig())
+    assert verdicts["sound"]["passed"] and verdicts["sound"]["max_abs_logit_diff"] <= 1e-4
+    assert not verdicts["noisy"]["passed"] and verdicts["noisy"]["agreement"] < 0.99
+    assert any(r.startswith("agrees on") for r in verdicts["noisy"]["reasons"])
+
+
+def test_the_eval_split_is_deterministic_disjoint_and_capped() -> None:
+    gate, held = split_eval(300, 40)
+    assert (gate, held) == split_eval(300, 40)
+    assert len(held) == 40 and not set(gate) & set(held) and sorted(gate + held) == list(range(300))
+    assert held != list(range(40))  # spread over the set, not its first rows
+    assert len(split_eval(100, 300)[1]) == 25  # never more than a quarter of the eval set
+    assert max_drop_of(GateConfig()) == pytest.approx(0.005)
+    assert max_drop_of(GateConfig(max_accuracy_drop=2.0, min_agreement=0.99)) == pytest.approx(0.01)
+
+
+def test_accuracy_controlled_int8_validates_on_rows_the_gate_does_not_score(tiny_model_dir: Path, eval_csv: Path,
+                                                                            tmp_path: Path) -> None:
+    out = tmp_path / "opt"
+    control = AccuracyControl(rows=40, ranking_rows=20, max_iterations=2, calibration_rows=20)
+    m = optimize(str(tiny_model_dir), out, OptimizeConfig(eval_set=str(eval_csv), candidates=(
+        "torch-fp32", "openvino-int8-accuracy"), accuracy_control=control, **QUICK), say=lambda _: None)
+    held = m["eval_set"]["validation"]
+    assert held["rows"] == split_eval(300, 40)[1] and held["used_by"] == "openvino-int8-accuracy"
+    assert m["eval_set"]["gate_rows"] == 260 and "default_rng(0)" in held["rule"]
+    by_name = {c["name"]: c for c in m["candidates"]}
+    assert all(c["eval"]["rows"] == 260 for c in by_name.values())
+    acc = by_name["openvino-int8-accuracy"]
+    notes = acc["notes"]
+    assert notes["validation_rows"] == 40 and notes["ranking_rows"] == 20 and notes["max_drop"] == 0.005
+    assert notes["drop_type"] == "absolute" and 0 <= notes["on_validation_rows"]["agreement"] <= 1
+    assert notes["fake_quantize_nodes"]["kept"] <= notes["fake_quantize_nodes"]["plain_ptq"]
+    assert acc["build_s"] > 0 and acc["options"]["ir_file"] == "variants/openvino-int8-accuracy/model.xml"
+    assert set(acc["files"]) == {"variants/openvino-int8-accuracy/model.xml",
+                                 "variants/openvino-int8-accuracy/model.bin"}
+    assert sorted(p.name for p in (out / "variants" / "openvino-int8-accuracy").iterdir()) == ["model.bin",
+                                                                                               "model.xml"]
+    texts = load("vader-movies-test").texts[:300]
+    assert not {texts[i] for i in held["rows"]} & set(m["check"]["texts"])
+    assert "validation rows" in (out / "report.md").read_text()
+    assert Classifier(str(out), variant="openvino-int8-accuracy").describe()["variant"] == "openvino-int8-accuracy"
+
+
+def _break_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = engine.load_runtime
+
+    def load_runtime(backend: str, *args: Any, **kwargs: Any) -> Any:
+        if backend.startswith("openvino"):
+            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:97:\nno CPU plugin here\n")
+        return real(backend, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "load_runtime", load_runtime)
+
+
+def test_auto_falls_back_to_the_torch_reference_when_openvino_cannot_load(
+        ov_tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str], eval_csv: Path) -> None:
+    copy = _copy_selecting(ov_tiny, tmp_path / "copy", "openvino-fp32")
+    assert Classifier(str(copy)).describe()["backend"] == "openvino"  # unbroken, auto runs the selected variant
+    _break_openvino(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="padless.engine"):
+        clf = Classifier(str(copy))
+    (record,) = [r for r in caplog.records if r.name == "padless.engine"]
+    assert record.levelno == logging.WARNING and "\n" not in record.getMessage()
+    assert record.getMessage() == ("the openvino-fp32 variant cannot run here: RuntimeError: no CPU plugin here; "
+                                   "running the folder's torch-fp32 reference instead")
+    assert clf.variant == "torch-fp32" and clf.describe()["backend"] == "torch"
+    assert [p.label for p in clf(["a wonderful film", "dull"])] == [
+        p.label for p in Classifier(str(copy), backend="torch")(["a wonderful film", "dull"])]
+
+    with pytest.raises(ModelError, match="^the openvino-fp32 variant cannot run here: RuntimeError: no CPU plugin "
+                                         "here$"):
+        Classifier(str(copy), variant="openvino-fp32")
+    code, _, err = run_cli(["verify", str(copy), "--variant", "openvino-fp32", "--eval", str(eval_csv)],
+                           monkeypatch, capsys)
+    assert code == 2 and err == "error: the openvino-fp32 variant cannot run here: RuntimeError: no CPU plugin here\n"
+
+
+def test_auto_falls_back_when_the_openvino_recheck_fails(ov_tiny: Path, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    copy = _copy_selecting(ov_tiny, tmp_path / "copy", "openvino-fp32")
+    m = _manifest(copy)
+    for c in m["candidates"]:
+        if c["name"] == "openvino-fp32":
+            c["check"]["logits"] = (np.array(c["check"]["logits"]) + 1.0).tolist()
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with caplog.at_level(logging.WARNING, logger="padless.engine"):
+        clf = Classifier(str(copy))
+    assert clf.variant == "torch-fp32"
+    assert "the openvino-fp32 variant cannot run here: the selected variant's outputs differ" in caplog.text
+    with pytest.raises(ModelError, match="openvino-fp32 variant cannot run here: the selected variant's outputs"):
+        Classifier(str(copy), variant="openvino-fp32")

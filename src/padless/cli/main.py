@@ -28,8 +28,8 @@ app.add_typer(models_app, name="models")
 # Shared option declarations, so every command spells them, their env vars and defaults the same way.
 ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="PADLESS_MODEL",
                                        help="'default', a local Hugging Face folder, or a Hub id.")]
-BackendOpt = Annotated[str, typer.Option(envvar="PADLESS_BACKEND", help="auto (an optimize folder's selected variant, else torch), torch, torch-bf16, torch-fp16, torch-int8, onnx, onnx-int8, dummy.")]
-ServeBackendOpt = Annotated[str, typer.Option(envvar="PADLESS_BACKEND", help="auto (an optimize folder's selected variant, else ONNX Runtime fp32 exported from the model and checked against PyTorch within 1e-4, else torch), torch, torch-bf16, torch-fp16, torch-int8, onnx, onnx-int8, dummy.")]
+BackendOpt = Annotated[str, typer.Option(envvar="PADLESS_BACKEND", help="auto (an optimize folder's selected variant, else torch), torch, torch-bf16, torch-fp16, torch-int8, onnx, onnx-int8, openvino, openvino-bf16, openvino-int8, openvino-int8-bf16, dummy.")]
+ServeBackendOpt = Annotated[str, typer.Option(envvar="PADLESS_BACKEND", help="auto (an optimize folder's selected variant, else ONNX Runtime fp32 exported from the model and checked against PyTorch within 1e-4, else torch), torch, torch-bf16, torch-fp16, torch-int8, onnx, onnx-int8, openvino, openvino-bf16, openvino-int8, openvino-int8-bf16, dummy.")]
 MaxLenOpt = Annotated[int | None, typer.Option(envvar="PADLESS_MAX_LENGTH",
                                                   help="Token limit per input [default: the model's limit].")]
 MaxCharsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_CHARS", help="Character cap applied before tokenizing.")]

@@ -5,6 +5,8 @@
 * :mod:`~padless.loader.heads`: replaying a head-pruned folder's ``pruned_heads`` on load;
 * :mod:`~padless.loader.export`: the checked ONNX export of a folder, cached by content;
 * :mod:`~padless.loader.int8`: the plain dynamic-int8 ONNX file made from that export;
+* :mod:`~padless.loader.openvino`: the checked OpenVINO IR of a folder and its NNCF int8 IR, cached by content, and
+  OpenVINO's compiled-model cache;
 * :mod:`~padless.loader.manifest`: what a ``padless optimize`` folder records, and its load-time checks.
 
 Building padless's own ``default`` model (fine-tuning, then evaluating it) sits above the engine, in

@@ -50,11 +50,7 @@ def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = Tru
     tmp = out.with_name(out.name + ".tmp")
     model = load_model(model_dir, attn_implementation="eager")
     config = model.config
-    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2307, 102, 0, 0, 0]], dtype=torch.long)
-    ids = ids.clamp(max=int(config.vocab_size) - 1)
-    inputs = {"input_ids": ids, "attention_mask": (ids != 0).long()}
-    if takes_segments(model):
-        inputs["token_type_ids"] = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 1, 1, 0, 0, 0]], dtype=torch.long)
+    inputs = example_inputs(model)
     with warnings.catch_warnings():
         # The TorchScript exporter warns about its own deprecation and about traced Python conditionals in
         # transformers' mask code; the check below compares outputs on other shapes, which is what matters.
@@ -95,6 +91,19 @@ def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = Tru
     return {"opset": OPSET, "fused": fused, "inputs": list(inputs), "max_abs_diff_vs_torch": float(max_diff)}
 
 
+def example_inputs(model: Any) -> dict[str, Any]:
+    """The tensors a graph is traced with: a padded batch of two rows, and their segments where the model reads them
+    (:func:`takes_segments`), so that the traced graph has a ``token_type_ids`` input."""
+    import torch
+
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2307, 102, 0, 0, 0]], dtype=torch.long)
+    ids = ids.clamp(max=int(model.config.vocab_size) - 1)
+    inputs = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    if takes_segments(model):
+        inputs["token_type_ids"] = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 1, 1, 0, 0, 0]], dtype=torch.long)
+    return inputs
+
+
 def _attention_shape(model: Any) -> tuple[int, int]:
     """Heads per layer and their total width, for ORT's attention fusion. A pruned model (``padless prune``) keeps
     the same number of heads in every layer, fewer than its config's count; 0, 0 lets ORT infer them otherwise."""
@@ -111,33 +120,43 @@ def _attention_shape(model: Any) -> tuple[int, int]:
 
 
 def check_against_torch(model: Any, onnx_file: Path) -> float:
-    """Max |Δ logit| between PyTorch and ONNX Runtime on a padded batch of shapes other than the traced ones.
-
-    Where the graph takes ``token_type_ids``, the first row is a text pair (segment 0, then segment 1), so a fusion
-    that drops or mishandles the segment embeddings is caught; the padded rows are single texts (all zeros)."""
+    """Max |Δ logit| between PyTorch and ONNX Runtime on :func:`check_feed`'s padded batch."""
     import onnxruntime as ort
-    import torch
 
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initializers are noise here
+    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    feed = check_feed(int(model.config.vocab_size), segments="token_type_ids" in {i.name for i in session.get_inputs()})
+    (ort_logits,) = session.run(["logits"], feed)
+    return float(np.abs(np.asarray(ort_logits, dtype=np.float32) - torch_logits(model, feed)).max())
+
+
+def check_feed(vocab: int, *, segments: bool) -> dict[str, np.ndarray]:
+    """The batch every converted graph is checked on: 3 rows padded to 23 tokens, shapes other than the traced ones.
+
+    With ``segments`` (the graph takes ``token_type_ids``) the first row is a text pair (segment 0, then segment 1),
+    so a conversion that drops or mishandles the segment embeddings is caught; the padded rows are single texts."""
     rng = np.random.default_rng(0)
-    vocab = int(model.config.vocab_size)
     ids = rng.integers(1000 if vocab > 2000 else 1, vocab, size=(3, 23), dtype=np.int64)
     mask = np.ones_like(ids)
     mask[1, 9:] = 0
     mask[2, 4:] = 0
     ids[mask == 0] = 0
     feed = {"input_ids": ids, "attention_mask": mask}
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3  # warnings about unused initializers are noise here
-    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-    if "token_type_ids" in {i.name for i in session.get_inputs()}:
+    if segments:
         types = np.zeros_like(ids)
         types[0, 11:] = 1
         feed["token_type_ids"] = types
-    (ort_logits,) = session.run(["logits"], feed)
+    return feed
+
+
+def torch_logits(model: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """The reference: PyTorch fp32 logits for a feed of int64 arrays."""
+    import torch
+
     with torch.inference_mode():
-        ref = model(**{name: torch.from_numpy(a) for name, a in feed.items()}).logits.numpy()
-    return float(np.abs(np.asarray(ort_logits, dtype=np.float32) - ref).max())
+        return model(**{name: torch.from_numpy(a) for name, a in feed.items()}).logits.float().numpy()
 
 
 def graph_inputs(onnx_file: str | Path) -> list[str]:
@@ -147,10 +166,10 @@ def graph_inputs(onnx_file: str | Path) -> list[str]:
     return [i.name for i in onnx.load(str(onnx_file), load_external_data=False).graph.input]
 
 
-def model_digest(model_dir: str | Path) -> str:
-    """A content hash of a model folder's config and weights and of the export format: the cache key for its
-    exports."""
-    h = hashlib.sha256(f"padless-onnx-export/{EXPORT_FORMAT};".encode())
+def model_digest(model_dir: str | Path, *, export_format: str | None = None) -> str:
+    """A content hash of a model folder's config and weights and of the export format (default: this module's ONNX
+    export, ``padless-onnx-export/<EXPORT_FORMAT>``): the cache key for its exports."""
+    h = hashlib.sha256(f"{export_format or f'padless-onnx-export/{EXPORT_FORMAT}'};".encode())
     root = Path(model_dir)
     for name in sorted(p.name for p in root.iterdir() if p.is_file()):
         if name == "config.json" or name.endswith((".safetensors", ".bin")):

@@ -4,8 +4,8 @@
 ``DIR``), every candidate's measurements and verdict, the gate thresholds, and a small check sample: texts, and each
 candidate's own logits on them (the torch fp32 reference's among them) with a tolerance, as recorded when the folder
 was built. Loading the folder (:func:`selected_runtime` then :func:`recheck`) refuses to start, with one line, if a
-file's SHA-256 differs from the manifest (a corrupted or tampered file) or if the variant's logits on the sample no
-longer match (a mismatched runtime or library).
+file's SHA-256 differs from the manifest (a corrupted or tampered file: an OpenVINO variant's ``.bin`` as well as
+its ``.xml``) or if the variant's logits on the sample no longer match (a mismatched runtime or library).
 
 :mod:`padless.optimize.search` writes the folder; the format lives here, with loading, so that the engine and the
 server can read and check a folder without importing the optimizer.
@@ -86,19 +86,25 @@ def selected_runtime(model_dir: str | Path,
 
 
 # Runtime options that name a file or folder inside the optimize folder.
-FILE_OPTIONS = ("onnx_file", "fallback_file", "model_dir", "static_ranges_file")
+FILE_OPTIONS = ("onnx_file", "fallback_file", "model_dir", "static_ranges_file", "ir_file")
 
 
 def option_files(options: dict[str, Any], root: Path) -> dict[str, str]:
-    """SHA-256 of every file a candidate's options name (each file of a ``model_dir``), keyed relative to root."""
+    """SHA-256 of every file a candidate's options name (each file of a ``model_dir``; an OpenVINO ``ir_file``'s
+    ``.xml`` and the ``.bin`` of its weights beside it), keyed relative to root."""
     files: dict[str, str] = {}
     for key in FILE_OPTIONS:
         if key not in options:
             continue
         path = root / options[key]
-        for f in sorted(path.iterdir()) if path.is_dir() else [path]:
+        named = sorted(path.iterdir()) if path.is_dir() else [path]
+        if key == "ir_file":
+            named.append(path.with_suffix(".bin"))
+        for f in named:
             if f.is_file():
                 files[str(f.relative_to(root))] = sha256_file(f)
+            elif key == "ir_file":
+                raise ModelError(f"{f} is missing: an OpenVINO IR needs its .xml and its .bin")
     return files
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = ("variant", "accuracy", "Δ points", "agreement", "max |Δ logit|", "realistic texts/s", "long texts/s",
-           "× torch fp32", "verdict")
+           "× torch fp32", "build s", "verdict")
 
 
 def rows(manifest: dict[str, Any]) -> list[list[str]]:
@@ -17,9 +17,19 @@ def rows(manifest: dict[str, Any]) -> list[list[str]]:
             c["name"], f"{ev['variant_accuracy']:.2%}", f"{ev['accuracy_change_points']:+.2f}",
             f"{ev['agreement']:.2%}",
             f"{ev['max_abs_logit_diff']:.2g}", f"{tp['realistic']:.1f}", f"{tp.get('long', float('nan')):.1f}",
-            f"{c['speedup_vs_torch_fp32']:.2f}×", c["status"],
+            f"{c['speedup_vs_torch_fp32']:.2f}×", f"{c.get('build_s', 0.0):.1f}", c["status"],
         ])
     return out
+
+
+def eval_rows(manifest: dict[str, Any]) -> str:
+    """Which eval rows the gate scored: all of them, or all but those accuracy-controlled int8 validated on."""
+    ev = manifest["eval_set"]
+    held = ev.get("validation")
+    if not held:
+        return f"{ev['name']} ({ev['rows']} rows)"
+    return (f"{ev['name']} ({ev['rows']} rows; the gate scores {ev['gate_rows']}, the other {len(held['rows'])} — "
+            f"{held['rule'].split(';')[0]} — are {held['used_by']}'s validation rows, listed in manifest.json)")
 
 
 def write_report(manifest: dict[str, Any], path: Path) -> None:
@@ -27,7 +37,7 @@ def write_report(manifest: dict[str, Any], path: Path) -> None:
     lines = [
         f"# padless optimize: {manifest['source_model']}",
         "",
-        f"Eval set: {manifest['eval_set']['name']} ({manifest['eval_set']['rows']} rows). Calibration: "
+        f"Eval set: {eval_rows(manifest)}. Calibration: "
         f"{manifest['calibration']['source']} ({manifest['calibration']['rows']} texts). Gate: lose at most "
         f"{gate['max_accuracy_drop']:g} points of accuracy and agree on at least {gate['min_agreement']:.0%} of "
         f"labels with torch fp32. Throughput: median of {manifest['rounds']} interleaved rounds on "
@@ -47,7 +57,8 @@ def write_report(manifest: dict[str, Any], path: Path) -> None:
 def render_table(manifest: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"padless optimize: selected {manifest['selected']}")
+    table = Table(title=f"padless optimize: selected {manifest['selected']}",
+                  caption=f"gate rows: {eval_rows(manifest)}")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("variant", "verdict") else "right",
                          no_wrap=column != "verdict")

@@ -25,11 +25,13 @@ from padless.errors import ConfigError
 from padless.loader import manifest as mf
 from padless.loader.export import export_onnx, graph_inputs, model_digest
 from padless.loader.int8 import cpu_has_vnni, quantize_dynamic_file
+from padless.optimize import openvino as ov_candidates
 from padless.optimize.gate import GateConfig, compare, label_ids, load_eval
 from padless.optimize.quantize import mixed_precision, quantize_static_file
 
 CANDIDATES = ("torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int8-mixed",
-              "onnx-int8-fallback", "torch-int8-dynamic", "torch-int8-static", "torch-bf16", "torch-bf16-compiled")
+              "onnx-int8-fallback", "torch-int8-dynamic", "torch-int8-static", "torch-bf16", "torch-bf16-compiled",
+              *ov_candidates.CANDIDATES)
 REFERENCE = "torch-fp32"
 
 
@@ -48,6 +50,8 @@ class OptimizeConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     threads: int = 0
     students: tuple[str, ...] = ()  # folders from padless prune / distill: each joins as fp32 and int8 candidates
+    # openvino-int8-accuracy: its validation rows (held out of the gate's rows) and NNCF's bounds
+    accuracy_control: ov_candidates.AccuracyControl = field(default_factory=ov_candidates.AccuracyControl)
 
     def validate(self) -> None:
         unknown = [c for c in self.candidates if c not in CANDIDATES]
@@ -56,6 +60,7 @@ class OptimizeConfig:
         if min(self.calibration_rows, self.check_rows, self.bench_texts, self.rounds) < 1 or self.long_texts < 0:
             raise ConfigError("calibration_rows, check_rows, bench_texts and rounds must be positive")
         self.gate.validate()
+        self.accuracy_control.validate()
         for folder in self.students:
             if not (Path(folder) / "config.json").is_file():
                 raise ConfigError(f"--students {folder}: not a model folder (no config.json)")
@@ -72,8 +77,10 @@ def calibration_texts(model: str, cfg: OptimizeConfig, eval_texts: list[str]) ->
 
 
 def _build(name: str, out: Path, ref: Classifier, cal_texts: list[str], cal_ref: np.ndarray, cfg: OptimizeConfig,
-           say: Callable[[str], None]) -> dict[str, Any] | None:
+           validation: ov_candidates.Validation | None, say: Callable[[str], None]) -> dict[str, Any] | None:
     """Make one candidate's files; return its backend/options/notes, or None when it cannot apply here."""
+    if name in ov_candidates.CANDIDATES:
+        return ov_candidates.build(name, out, ref, cal_texts, validation, cfg.gate, cfg.accuracy_control, say)
     fp32 = out / "variants" / "onnx-fp32" / "model.onnx"
     int8 = out / "variants" / "onnx-int8-dynamic" / "model.onnx"
     target = out / "variants" / name / "model.onnx"
@@ -161,9 +168,11 @@ def _build_fallback(fp32: Path, int8: Path, out: Path, ref: Classifier, cal_text
                       if errors.size else 0.0}}
 
 
-def _build_student(folder: Path, out: Path, ref: Classifier, say: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """A pruned or distilled student joins as three candidates: its own torch fp32 and ONNX fp32, and ONNX int8.
-    Its files are copied into ``out/students/<name>`` so the folder stays self-contained."""
+def _build_student(folder: Path, out: Path, ref: Classifier, cal_texts: list[str], cfg: OptimizeConfig,
+                   say: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """A pruned or distilled student joins as four candidates: its own torch fp32 and ONNX fp32, ONNX int8 and
+    OpenVINO int8 (NNCF, on the calibration text). Its files are copied into ``out/students/<name>`` so the folder
+    stays self-contained."""
     import json
 
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in folder.resolve().name)
@@ -181,7 +190,7 @@ def _build_student(folder: Path, out: Path, ref: Classifier, say: Callable[[str]
                                         "matrix_flops_per_token", "method") if k in card)
     fp32 = out / "variants" / f"{name}-onnx-fp32" / "model.onnx"
     int8 = out / "variants" / f"{name}-onnx-int8" / "model.onnx"
-    say(f"building {name}: torch fp32, ONNX fp32, ONNX int8")
+    say(f"building {name}: torch fp32, ONNX fp32, ONNX int8, OpenVINO int8")
     export_notes = export_onnx(target, fp32)
     int8.parent.mkdir(parents=True, exist_ok=True)
     quantize_dynamic_file(fp32, int8)
@@ -193,6 +202,8 @@ def _build_student(folder: Path, out: Path, ref: Classifier, say: Callable[[str]
         f"{name}-onnx-int8": {"backend": "onnx", "options": {**student_dir, "onnx_file": _rel(int8, out),
                                                              "precision": "int8"},
                               "precision": "int8", "notes": {**notes, "per_channel": True, "nodes": "all"}},
+        f"{name}-openvino-int8": ov_candidates.build_student_int8(name, target, out, ref, cal_texts,
+                                                                  cfg.accuracy_control),
     }
 
 
@@ -267,20 +278,26 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
     ref = Classifier(str(out_dir), backend="torch", threads=cfg.threads)
     gold = label_ids(data.labels, ref.labels)
     cal_name, cal_texts = calibration_texts(model, cfg, data.texts)
-    say(f"reference: torch fp32; eval {data.name} ({len(data)} rows); calibration {cal_name} ({len(cal_texts)})")
-    ref_eval = ref.logits(data.texts)[0]
+    ref_all = ref.logits(data.texts)[0]
     cal_ref = ref.logits(cal_texts)[0]
+    # Accuracy control validates on eval rows: those rows are held out, and every candidate is gated on the rest.
+    gate_rows, held = (ov_candidates.split_eval(len(data), cfg.accuracy_control.rows)
+                       if ov_candidates.ACCURACY in cfg.candidates else (list(range(len(data))), []))
+    validation = ov_candidates.validation_of(ref, data.texts, held, ref_all, gold) if held else None
+    gate_texts, gold, ref_eval = [data.texts[i] for i in gate_rows], gold[gate_rows], ref_all[gate_rows]
+    say(f"reference: torch fp32; eval {data.name} ({len(data)} rows" + (f", {len(held)} of them held out to "
+        f"validate {ov_candidates.ACCURACY}" if held else "") + f"); calibration {cal_name} ({len(cal_texts)})")
 
     built: dict[str, dict[str, Any]] = {}
     for name in cfg.candidates if REFERENCE in cfg.candidates else (REFERENCE, *cfg.candidates):
         started = time.perf_counter()
         say(f"building {name}")
-        spec = _build(name, out_dir, ref, cal_texts, cal_ref, cfg, say)
+        spec = _build(name, out_dir, ref, cal_texts, cal_ref, cfg, validation, say)
         if spec is not None:
             built[name] = {**spec, "build_s": round(time.perf_counter() - started, 1)}
     for folder in cfg.students:
         started = time.perf_counter()
-        for name, spec in _build_student(Path(folder), out_dir, ref, say).items():
+        for name, spec in _build_student(Path(folder), out_dir, ref, cal_texts, cfg, say).items():
             built[name] = {**spec, "build_s": round(time.perf_counter() - started, 1)}
 
     runners = {name: ref if name == REFERENCE else
@@ -289,7 +306,7 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
                for name, spec in built.items()}
     for name, clf in runners.items():
         say(f"scoring {name} on {data.name}")
-        logits = ref_eval if name == REFERENCE else clf.logits(data.texts)[0]
+        logits = ref_eval if name == REFERENCE else clf.logits(gate_texts)[0]
         built[name]["eval"] = compare(ref_eval, logits, gold, cfg.gate)
         if hasattr(clf.runtime, "recomputed_fraction"):
             built[name]["notes"]["fallback_rows_on_eval"] = round(clf.runtime.recomputed_fraction, 4)
@@ -313,7 +330,7 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
         spec["speedup_vs_torch_fp32"] = round(spec["throughput"]["realistic"] / ref_rate, 2)
 
     selected = _select(built)
-    check_texts = _check_sample(data.texts, cfg.check_rows)
+    check_texts = _check_sample(gate_texts, cfg.check_rows)
     check = {"texts": check_texts}  # the reference's own logits are in its candidate entry, like every variant's
     for name, clf in runners.items():
         built[name]["check"] = {"logits": clf.logits(check_texts)[0].tolist(),
@@ -328,7 +345,8 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source_model": model,
         "reference": {"name": REFERENCE, "digest": model_digest(out_dir), "files": ref_files},
-        "eval_set": {"name": data.name, "rows": len(data)},
+        "eval_set": {"name": data.name, "rows": len(data), "gate_rows": len(gate_rows),
+                     **({"validation": ov_candidates.split_record(len(data), held)} if held else {})},
         "calibration": {"source": cal_name, "rows": len(cal_texts)},
         "gate": asdict(cfg.gate),
         "workloads": {mix: len(t) for mix, t in workloads.items()},
@@ -377,11 +395,14 @@ def _check_sample(texts: list[str], n: int) -> list[str]:
 
 
 def _machine() -> dict[str, Any]:
+    import nncf
     import onnxruntime
+    import openvino
     import torch
 
     from padless.machine import usable_cores
     from padless.runtime.torch import cpu_has_native_bf16
 
     return {"usable_cores": usable_cores(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "openvino": openvino.__version__, "nncf": nncf.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16()}

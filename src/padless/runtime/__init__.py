@@ -8,6 +8,11 @@ Backend names (``--backend``):
   (every quantizable node, not gated: ``padless optimize`` finds the variant that passes the accuracy gate);
   with the options ``fallback_file`` and ``fallback_margin`` (set by an optimize folder's manifest) an ONNX
   runtime recomputes low-margin rows with a second, exact file (:mod:`padless.runtime.fallback`);
+* ``openvino``: OpenVINO on an IR converted from the model (checked within 1e-4 of torch), precision hint f32;
+  ``openvino-bf16``: the same IR with the bf16 hint (CPUs with avx512_bf16 or AMX); ``openvino-int8``: an NNCF int8
+  IR (on a plain folder calibrated on padless's generic sample, :func:`padless.loader.openvino.ensure_openvino`)
+  with the f32 hint; ``openvino-int8-bf16``: that IR with the bf16 hint. Options: ``ir_file`` (an explicit IR, set
+  by an optimize folder's manifest) and ``precision`` (``float32`` or ``bfloat16``, overriding the name's);
 * ``dummy``: deterministic, weightless, for tests.
 """
 
@@ -20,7 +25,10 @@ from padless.errors import ConfigError
 from padless.runtime.base import ModelInfo, Runtime
 
 TORCH_PRECISION = {"torch": "float32", "torch-bf16": "bfloat16", "torch-fp16": "float16", "torch-int8": "int8"}
-BACKENDS = ("auto", *TORCH_PRECISION, "onnx", "onnx-int8", "dummy")
+# backend -> (int8 IR, precision hint)
+OPENVINO = {"openvino": (False, "float32"), "openvino-bf16": (False, "bfloat16"), "openvino-int8": (True, "float32"),
+            "openvino-int8-bf16": (True, "bfloat16")}
+BACKENDS = ("auto", *TORCH_PRECISION, "onnx", "onnx-int8", *OPENVINO, "dummy")
 
 
 def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, **options: Any) -> Runtime:
@@ -50,6 +58,15 @@ def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, 
         return FallbackRuntime(
             OnnxRuntime(onnx_file, info, threads=threads, precision=precision, spin=False, **options),
             OnnxRuntime(fallback_file, info, threads=threads, spin=False), margin=float(fallback_margin))
+    if backend in OPENVINO:
+        from padless.loader.openvino import ensure_openvino
+        from padless.runtime.openvino import OpenVinoRuntime, precision_hint
+
+        int8, precision = OPENVINO[backend]
+        precision = options.pop("precision", precision)
+        precision_hint(precision)  # refuse bf16 on this CPU before seconds of conversion and calibration
+        ir_file = options.pop("ir_file", None) or ensure_openvino(path, int8=int8)
+        return OpenVinoRuntime(ir_file, info, threads=threads, precision=precision, **options)
     if backend == "dummy":
         from padless.runtime.dummy import DummyRuntime
 

@@ -9,16 +9,23 @@ planning and post-processing are shared by all backends, so a new backend only h
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from padless.errors import ModelError
 
 # Defined below the runtimes (model loading and machine facts are lower layers); named here too, where backends
 # and older callers look for them.
 from padless.loader.folders import ModelInfo
 from padless.machine import cpu_flags, usable_cores
 
-__all__ = ["ModelInfo", "Runtime", "cpu_flags", "usable_cores"]
+__all__ = ["GRAPH_INPUTS", "ModelInfo", "Runtime", "check_graph_inputs", "cpu_flags", "graph_feed", "usable_cores"]
+
+# What an exported graph (ONNX file, OpenVINO IR) may take; token_type_ids only for models with two segment types.
+GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class Runtime(ABC):
@@ -39,3 +46,26 @@ class Runtime(ABC):
     def describe(self) -> dict[str, Any]:
         """Backend name, precision and threads, for ``/info`` and benchmark reports."""
         return {"backend": self.name}
+
+
+def check_graph_inputs(names: Sequence[str], file: Path) -> None:
+    """Refuse a graph whose inputs are not padless's (:data:`GRAPH_INPUTS`, ``input_ids`` at least)."""
+    if set(names) - set(GRAPH_INPUTS) or "input_ids" not in names:
+        raise ModelError(f"{file} has inputs {list(names)}; padless expects input_ids, attention_mask and optionally "
+                         "token_type_ids")
+
+
+def graph_feed(names: Sequence[str], file: Path, input_ids: np.ndarray, attention_mask: np.ndarray,
+               token_type_ids: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The feed for a graph with inputs ``names``: segments as zeros when none are given, and a ModelError for real
+    segments (a text pair) given to a graph without that input."""
+    feed: dict[str, np.ndarray] = {"input_ids": input_ids}
+    if "attention_mask" in names:
+        feed["attention_mask"] = attention_mask
+    if "token_type_ids" in names:
+        feed["token_type_ids"] = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+    elif token_type_ids is not None and token_type_ids.any():
+        # Scoring a pair without its segments would silently compute something else.
+        raise ModelError(f"{file} was made without token_type_ids, so it cannot score text pairs; make it again "
+                         "(delete the file, or rerun padless optimize)")
+    return feed

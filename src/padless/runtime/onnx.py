@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from padless.errors import ModelError
-from padless.runtime.base import ModelInfo, Runtime, usable_cores
+from padless.runtime.base import ModelInfo, Runtime, check_graph_inputs, graph_feed, usable_cores
 
 
 class OnnxRuntime(Runtime):
@@ -49,22 +49,11 @@ class OnnxRuntime(Runtime):
         except Exception as err:  # ORT raises its own exception types for corrupt or unsupported files
             raise ModelError(f"ONNX Runtime cannot load {self.file}: {type(err).__name__}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
-        unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
-        if unknown or "input_ids" not in self.input_names:
-            raise ModelError(f"{self.file} has inputs {self.input_names}; padless expects input_ids, attention_mask "
-                             "and optionally token_type_ids")
+        check_graph_inputs(self.input_names, self.file)
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                 token_type_ids: np.ndarray | None = None) -> np.ndarray:
-        feed: dict[str, np.ndarray] = {"input_ids": input_ids}
-        if "attention_mask" in self.input_names:
-            feed["attention_mask"] = attention_mask
-        if "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-        elif token_type_ids is not None and token_type_ids.any():
-            # Scoring a pair without its segments would silently compute something else.
-            raise ModelError(f"{self.file} was exported without token_type_ids, so it cannot score text pairs; "
-                             "re-export it (delete the file, or rerun padless optimize)")
+        feed = graph_feed(self.input_names, self.file, input_ids, attention_mask, token_type_ids)
         (logits,) = self.session.run(["logits"], feed)
         return np.asarray(logits, dtype=np.float32)
 

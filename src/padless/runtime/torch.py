@@ -25,15 +25,13 @@ import numpy as np
 import torch
 
 from padless.errors import ConfigError, ModelError
-from padless.runtime.base import ModelInfo, Runtime, cpu_flags, usable_cores
+
+# The probe lives with the other machine facts (the OpenVINO backend needs it without importing torch); named here
+# too, where callers look for it.
+from padless.machine import cpu_has_native_bf16 as cpu_has_native_bf16
+from padless.runtime.base import ModelInfo, Runtime, usable_cores
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 in hardware (emulated bf16 is slower than fp32, so it is never chosen)."""
-    flags = cpu_flags() or frozenset()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class TorchRuntime(Runtime):

@@ -1,0 +1,98 @@
+"""OpenVINO backend: runs an IR from :mod:`padless.loader.openvino` on the CPU with an explicit precision.
+
+Inputs ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the IR has them: zeros for single texts, the
+segments of a text pair), output ``logits``, dynamic batch and sequence axes. The precision hint is always set:
+``float32`` → ``f32``, ``bfloat16`` → ``bf16`` (only on CPUs with native bf16, avx512_bf16 or AMX), because OpenVINO
+otherwise picks bf16 by itself on such CPUs. An int8 IR (NNCF's FakeQuantize ops) runs its quantized MatMuls in int8
+whatever the hint; the hint sets the precision of everything else (attention, softmax, layer norms).
+
+Settings, measured on 2 cores (Xeon with AMX; default MiniLM model; padless's own planned padded batches of 400
+realistic-mix texts; texts/s): ``PERFORMANCE_HINT`` LATENCY with one infer request, fp32 205 / bf16 600.
+THROUGHPUT with 2 streams halves the threads per request, so a synchronous forward must split each batch across
+the two streams to use both cores: 197 / 592, no gain (whole batches in flight at once reached 209 / 637, but the
+engine hands a runtime one batch at a time and waits for it). Static shapes (one compiled model per batch shape)
+ran 4% faster in fp32 (201 → 210) but cost 0.23 s of compilation per new shape, and planned batches take any
+rows × width: not used. So: LATENCY, one infer request, dynamic shapes, threads = usable cores. ``CACHE_DIR``
+(:func:`padless.loader.openvino.compile_cache_dir`) keeps compiled models, so a second start does not recompile
+(0.45 s → 0.1 s here; most of a start is loading Python, the tokenizer and the IR).
+
+Each batch shape seen for the first time costs extra: about 35 ms for an int8 IR with the f32 hint, 5–8 ms
+otherwise (JIT-compiled fused "snippets" kernels, cached per shape afterwards), so the first 400 texts ran int8 at
+230 texts/s and the next 400 at 550. ``SNIPPETS_MODE`` DISABLE cut that cost to 8 ms but lost 5–8% once shapes
+recur (2,000-text calls: 332–358 texts/s with snippets, 308–338 without), so the default is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from padless.errors import ConfigError, ModelError
+from padless.loader.openvino import check_ir, compile_cache_dir, reason
+from padless.machine import cpu_has_native_bf16
+from padless.runtime.base import ModelInfo, Runtime, check_graph_inputs, graph_feed, usable_cores
+
+PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16"}
+
+
+def precision_hint(precision: str) -> str:
+    """OpenVINO's ``INFERENCE_PRECISION_HINT`` for a padless precision; ConfigError where this CPU cannot run it."""
+    if precision not in PRECISION_HINTS:
+        raise ConfigError(f"unknown OpenVINO precision {precision!r}; choose one of {', '.join(PRECISION_HINTS)}")
+    if precision == "bfloat16" and not cpu_has_native_bf16():
+        raise ConfigError("OpenVINO bfloat16 needs a CPU with native bf16 (avx512_bf16 or AMX); use float32")
+    return PRECISION_HINTS[precision]
+
+
+class OpenVinoRuntime(Runtime):
+    name = "openvino"
+
+    def __init__(self, ir_file: str | Path, info: ModelInfo, *, threads: int = 0,
+                 precision: str = "float32") -> None:
+        try:
+            import openvino as ov
+        except ImportError:  # declared as a dependency; a broken install still deserves one clear line
+            raise ModelError("the openvino backend needs OpenVINO: pip install openvino") from None
+        hint = precision_hint(precision)
+        self.info = info
+        self.file = check_ir(ir_file)
+        self.precision = precision
+        self.threads = threads or usable_cores()
+        self.version = ov.get_version().split("-")[0]
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": self.threads,
+                                  "PERFORMANCE_HINT": "LATENCY"}
+        try:
+            compile_cache_dir().mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(compile_cache_dir())
+        except OSError:  # a read-only cache costs a recompilation per start, nothing else
+            pass
+        try:
+            compiled = ov.Core().compile_model(str(self.file), "CPU", config)
+        except Exception as err:  # RuntimeError with a stack of C++ checks: corrupt file, missing .bin, unsupported CPU
+            raise ModelError(f"OpenVINO cannot load {self.file}: {reason(err)}") from None
+        self.input_names = [i.get_any_name() for i in compiled.inputs]
+        check_graph_inputs(self.input_names, self.file)
+        self.output = compiled.output("logits")
+        self.compiled = compiled
+        # One request, reused: its buffers are allocated once. A request is not re-entrant, hence the lock (the
+        # server's forward thread and a warm-up must not share it at the same moment).
+        self.request = compiled.create_infer_request()
+        self.lock = threading.Lock()
+        # NNCF marks what it quantized with FakeQuantize ops; the XML is small (the weights are in the .bin).
+        self.int8 = 'type="FakeQuantize"' in self.file.read_text(errors="replace")
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                token_type_ids: np.ndarray | None = None) -> np.ndarray:
+        feed = graph_feed(self.input_names, self.file, input_ids, attention_mask, token_type_ids)
+        with self.lock:
+            # share_inputs: the planned int64 arrays are fed without a copy; the logits are copied out, since the
+            # request's output buffer is reused by the next call.
+            result = self.request.infer(feed, share_inputs=True)
+            return np.array(result[self.output], dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "dtype": f"int8, {self.precision}" if self.int8 else self.precision,
+                "threads": self.threads, "file": self.file.name, "openvino": self.version}

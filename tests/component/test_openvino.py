@@ -1,0 +1,201 @@
+"""The OpenVINO backends against the torch fp32 reference, and the IR conversion and cache under them.
+
+Tolerances (stated here, asserted below): ``openvino`` (fp32 IR, f32 precision hint) within 1e-4 of torch on every
+logit, for single texts and text pairs, packed or alone, and on a head-pruned folder. Reduced precision on a MiniLM
+with a fitted sentiment head (``trained_minilm_dir``, logits about ±2) over 400 VADER movie snippets: every logit
+within ``MAX_DIFF`` and the top label agreeing on at least ``MIN_AGREEMENT`` of the rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_support import run_cli
+from test_pairs import MAX_LENGTH, _items, pair_model_dir  # noqa: F401 (pair_model_dir is a fixture)
+
+from padless.datasets import load
+from padless.engine import Classifier
+from padless.errors import ConfigError, ModelError
+from padless.loader import cache_dir, load_model, read_info
+from padless.loader.openvino import compile_cache_dir, ensure_openvino, export_openvino, ir_inputs
+from padless.machine import cpu_has_native_bf16
+from padless.runtime.openvino import OpenVinoRuntime
+
+FP32_TOLERANCE = 1e-4
+# Measured on this test model (2-core Xeon with AMX, OpenVINO 2026.4.1, NNCF 3.4.0; the same figures on every rerun):
+# bf16 99.75% agreement, max |Δ logit| 0.031; int8 (NNCF on padless's generic VADER sample) 97.75%, 0.25; int8 with
+# the bf16 hint 96.75%, 0.88. The bounds leave room for other CPUs' kernels (VNNI without AMX).
+MAX_DIFF = {"openvino-bf16": 0.15, "openvino-int8": 1.0, "openvino-int8-bf16": 1.5}
+MIN_AGREEMENT = {"openvino-bf16": 0.99, "openvino-int8": 0.96, "openvino-int8-bf16": 0.95}
+needs_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16 (avx512_bf16 or AMX)")
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return load("vader-movies-test").texts[:400]
+
+
+@pytest.fixture(scope="module")
+def reference(trained_minilm_dir: Path, texts: list[str]) -> np.ndarray:
+    return Classifier(str(trained_minilm_dir), backend="torch").logits(texts)[0]
+
+
+def test_fp32_matches_torch_on_texts_and_pairs_packed_or_alone(pair_model_dir: Path) -> None:  # noqa: F811
+    options = {"max_length": MAX_LENGTH, "threads": 1, "max_batch_tokens": 512}
+    clf = Classifier(str(pair_model_dir), backend="openvino", **options)  # type: ignore[arg-type]
+    assert clf.describe()["backend"] == "openvino" and clf.describe()["dtype"] == "float32"
+    items = _items()
+    packed, errors = clf.logits(items)
+    assert all(e is None for e in errors) and clf.stats.batches > 1  # several batches of mixed singles and pairs
+    reference = Classifier(str(pair_model_dir), backend="torch", **options).logits(items)[0]  # type: ignore[arg-type]
+    np.testing.assert_allclose(packed, reference, atol=FP32_TOLERANCE, rtol=0)
+    alone = np.stack([clf.logits([item])[0][0] for item in items])
+    np.testing.assert_allclose(packed, alone, atol=FP32_TOLERANCE, rtol=0)
+    # Not vacuous: the segments change the logits, so an IR that ignored them would fail the comparison.
+    first_pair = next(i for i, item in enumerate(items) if isinstance(item, tuple))
+    joined = clf.logits([" ".join(items[first_pair])])[0][0]
+    assert np.abs(joined - packed[first_pair]).max() > 100 * FP32_TOLERANCE
+
+
+def test_the_export_is_checked_and_cached_by_content(tiny_model_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    notes = export_openvino(tiny_model_dir, tmp_path / "m.xml")
+    assert float(notes["max_abs_diff_vs_torch"]) <= FP32_TOLERANCE  # type: ignore[arg-type]
+    assert notes["inputs"] == ir_inputs(tmp_path / "m.xml") == ["input_ids", "attention_mask", "token_type_ids"]
+    assert not list(tmp_path.glob("*.tmp*"))  # written under temporary names, then renamed
+    first = ensure_openvino(tiny_model_dir)
+    assert first.parent.parent == cache_dir() / "openvino" and first.with_suffix(".bin").is_file()
+    mtime = first.stat().st_mtime_ns
+    OpenVinoRuntime(first, read_info(tiny_model_dir))
+    assert any(compile_cache_dir().iterdir())  # the compiled model is kept for the next start
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr("padless.loader.openvino.export_openvino", refuse)
+    assert ensure_openvino(tiny_model_dir) == first and first.stat().st_mtime_ns == mtime
+
+
+def test_a_pruned_folder_converts_and_matches_torch(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from padless.compress import structure
+
+    model = load_model(tiny_model_dir)
+    structure.cut_heads(model, {0: [0, 1], 1: [3]})  # a different number of heads in each layer
+    structure.cut_neurons(model, {0: list(range(32)), 1: list(range(32, 64))})
+    out = tmp_path / "pruned"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(out)
+    assert json.loads((out / "config.json").read_text())["pruned_heads"]
+    texts = load("vader-movies-train").texts[:64]
+    reference = Classifier(str(out), backend="torch").logits(texts)[0]
+    assert np.abs(Classifier(str(out), backend="openvino").logits(texts)[0] - reference).max() <= FP32_TOLERANCE
+
+
+def test_a_corrupt_or_missing_ir_is_one_line_model_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    info = read_info(tiny_model_dir)
+    good = ensure_openvino(tiny_model_dir)
+    (tmp_path / "garbage.xml").write_text("<net>not an IR")
+    truncated = tmp_path / "truncated.xml"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    truncated.with_suffix(".bin").write_bytes(good.with_suffix(".bin").read_bytes())
+    no_weights = tmp_path / "no-weights.xml"
+    no_weights.write_bytes(good.read_bytes())
+    for bad in (tmp_path / "garbage.xml", truncated, no_weights, tmp_path / "absent.xml"):
+        with pytest.raises(ModelError) as err:
+            OpenVinoRuntime(bad, info)
+        assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ModelError, match="truncated.xml"):
+        Classifier(str(tiny_model_dir), backend="openvino", runtime_options={"ir_file": str(truncated)})
+
+
+def test_an_ir_without_token_type_ids_refuses_pairs(pair_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    from padless.loader.export import example_inputs
+    from padless.loader.openvino import convert_torch, save_atomically
+
+    model = load_model(pair_model_dir)
+    inputs = example_inputs(model)
+    del inputs["token_type_ids"]
+    save_atomically(convert_torch(model, inputs), tmp_path / "singles.xml")
+    singles = {"ir_file": str(tmp_path / "singles.xml")}
+    clf = Classifier(str(pair_model_dir), backend="openvino", runtime_options=singles)
+    reference = Classifier(str(pair_model_dir), backend="torch")
+    texts = ["a fine film", "dull"]
+    np.testing.assert_allclose(clf.logits(texts)[0], reference.logits(texts)[0], atol=FP32_TOLERANCE, rtol=0)
+    with pytest.raises(ModelError, match="without token_type_ids"):
+        clf.logits([("A man is eating.", "Someone eats.")])
+
+
+def test_bf16_is_refused_on_a_cpu_without_it(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("padless.runtime.openvino.cpu_has_native_bf16", lambda: False)
+    for backend in ("openvino-bf16", "openvino-int8-bf16"):
+        with pytest.raises(ConfigError, match="native bf16"):
+            Classifier(str(tiny_model_dir), backend=backend)
+    assert not (cache_dir() / "openvino").exists()  # refused before converting anything
+
+
+@pytest.fixture(scope="module")
+def int8_ir(trained_minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The int8 IR that ``openvino-int8`` makes for a plain folder (NNCF on the generic sample), made once here."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PADLESS_CACHE", str(tmp_path_factory.mktemp("openvino-cache")))
+        return ensure_openvino(trained_minilm_dir, int8=True)
+
+
+@needs_bf16
+def test_the_bf16_hint_is_applied(tiny_model_dir: Path) -> None:
+    import openvino as ov
+
+    texts = load("vader-movies-test").texts[:50]
+    fp32 = Classifier(str(tiny_model_dir), backend="openvino").logits(texts)[0]
+    clf = Classifier(str(tiny_model_dir), backend="openvino-bf16")
+    assert clf.describe()["dtype"] == "bfloat16"
+    hint = clf.runtime.compiled.get_property("INFERENCE_PRECISION_HINT")  # type: ignore[attr-defined]
+    assert hint == ov.Type.bf16
+    got = clf.logits(texts)[0]
+    assert 0 < np.abs(got - fp32).max() and (got.argmax(1) == fp32.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.slow
+@needs_bf16
+def test_bf16_within_stated_tolerance(trained_minilm_dir: Path, texts: list[str], reference: np.ndarray) -> None:
+    _check_reduced("openvino-bf16", trained_minilm_dir, texts, reference, "bfloat16")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["openvino-int8", pytest.param("openvino-int8-bf16", marks=needs_bf16)])
+def test_int8_within_stated_tolerance(backend: str, trained_minilm_dir: Path, int8_ir: Path, texts: list[str],
+                                      reference: np.ndarray) -> None:
+    assert int8_ir.name == "model-int8.xml" and 'type="FakeQuantize"' in int8_ir.read_text()
+    hint = "bfloat16" if backend.endswith("bf16") else "float32"
+    _check_reduced(backend, trained_minilm_dir, texts, reference, f"int8, {hint}", ir_file=str(int8_ir))
+
+
+def _check_reduced(backend: str, model_dir: Path, texts: list[str], reference: np.ndarray, dtype: str,
+                   **options: str) -> None:
+    clf = Classifier(str(model_dir), backend=backend, runtime_options=options)
+    assert clf.describe()["dtype"] == dtype
+    got = clf.logits(texts)[0]
+    agreement = float((got.argmax(1) == reference.argmax(1)).mean())
+    max_diff = float(np.abs(got - reference).max())
+    print(f"{backend}: agreement {agreement:.4f}, max |Δ logit| {max_diff:.3f}")  # the figures quoted above
+    assert max_diff <= MAX_DIFF[backend] and agreement >= MIN_AGREEMENT[backend]
+    assert max_diff > 0  # really reduced precision, not the fp32 IR under another name
+
+
+def test_classify_cli_runs_on_openvino(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    texts = ["a wonderful, moving film", "dull and far too long", "ok", "the plot made no sense at all"]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts) + "\n")
+    code, out, err = run_cli(["classify", str(src), "--model", str(tiny_model_dir), "--backend", "openvino",
+                              "--format", "jsonl"], monkeypatch, capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    expected = Classifier(str(tiny_model_dir), backend="torch")(texts)
+    assert [r["label"] for r in rows] == [p.label for p in expected]
+    assert [r["score"] for r in rows] == pytest.approx([p.score for p in expected], abs=1e-4)
