@@ -199,3 +199,20 @@ def test_classify_cli_runs_on_openvino(tiny_model_dir: Path, tmp_path: Path, mon
     expected = Classifier(str(tiny_model_dir), backend="torch")(texts)
     assert [r["label"] for r in rows] == [p.label for p in expected]
     assert [r["score"] for r in rows] == pytest.approx([p.score for p in expected], abs=1e-4)
+
+
+def test_openvino_and_nncf_send_no_telemetry() -> None:
+    """Importing padless first leaves OpenVINO's converter and NNCF on their no-op telemetry stubs (a fresh process,
+    so no earlier import in the test session can hide the order)."""
+    import subprocess
+    import sys
+
+    code = ("import padless, sys, openvino, nncf\n"
+            "import openvino.tools.ovc.telemetry_utils as ovc\n"
+            "from nncf.telemetry.wrapper import telemetry\n"
+            "assert sys.modules['openvino_telemetry'] is None\n"
+            "assert ovc.tm.__name__.endswith('telemetry_stub'), ovc.tm\n"
+            "assert type(telemetry).__name__ == 'MagicMock', type(telemetry)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PADLESS_OPENVINO_TELEMETRY"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
