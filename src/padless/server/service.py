@@ -79,6 +79,10 @@ def model_revision(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+# Threads that tokenize (and serve /tokenize and /decode) beside the event loop; /info reports the number.
+TOKENIZE_WORKERS = 2
+
+
 class Service:
     """Classification for the server. Create in the event loop with :meth:`start`; stop with :meth:`stop`."""
 
@@ -94,7 +98,7 @@ class Service:
                                            max_chars=enc.max_chars, pair_truncation=enc.pair_truncation)
                          for flag in (True, False)}
         self.cache = ResultCache(server.cache_size)
-        self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="padless-tokenize")
+        self._tokenize_pool = ThreadPoolExecutor(max_workers=TOKENIZE_WORKERS, thread_name_prefix="padless-tokenize")
         self.batcher: Batcher | None = None
         self.warmed = False
         self.draining = False
@@ -166,7 +170,7 @@ class Service:
                 "max_batch_tokens": c.batch_config.max_batch_tokens,
                 "max_batch_requests": c.batch_config.max_batch_size,
                 "max_client_batch_size": s.max_inputs_per_request, "auto_truncate": True,
-                "tokenization_workers": 2, "sha": None, "docker_label": None}
+                "tokenization_workers": TOKENIZE_WORKERS, "sha": None, "docker_label": None}
 
     # -- the tokenizer ----------------------------------------------------------------------------------------------
 
