@@ -73,3 +73,18 @@ def test_offline_bench_runs_padless_on_several_backends(tiny_model_dir: Path) ->
     assert ratio == pytest.approx(statistics.median(per_round))  # paired per round, as documented
     with pytest.raises(ConfigError, match="padless-onnx-int8"):
         run_offline_bench(str(tiny_model_dir), n=4, rounds=1, configs=["padless-onnx-int8"], backends=["onnx"])
+
+
+def test_int8_config_is_held_against_the_int8_matmul_peak(tiny_model_dir: Path) -> None:
+    result = run_offline_bench(str(tiny_model_dir), n=30, rounds=1, seed=0, peak_size=256,
+                               configs=["padless", "padless-onnx-int8"], backends=["torch", "onnx-int8"])
+    peaks = result["peak"]["by_precision"]
+    assert set(peaks) == {"float32", "int8"} and all(p["gflops"] > 0 for p in peaks.values())
+    int8 = result["configs"]["padless-onnx-int8"]
+    assert int8["precision"] == "int8" and result["configs"]["padless"]["precision"] == "float32"
+    # the same useful work over the same seconds, divided by the int8 peak instead of the fp32 one
+    useful = result["workload"]["useful_gflops"]
+    assert int8["model_flops_pct_of_precision_peak"] == pytest.approx(
+        100 * useful / int8["seconds"] / peaks["int8"]["gflops"])
+    assert result["configs"]["padless"]["model_flops_pct_of_precision_peak"] == pytest.approx(
+        result["configs"]["padless"]["model_flops_pct_of_peak"])

@@ -170,6 +170,35 @@ def test_optimize_refuses_to_overwrite_and_unknown_candidates(optimized_tiny: Pa
     assert code == 2 and "--eval is required" in err
 
 
+
+def test_optimize_accuracy_control_flags_reach_the_config(tiny_model_dir: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import padless.optimize.search as search
+
+    seen: list[search.OptimizeConfig] = []
+
+    def capture(model: str, output: Path, cfg: search.OptimizeConfig, **_: object) -> dict:
+        seen.append(cfg)
+        raise search.ConfigError("stop here")  # the flags are what this test checks, not a whole optimize run
+
+    monkeypatch.setattr(search, "optimize", capture)
+    monkeypatch.setenv("PADLESS_ACCURACY_CONTROL_ITERATIONS", "3")
+    code, _, err = run_cli(["optimize", str(tiny_model_dir), "-o", str(tmp_path / "o"), "--eval", "vader-nyt",
+                            "--accuracy-control-rows", "80", "--accuracy-control-ranking-rows", "40",
+                            "--accuracy-control-calibration-rows", "50"], monkeypatch, capsys)
+    assert code == 2 and "stop here" in err
+    assert seen[0].accuracy_control == search.ov_candidates.AccuracyControl(
+        rows=80, ranking_rows=40, max_iterations=3, calibration_rows=50)
+    code, _, err = run_cli(["optimize", str(tiny_model_dir), "-o", str(tmp_path / "o"), "--eval", "vader-nyt",
+                            "--accuracy-control-rows", "20", "--accuracy-control-ranking-rows", "40"],
+                           monkeypatch, capsys)
+    assert code == 2 and "exceeds --accuracy-control-rows 20" in err and len(seen) == 1
+    code, _, err = run_cli(["optimize", str(tiny_model_dir), "-o", str(tmp_path / "o"), "--eval", "vader-nyt",
+                            "--accuracy-control-iterations", "0"], monkeypatch, capsys)
+    assert code == 2 and "must be positive" in err and len(seen) == 1
+
+
 @pytest.fixture(scope="module")
 def noisy_minilm_dir(trained_minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A deliberately damaged variant: every encoder weight matrix with Gaussian noise of 30% of its own spread."""
@@ -210,6 +239,7 @@ def test_verify_rejects_a_damaged_variant(noisy_minilm_dir: Path, trained_minilm
     assert data["agreement"] < 0.99 and not data["passed"]
 
 
+@pytest.mark.slow
 def test_optimize_gate_on_a_fitted_minilm(trained_minilm_dir: Path, eval_csv: Path, tmp_path: Path) -> None:
     """The fp32 export passes the default gate; the gate's verdicts follow the measured numbers."""
     out = tmp_path / "opt"

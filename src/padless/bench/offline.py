@@ -13,7 +13,8 @@ Configs (all on the same model folder, the same workload, in one process):
 Every round times each config on the whole workload with ``time.perf_counter`` (tokenization included); the order
 of configs rotates from round to round so no config always runs first or on a warmer cache. Figures are medians over
 rounds. "% of peak" is useful model FLOPs (padding excluded, :func:`padless.engine.model_flops`) per second over the
-best matmul rate measured in the same run (:mod:`padless.bench.peak`).
+best fp32 matmul rate measured in the same run (:mod:`padless.bench.peak`); a bf16 or int8 config is also held
+against the bf16 matmul or ``torch._int_mm`` peak measured in the same run ("% own peak": int8 GOP/s over int8 GOP/s).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from padless.bench.peak import measure_matmul_peak
+from padless.bench.peak import compute_precision, measure_matmul_peak
 from padless.bench.workload import describe_lengths, describe_mix, make_workload
 from padless.config import BatchConfig
 from padless.default_model import ensure_default
@@ -198,7 +199,13 @@ def run_offline_bench(
     useful_flops = sum(model_flops(clf.info, length) for length in lengths)
 
     runners = _runners(clf, names, extra)
-    peak_before = measure_matmul_peak(peak_size)
+    precision = {name: compute_precision(extra[name].describe().get("dtype", "float32")) if name in extra
+                 else "float32" for name in names}
+    # fp32 always (every "% of peak" uses it); the others only where a config computes in them.
+    peak_dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
+    wanted = ["float32"] + sorted(set(precision.values()) - {"float32"})
+    peaks_before = {p: measure_matmul_peak(peak_size, dtype=peak_dtypes[p]) for p in wanted}
+    peak_before = peaks_before["float32"]
     # One untimed call each pays one-off costs (lazy imports, first-call allocation) outside the measurement.
     for name in names:
         runners[name](texts[:WARMUP_TEXTS])
@@ -219,8 +226,10 @@ def run_offline_bench(
                 stats[name] = call_stats
             if console:
                 console.print(f"round {r + 1}/{rounds}  {name:<13} {elapsed:7.2f} s  {n / elapsed:9.1f} texts/s")
-    peak_after = measure_matmul_peak(peak_size)
+    peaks_after = {p: measure_matmul_peak(peak_size, dtype=peak_dtypes[p]) for p in wanted}
+    peak_after = peaks_after["float32"]
     peak = max(peak_before, peak_after)
+    own_peak = {p: max(peaks_before[p], peaks_after[p]) for p in wanted}
 
     computed = {
         "pipeline-b1": real,  # one text per forward: nothing padded
@@ -237,6 +246,9 @@ def run_offline_bench(
             "texts_per_s": statistics.median(n / s for s in secs),
             "real_tokens_per_s": statistics.median(real / s for s in secs),
             "model_flops_pct_of_peak": statistics.median(100 * useful_flops / s / (peak * 1e9) for s in secs),
+            "precision": precision[name],
+            "model_flops_pct_of_precision_peak": statistics.median(
+                100 * useful_flops / s / (own_peak[precision[name]] * 1e9) for s in secs),
         }
         if name.startswith(PADLESS):
             st = stats[name]
@@ -268,7 +280,10 @@ def run_offline_bench(
                    "timing": "time.perf_counter around the whole workload, tokenization included",
                    "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")},
         "peak": {"size": peak_size, "dtype": "float32", "before_gflops": peak_before, "after_gflops": peak_after,
-                 "gflops": peak},
+                 "gflops": peak,
+                 "by_precision": {p: {"before_gflops": peaks_before[p], "after_gflops": peaks_after[p],
+                                      "gflops": own_peak[p]} for p in wanted},
+                 "int8_kernel": "torch._int_mm (int8 x int8 -> int32)"},
         "configs": results,
         "ratios": ratios,
         "notes": _notes(load_start),
@@ -314,17 +329,20 @@ def render_table(result: dict[str, Any]) -> Table:
     """A rich Table of the per-config figures, for the CLI."""
     from rich.table import Table
 
-    table = Table(title=f"offline benchmark, peak {result['peak']['gflops']:.0f} GFLOP/s (matmul)",
+    peaks = ", ".join(f"{p} {v['gflops']:.0f}" for p, v in result["peak"].get("by_precision", {}).items())
+    table = Table(title=f"offline benchmark, matmul peaks (GFLOP/s, GOP/s for int8): {peaks}",
                   caption="\n".join(result.get("notes", [])) or None)
-    for column in ("config", "texts/s", "real tok/s", "padding", "agree b1", "% of peak", "padless ×",
-                   "× padless"):
+    for column in ("config", "texts/s", "real tok/s", "padding", "agree b1", "% of fp32 peak", "% own peak",
+                   "padless ×", "× padless"):
         table.add_column(column, justify="left" if column == "config" else "right", no_wrap=True)
     for name, entry in result["configs"].items():
         agreement = entry["agreement_with_pipeline_b1"]
         ratio = result["ratios"].get(f"padless_vs_{name}")
         table.add_row(name, f"{entry['texts_per_s']:.1f}", f"{entry['real_tokens_per_s']:.0f}",
                       f"{entry['padding_fraction']:.1%}", "-" if agreement is None else f"{agreement:.1%}",
-                      f"{entry['model_flops_pct_of_peak']:.1f}%", "-" if ratio is None else f"{ratio:.2f}×",
+                      f"{entry['model_flops_pct_of_peak']:.1f}%",
+                      f"{entry['model_flops_pct_of_precision_peak']:.1f}% {entry['precision']}",
+                      "-" if ratio is None else f"{ratio:.2f}×",
                       f"{result['ratios'][f'{name}_vs_padless']:.2f}×" if f"{name}_vs_padless" in result["ratios"]
                       else "-")
     return table

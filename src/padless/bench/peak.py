@@ -2,6 +2,10 @@
 
 Model FLOPs are reported as a percentage of this figure. It is measured, not taken from a datasheet, so it already
 reflects the thread setting, the BLAS library and whatever else is competing for the cores at the time.
+
+Reduced-precision variants are held against the ceiling of their own arithmetic as well: ``bfloat16`` (a plain
+matmul, where the CPU has native bf16) and ``int8`` (``torch._int_mm``, int8 × int8 → int32: the VNNI/AMX kernels an
+int8 engine uses), so "% of peak" says how close each engine comes to what its precision can do here.
 """
 
 from __future__ import annotations
@@ -12,23 +16,43 @@ import torch
 
 
 def measure_matmul_peak(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    """GFLOP/s of the fastest of ``repeats`` timed ``size × size`` matmuls (2·size³ FLOPs each), after one warm-up.
-
-    Uses torch's current thread setting.
+    """GFLOP/s (GOP/s for int8) of the fastest of ``repeats`` timed ``size × size`` matmuls (2·size³ operations
+    each), after one warm-up. ``dtype``: float32, bfloat16 or int8. Uses torch's current thread setting.
     """
     if size < 1 or repeats < 1:
         raise ValueError("size and repeats must be positive")
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(dtype)
-    b = torch.randn(size, size, generator=generator).to(dtype)
-    out = torch.empty(size, size, dtype=dtype)
+    if dtype == torch.int8:
+        # int8 operands, int32 accumulation; the size must be a multiple of 8 for the int8 kernels.
+        size = max(8, size // 8 * 8)
+        a = torch.randint(-128, 128, (size, size), generator=generator, dtype=torch.int8)
+        b = torch.randint(-128, 128, (size, size), generator=generator, dtype=torch.int8)
+
+        def multiply() -> None:
+            torch._int_mm(a, b)
+    else:
+        a = torch.randn(size, size, generator=generator).to(dtype)
+        b = torch.randn(size, size, generator=generator).to(dtype)
+        out = torch.empty(size, size, dtype=dtype)
+
+        def multiply() -> None:
+            torch.matmul(a, b, out=out)
     flops = 2.0 * size**3
     # The warm-up pays for BLAS initialisation and thread-pool start-up, which are not compute.
-    torch.matmul(a, b, out=out)
+    multiply()
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        torch.matmul(a, b, out=out)
+        multiply()
         best = min(best, time.perf_counter() - started)
     # Best, not mean: interference only ever slows a run, so the fastest run is closest to the machine's ceiling.
     return flops / best / 1e9
+
+
+def compute_precision(dtype: str) -> str:
+    """The arithmetic a backend's ``describe()["dtype"]`` does most of its work in: int8, bfloat16, float16 or
+    float32 (an int8 IR's "int8, bfloat16" is int8: its matmuls are)."""
+    for precision in ("int8", "bfloat16", "float16"):
+        if precision in dtype:
+            return precision
+    return "float32"

@@ -10,6 +10,7 @@ import typer
 
 from padless.cli.common import ensure_default, quiet_libraries
 from padless.optimize.gate import GateConfig
+from padless.optimize.openvino import AccuracyControl
 from padless.optimize.search import CANDIDATES, OptimizeConfig
 
 DropOpt = Annotated[float, typer.Option(envvar="PADLESS_MAX_ACCURACY_DROP", help="Gate: most accuracy a variant may lose, in points.")]
@@ -27,9 +28,13 @@ def optimize(
     bench_texts: Annotated[int, typer.Option(envvar="PADLESS_OPTIMIZE_BENCH_TEXTS", help="Realistic-mix texts per timing round.")] = OptimizeConfig.bench_texts,
     long_texts: Annotated[int, typer.Option(envvar="PADLESS_OPTIMIZE_LONG_TEXTS", help="Long-mix texts per timing round (0 skips the long mix).")] = OptimizeConfig.long_texts,
     rounds: Annotated[int, typer.Option(envvar="PADLESS_OPTIMIZE_ROUNDS", help="Interleaved timing rounds (medians reported).")] = OptimizeConfig.rounds,
-    students: Annotated[str, typer.Option(envvar="PADLESS_STUDENTS", help="Comma-separated folders from padless prune / distill; each joins as torch fp32, ONNX fp32 and ONNX int8 candidates.")] = "",
+    students: Annotated[str, typer.Option(envvar="PADLESS_STUDENTS", help="Comma-separated folders from padless prune / distill; each joins as torch fp32, ONNX fp32, ONNX int8 and OpenVINO int8 candidates.")] = "",
     max_accuracy_drop: DropOpt = GateConfig.max_accuracy_drop,
     min_agreement: AgreeOpt = GateConfig.min_agreement,
+    ac_rows: Annotated[int, typer.Option("--accuracy-control-rows", envvar="PADLESS_ACCURACY_CONTROL_ROWS", help="openvino-int8-accuracy: eval rows held out of the gate to validate on (at most a quarter of the eval set).")] = AccuracyControl.rows,
+    ac_ranking_rows: Annotated[int, typer.Option("--accuracy-control-ranking-rows", envvar="PADLESS_ACCURACY_CONTROL_RANKING_ROWS", help="openvino-int8-accuracy: of those, rows NNCF ranks the quantized layers on.")] = AccuracyControl.ranking_rows,
+    ac_iterations: Annotated[int, typer.Option("--accuracy-control-iterations", envvar="PADLESS_ACCURACY_CONTROL_ITERATIONS", help="openvino-int8-accuracy: most layer groups NNCF may revert to float.")] = AccuracyControl.max_iterations,
+    ac_calibration_rows: Annotated[int, typer.Option("--accuracy-control-calibration-rows", envvar="PADLESS_ACCURACY_CONTROL_CALIBRATION_ROWS", help="openvino-int8-accuracy: calibration texts NNCF uses (its subset_size).")] = AccuracyControl.calibration_rows,
     threads: ThreadsOpt = 0,
     overwrite: Annotated[bool, typer.Option(envvar="PADLESS_OVERWRITE", help="Replace a non-empty output folder.")] = False,
 ) -> None:
@@ -44,7 +49,10 @@ def optimize(
                          candidates=tuple(c.strip() for c in candidates.split(",") if c.strip()),
                          bench_texts=bench_texts, long_texts=long_texts, rounds=rounds, threads=threads,
                          students=tuple(f.strip() for f in students.split(",") if f.strip()),
-                         gate=GateConfig(max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement))
+                         gate=GateConfig(max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement),
+                         accuracy_control=AccuracyControl(rows=ac_rows, ranking_rows=ac_ranking_rows,
+                                                          max_iterations=ac_iterations,
+                                                          calibration_rows=ac_calibration_rows))
     cfg.validate()
     quiet_libraries()
     ensure_default(model)

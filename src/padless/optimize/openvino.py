@@ -49,6 +49,9 @@ class AccuracyControl:
     def validate(self) -> None:
         if min(self.rows, self.ranking_rows, self.max_iterations, self.calibration_rows) < 1:
             raise ConfigError("accuracy-control rows, ranking rows, iterations and calibration rows must be positive")
+        if self.ranking_rows > self.rows:
+            raise ConfigError(f"--accuracy-control-ranking-rows {self.ranking_rows} exceeds "
+                              f"--accuracy-control-rows {self.rows}: NNCF ranks layers on some of the held-out rows")
 
 
 @dataclass(frozen=True, kw_only=True)
