@@ -73,26 +73,15 @@ class _Item:
     future: asyncio.Future[np.ndarray] = field(repr=False)
 
 
-class Batcher:
-    """See the module docstring. Create inside a running event loop; call :meth:`start`, then :meth:`stop`."""
+class Admission:
+    """Admission counted in inputs and tokens before tokenizing (the module docstring's first point). A base for
+    whatever sits after the tokenizer: this batcher, and ``padless serve --ray``'s router to remote tiers.
+    Subclasses set ``queue_config``, ``max_length``, ``reserved_inputs`` and ``reserved_tokens``."""
 
-    def __init__(self, forward: Forward, *, batch: BatchConfig, queue: QueueConfig, max_length: int,
-                 observer: Observer | None = None) -> None:
-        self._forward = forward
-        self.batch_config = batch
-        self.queue_config = queue
-        self.max_length = max_length
-        self.observer = observer or Observer()
-        self._queue: deque[_Item] = deque()
-        self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="padless-forward")
-        self._task: asyncio.Task[None] | None = None
-        self._busy = False
-        self.healthy = True
-        self.reserved_inputs = 0  # admitted and not yet answered: tokenizing, queued or in a forward pass
-        self.reserved_tokens = 0
-
-    # -- admission ----------------------------------------------------------------------------------------------
+    queue_config: QueueConfig
+    max_length: int
+    reserved_inputs: int
+    reserved_tokens: int
 
     def admit(self, texts: Sequence[object]) -> Ticket:
         """Reserve room for ``texts`` (texts or text pairs) or raise :class:`OverloadedError`; nothing is tokenized
@@ -111,6 +100,27 @@ class Batcher:
             ticket.released = True
             self.reserved_inputs -= ticket.inputs
             self.reserved_tokens -= ticket.tokens
+
+
+class Batcher(Admission):
+    """See the module docstring. Create inside a running event loop; call :meth:`start`, then :meth:`stop`."""
+
+    def __init__(self, forward: Forward, *, batch: BatchConfig, queue: QueueConfig, max_length: int,
+                 observer: Observer | None = None) -> None:
+        self._forward = forward
+        self.batch_config = batch
+        self.queue_config = queue
+        self.max_length = max_length
+        self.observer = observer or Observer()
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="padless-forward")
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        self.healthy = True
+        self.reserved_inputs = 0  # admitted and not yet answered: tokenizing, queued or in a forward pass
+        self.reserved_tokens = 0
+
 
     @property
     def queued_inputs(self) -> int:

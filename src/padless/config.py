@@ -54,9 +54,13 @@ class BatchConfig:
     max_batch_tokens: int = 8192
     max_batch_size: int = 128
     chunk_rows: int = 10_000  # rows read, sorted and committed together when streaming a file
+    # --ray: rows per worker call. Smaller than a local chunk so that a single file still spreads over every worker
+    # (20,000 rows in 10,000-row calls ran on one worker while the other was still loading its model); 2,048 rows is
+    # plenty to sort by length (padding stayed 0.3% on the realistic mix).
+    ray_chunk_rows: int = 2_048
 
     def validate(self, max_length: int | None = None) -> None:
-        if self.max_batch_tokens < 1 or self.max_batch_size < 1 or self.chunk_rows < 1:
+        if self.max_batch_tokens < 1 or self.max_batch_size < 1 or self.chunk_rows < 1 or self.ray_chunk_rows < 1:
             raise ConfigError("max_batch_tokens, max_batch_size and chunk_rows must all be positive")
         if max_length is not None and max_length > self.max_batch_tokens:
             raise ConfigError(

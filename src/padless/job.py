@@ -78,8 +78,14 @@ def _fingerprint(spec: JobSpec, model_desc: dict[str, Any]) -> str:
 
 def output_columns(input_columns: list[str], spec: JobSpec) -> tuple[list[str], dict[str, str]]:
     """The output's columns: the input's, then label, score, [scores,] error (with the optional prefix)."""
-    names = {k: spec.output_prefix + k for k in ("label", "score", "scores", "error")}
-    wanted = ["label", "score"] + (["scores"] if spec.top_k != 1 else []) + ["error"]
+    return added_columns(input_columns, output_prefix=spec.output_prefix, top_k=spec.top_k)
+
+
+def added_columns(input_columns: list[str], *, output_prefix: str, top_k: int) -> tuple[list[str], dict[str, str]]:
+    """:func:`output_columns` without a JobSpec (the Ray face has no local input or output): the columns, and the
+    names padless's own columns get (a clash with an input column is refused, naming ``--output-prefix``)."""
+    names = {k: output_prefix + k for k in ("label", "score", "scores", "error")}
+    wanted = ["label", "score"] + (["scores"] if top_k != 1 else []) + ["error"]
     clash = [names[k] for k in wanted if names[k] in input_columns]
     if clash:
         raise InputError(f"the input already has column(s) {', '.join(clash)}; "
@@ -133,7 +139,7 @@ def run_job(spec: JobSpec, classifier: Any, on_chunk: Callable[[int, Any], None]
     crash_point("output-opened")
     rows_done = skip
     for chunk in _chain([first] if first is not None else [], chunks):
-        records = _classify_chunk(chunk, classifier, spec, names)
+        records = classify_rows(chunk, classifier, names, top_k=spec.top_k, raw_scores=spec.raw_scores)
         sink.write(records)
         crash_point("chunk-written")
         committed = sink.commit()
@@ -192,10 +198,14 @@ def _chain(first: list[list[Row]], rest: Any) -> Any:
     yield from rest
 
 
-def _classify_chunk(chunk: list[Row], classifier: Any, spec: JobSpec, names: dict[str, str]) -> list[dict[str, Any]]:
+def classify_rows(chunk: list[Row], classifier: Any, names: dict[str, str], *, top_k: int,
+                  raw_scores: bool) -> list[dict[str, Any]]:
+    """Each row's record: its columns, then label, score, [scores,] error. A row read with an error, or one the
+    classifier cannot score, keeps its place with the error and null predictions (shared by the local and Ray
+    faces, so both report the same errors)."""
     texts = [row.text if row.error is None else None for row in chunk]
     scorable = [i for i, t in enumerate(texts) if t is not None]
-    results = classifier.run([texts[i] for i in scorable], top_k=spec.top_k, raw_scores=spec.raw_scores)
+    results = classifier.run([texts[i] for i in scorable], top_k=top_k, raw_scores=raw_scores)
     by_row: dict[int, Any] = dict(zip(scorable, results))
     records = []
     for i, row in enumerate(chunk):
@@ -207,13 +217,13 @@ def _classify_chunk(chunk: list[Row], classifier: Any, spec: JobSpec, names: dic
         if error is None and result is not None:
             record[names["label"]] = result.label
             record[names["score"]] = result.score
-            if spec.top_k != 1:
+            if top_k != 1:
                 record[names["scores"]] = [{"label": label, "score": score} for label, score in result.scores]
             record[names["error"]] = None
         else:
             record[names["label"]] = None
             record[names["score"]] = None
-            if spec.top_k != 1:
+            if top_k != 1:
                 record[names["scores"]] = None
             record[names["error"]] = error
         records.append(record)

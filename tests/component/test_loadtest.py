@@ -323,6 +323,22 @@ def test_every_scheduled_request_has_exactly_one_outcome() -> None:
         assert word in text
 
 
+
+def test_latency_is_reported_per_group_of_texts() -> None:
+    texts = ["quick", "sleep:0.3", "quick again"]
+    groups = ["short", "long", "short"]
+    rate, duration, seed = 30.0, 1.0, 2
+    n = len(poisson_schedule(rate, duration, seed))
+    long_requests = sum(1 for i in range(n) if i % 3 == 1)
+    with serve(StandIn()) as url:
+        report = asyncio.run(run_load(url, rate=rate, duration=duration, texts=texts, groups=groups, seed=seed))
+    assert report["requests_by_group"] == {"long": long_requests, "short": n - long_requests}
+    by_group = report["latency_ms_by_group"]
+    assert by_group["long"]["count"] == long_requests and by_group["short"]["count"] == n - long_requests
+    assert by_group["long"]["p50"] >= 300 > by_group["short"]["p99"]  # the sleeping texts are the long group
+    with pytest.raises(ValueError, match="one group per text"):
+        asyncio.run(run_load("http://127.0.0.1:9", rate=1, duration=1, texts=texts, groups=["short"]))
+
 def test_open_loop_does_not_wait_for_slow_responses() -> None:
     rate, duration, seed = 20.0, 1.0, 0
     offsets = poisson_schedule(rate, duration, seed)

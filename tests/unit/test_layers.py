@@ -36,3 +36,13 @@ def test_a_low_package_imports_nothing_above_it(package: str) -> None:
     upward = {f"{f.relative_to(SRC)} -> {name}" for f in files for name in _imports(f)
               if any(name == above or name.startswith(above + ".") for above in ABOVE[package])}
     assert not upward, sorted(upward)
+
+
+def test_only_the_ray_face_and_its_users_import_ray() -> None:
+    """Ray is one more face: the core, the jobs and the HTTP server never import it or padless.ray (the CLI's
+    --ray branches and `padless bench ray` do, lazily), so padless runs without the optional extra."""
+    allowed = ("ray/", "cli/ray_", "bench/ray")
+    offenders = {f"{f.relative_to(SRC)} -> {name}" for f in sorted(SRC.rglob("*.py"))
+                 if not str(f.relative_to(SRC)).startswith(allowed)
+                 for name in _imports(f) if name == "ray" or name.startswith(("ray.", "padless.ray"))}
+    assert not offenders, sorted(offenders)

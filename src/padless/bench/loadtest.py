@@ -243,6 +243,7 @@ async def run_load(
     seed: int = 0,
     max_in_flight: int = 2000,
     headers: dict[str, str] | None = None,
+    groups: list[str] | None = None,
 ) -> dict[str, Any]:
     """Offer ``rate`` requests/s of Poisson arrivals to ``POST {url}/predict`` for ``duration`` seconds.
 
@@ -274,7 +275,10 @@ async def run_load(
     * ``server``: :func:`server_stats` of ``/metrics`` before and after the run, or ``None`` if unavailable;
       ``server_info``: the ``/info`` JSON or ``None``;
     * ``warnings``: human-readable caveats about the measurement itself;
-    * ``errors_sample``: up to 5 distinct client-side exception messages.
+    * ``errors_sample``: up to 5 distinct client-side exception messages;
+    * with ``groups`` (one name per text, e.g. "short"/"long"): ``latency_ms_by_group``, the ``latency_ms`` summary
+      of the ok requests whose first text is in each group, and ``requests_by_group``, every scheduled request's
+      group counted (so a tier's tail can be read apart from the rest of the traffic).
     """
     if not texts:
         raise ValueError("texts must not be empty")
@@ -284,6 +288,8 @@ async def run_load(
         raise ValueError(f"timeout must be a positive number, got {timeout}")
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+    if groups is not None and len(groups) != len(texts):
+        raise ValueError(f"groups must name one group per text: {len(groups)} for {len(texts)} texts")
     base, predict_url = _split_url(url)  # refuses non-loopback before anything is opened
     offsets = poisson_schedule(rate, duration, seed)
     warnings: list[str] = []
@@ -395,7 +401,17 @@ async def run_load(
     lags: list[float] = []
     retry_after_max: float | None = None
     errors_sample: list[str] = []
-    for slot in tasks:
+    by_group: dict[str, list[float]] = {}
+    group_counts: Counter[str] = Counter()
+
+    def group_of(i: int) -> str | None:
+        return None if groups is None else groups[(i * inputs_per_request) % n_texts]
+
+    for i, slot in enumerate(tasks):
+        group = group_of(i)
+        if group is not None:
+            group_counts[group] += 1
+            by_group.setdefault(group, [])
         if slot is None:
             outcomes["dropped_client_side"] += 1
             continue
@@ -411,6 +427,8 @@ async def run_load(
             all_latencies.append(result.latency)
             if result.outcome == "ok":
                 ok_latencies.append(result.latency)
+                if group is not None:
+                    by_group[group].append(result.latency)
         if result.error_type:
             error_types[result.error_type] += 1
         if result.retry_after is not None:
@@ -438,7 +456,12 @@ async def run_load(
                         "requests were already outstanding")
     server = server_stats(metrics_before, metrics_after) if metrics_before is not None and metrics_after else None
 
+    grouped = {} if groups is None else {
+        "latency_ms_by_group": {g: _latency_summary(v) for g, v in sorted(by_group.items())},
+        "requests_by_group": dict(sorted(group_counts.items())),
+    }
     return {
+        **grouped,
         "url": predict_url,
         "offered_rate": float(rate),
         "duration_s": float(duration),

@@ -6,17 +6,9 @@ these; this module imports none of them.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-
-def quiet_libraries() -> None:
-    """Silence transformers' logging and progress bars; let the tokenizers use their threads."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+from padless.loader.folders import quiet_libraries as quiet_libraries  # defined below the engine; named here too
 
 
 def build_progress(console: object) -> object:

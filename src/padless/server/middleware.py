@@ -57,8 +57,9 @@ class Gatekeeper:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = uuid.uuid4().hex[:16]
-        scope.setdefault("state", {})["request_id"] = rid
+        # An id set by a wrapper in front (Ray Serve's proxy id, padless.ray.serve) is kept; else a fresh one.
+        rid = scope.setdefault("state", {}).get("request_id") or uuid.uuid4().hex[:16]
+        scope["state"]["request_id"] = rid
         path = scope.get("path", "")
         route = path if path in ROUTES else "other"
         status_seen: list[int] = []

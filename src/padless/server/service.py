@@ -10,10 +10,11 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -79,6 +80,34 @@ def model_revision(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+class Scorer(Protocol):
+    """What the service needs from the step after tokenizing: admission before it, then logits rows for token ids.
+
+    :class:`padless.batcher.Batcher` (the local model) is the one ``padless serve`` uses; ``padless serve --ray``
+    puts remote length tiers in its place (:mod:`padless.ray.serve_router`)."""
+
+    healthy: bool
+    reserved_inputs: int
+
+    def admit(self, texts: Sequence[object]) -> Any: ...
+
+    def release(self, ticket: Any) -> None: ...
+
+    def submit(self, ids: Sequence[Sequence[int]], *, deadline: float,
+               request_id: str) -> list[asyncio.Future[np.ndarray]]: ...
+
+    @property
+    def idle(self) -> bool: ...
+
+    @property
+    def queued_inputs(self) -> int: ...
+
+    @property
+    def queued_tokens(self) -> int: ...
+
+    async def stop(self) -> None: ...
+
+
 # Threads that tokenize (and serve /tokenize and /decode) beside the event loop; /info reports the number.
 TOKENIZE_WORKERS = 2
 
@@ -99,17 +128,18 @@ class Service:
                          for flag in (True, False)}
         self.cache = ResultCache(server.cache_size)
         self._tokenize_pool = ThreadPoolExecutor(max_workers=TOKENIZE_WORKERS, thread_name_prefix="padless-tokenize")
-        self.batcher: Batcher | None = None
+        self.batcher: Scorer | None = None  # the local Batcher, made in start(); a subclass may put another Scorer
         self.warmed = False
         self.draining = False
         self.in_flight = 0
         self.last_success = 0.0
 
     async def start(self) -> None:
-        self.batcher = Batcher(self._forward, batch=self.clf.batch_config, queue=self.queue_config,
-                               max_length=self.clf.max_length, observer=self.metrics)
-        self.metrics.bind_queue(self.batcher)
-        self.batcher.start()
+        batcher = Batcher(self._forward, batch=self.clf.batch_config, queue=self.queue_config,
+                          max_length=self.clf.max_length, observer=self.metrics)
+        self.batcher = batcher
+        self.metrics.bind_queue(batcher)
+        batcher.start()
         loop = asyncio.get_running_loop()
         await asyncio.wait_for(loop.run_in_executor(None, self.clf.runtime.warmup), timeout=120)
         self.warmed = True

@@ -1,0 +1,206 @@
+"""``padless bench ray``: padless on Ray against local padless and against what a Ray user writes, one run.
+
+Offline (the same Parquet file of ``rows`` realistic-mix texts, every command a separate process timed whole, start-up
+included, since that is what a user waits for):
+
+1. local ``padless classify FILE -o local.parquet --threads W`` (W = workers: the same cores);
+2. ``padless classify FILE -o ray-scored/ --ray --workers W --threads 1`` (a local Ray cluster of W CPUs);
+3. the Ray docs' recipe (:mod:`padless.bench.ray_baseline`): ``map_batches`` over a callable class calling
+   ``transformers.pipeline(..., batch_size=32)``, ``concurrency=W``, one thread each.
+
+Ratios are rows/s over rows/s; the Ray run's labels and scores are checked against the local run's row by row (by
+the stable row id), so the speed is not bought with different answers.
+
+Serving (``--serve``): the ``realistic-512`` mix (5% of requests at 480–512 tokens, the rest the realistic mix), one
+text per request, two configurations of ``padless serve --ray`` on the same total replicas: one pool of W replicas,
+and tiers (W − 1 short replicas, one long replica, ``--long-threshold``). For each: the capacity at p99 ≤ the limit
+(:func:`padless.bench.capacity.find_capacity`), then both at the same offered rates (half and all of the one pool's
+capacity), where the short requests' p99 is read apart from the long ones' (``groups`` in
+:func:`padless.bench.loadtest.run_load`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from padless.bench.capacity import find_capacity, step_seconds
+from padless.bench.loadtest import run_load
+from padless.bench.serve import _free_port, _start, _stop, _summary
+from padless.bench.workload import describe_lengths, make_workload
+
+PADLESS = [sys.executable, "-m", "padless.cli.main"]
+
+
+def _timed(cmd: list[str], log: Path) -> tuple[float, str]:
+    """Run a command to completion; its wall time and its stderr+stdout (kept in ``log``). Fails loudly."""
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+    if done.returncode != 0:
+        raise RuntimeError(f"{cmd[3] if len(cmd) > 3 else cmd[0]} exited {done.returncode}; see {log}")
+    return seconds, done.stdout + done.stderr
+
+
+def _summary_line(output: str) -> dict[str, Any]:
+    """The JSON ``{"summary": …}`` line a piped ``padless classify`` prints."""
+    for line in reversed(output.splitlines()):
+        if line.startswith('{"summary"'):
+            return dict(json.loads(line)["summary"])
+    raise RuntimeError("no JSON summary line in the command's output")
+
+
+def _compare(local_file: Path, ray_dir: Path) -> dict[str, Any]:
+    """Labels and scores of the Ray output (put back in input order by its row id) against the local output."""
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    from padless.ray.data import ID_FIELDS, ROW_ID
+
+    local = pq.read_table(local_file).to_pydict()
+    by_position = [(name, "ascending") for name in ID_FIELDS if name != ROW_ID]  # input file, then row number
+    ray_rows = pads.dataset(str(ray_dir), format="parquet").to_table().sort_by(by_position).to_pydict()
+    id_column = ROW_ID
+    same_rows = len(ray_rows["label"]) == len(local["label"])
+    labels = sum(a == b for a, b in zip(ray_rows["label"], local["label"]))
+    diffs = [abs(a - b) for a, b in zip(ray_rows["score"], local["score"]) if a is not None and b is not None]
+    return {"rows_local": len(local["label"]), "rows_ray": len(ray_rows["label"]), "same_row_count": same_rows,
+            "label_agreement": labels / max(1, len(local["label"])), "max_abs_score_diff": max(diffs, default=0.0),
+            "unique_ids": len(set(ray_rows[id_column])) == len(ray_rows[id_column])}
+
+
+def run_offline(model: str, model_dir: str, backend: str, rows: int, workers: int, seed: int, out: Path,
+                say: Callable[[str], None], baseline: bool = True) -> dict[str, Any]:
+    """Steps 1–3 of the module docstring."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    say(f"making {rows:,} realistic-mix texts …")
+    texts = make_workload(tokenizer, "realistic", rows, seed)
+    source = out / "ray-bench-input.parquet"
+    pq.write_table(pa.table({"text": texts}), source)
+    common = ["--model", model, "--backend", backend, "--no-progress", "--overwrite"]
+    runs: dict[str, dict[str, Any]] = {}
+
+    say(f"local padless classify, {workers} threads …")
+    seconds, output = _timed([*PADLESS, "classify", str(source), "-o", str(out / "local.parquet"), *common,
+                              "--threads", str(workers)], out / "local.log")
+    runs["padless-local"] = {"seconds": seconds, "summary": _summary_line(output)}
+    say(f"padless classify --ray, {workers} workers × 1 thread …")
+    seconds, output = _timed([*PADLESS, "classify", str(source), "-o", str(out / "ray-scored"), *common, "--ray",
+                              "--workers", str(workers), "--threads", "1"], out / "ray.log")
+    runs["padless-ray"] = {"seconds": seconds, "summary": _summary_line(output)}
+    if baseline:
+        say(f"Ray docs' map_batches + transformers.pipeline(batch_size=32), {workers} workers × 1 thread …")
+        seconds, output = _timed([sys.executable, "-m", "padless.bench.ray_baseline", str(source),
+                                  str(out / "baseline-scored"), model_dir, str(workers), "1"], out / "baseline.log")
+        runs["ray-pipeline-b32"] = {"seconds": seconds, "summary": _last_json(output)}
+    for entry in runs.values():
+        entry["rows_per_s"] = rows / entry["seconds"]
+    ratios = {"ray_vs_local": runs["padless-ray"]["rows_per_s"] / runs["padless-local"]["rows_per_s"]}
+    if baseline:
+        ratios["ray_vs_ray_pipeline"] = runs["padless-ray"]["rows_per_s"] / runs["ray-pipeline-b32"]["rows_per_s"]
+    ray_summary = runs["padless-ray"]["summary"]
+    return {"rows": rows, "workers": workers, "lengths": describe_lengths([len(t) for t in
+                                                                           tokenizer(texts)["input_ids"]]),
+            "runs": runs, "ratios": ratios, "check": _compare(out / "local.parquet", out / "ray-scored"),
+            "per_worker_rows_per_s": ray_summary.get("per_worker_rows_per_s")}
+
+
+def _last_json(output: str) -> dict[str, Any]:
+    """The last JSON object line of a command's output (the baseline prints one)."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("{"):
+            return dict(json.loads(line))
+    raise RuntimeError("the baseline printed no JSON line")
+
+
+def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, long_threshold: int, seed: int,
+                out: Path, say: Callable[[str], None], p99_limit_ms: float, duration: float,
+                budget_s: float, min_requests: int) -> dict[str, Any]:
+    """The serving half of the module docstring."""
+    from transformers import AutoTokenizer
+
+    if workers < 2:
+        raise ValueError("the tier comparison needs at least 2 replicas (one short, one long)")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    texts = make_workload(tokenizer, "realistic-512", n, seed)
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
+    groups = ["long" if length > long_threshold else "short" for length in lengths]
+    common = ["serve", "--ray", "--model", model, "--backend", backend, "--threads", "1", "--cache-size", "0",
+              "--log-level", "warning"]
+    configs = {
+        "one-pool": ["--replicas", str(workers)],
+        "tiers": ["--replicas", str(workers - 1), "--long-threshold", str(long_threshold), "--long-replicas", "1"],
+    }
+    result: dict[str, Any] = {"n": n, "mix": "realistic-512", "long_threshold": long_threshold,
+                              "long_share": groups.count("long") / n, "p99_limit_ms": p99_limit_ms, "servers": {}}
+    urls: dict[str, str] = {}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, extra in configs.items():
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            say(f"{name}: starting padless serve --ray {' '.join(extra)} …")
+            procs[name] = _start([*PADLESS, *common, *extra, "--port", str(port)], url, "/ready", out / f"{name}.log")
+            urls[name] = url
+            cap = asyncio.run(find_capacity(url, texts=texts, p99_limit_ms=p99_limit_ms, duration=duration,
+                                            start_rate=10.0, budget_s=budget_s, seed=seed, min_requests=min_requests))
+            result["servers"][name] = {"capacity_rps": cap["rate"], "capacity_trials": cap["trials"]}
+            say(f"{name}: capacity {cap['rate']} req/s at p99 <= {p99_limit_ms:.0f} ms")
+            # Only one Ray Serve app at a time: two would share the cores and each other's cluster.
+            _stop(procs.pop(name))
+        base = result["servers"]["one-pool"]["capacity_rps"] or 1.0
+        result["same_load"] = {}
+        for name, extra in configs.items():
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            procs[name] = _start([*PADLESS, *common, *extra, "--port", str(port)], url, "/ready", out / f"{name}-2.log")
+            for share in (0.5, 1.0):
+                rate = base * share
+                rep = asyncio.run(run_load(url, rate=rate, duration=step_seconds(rate, duration, min_requests),
+                                           texts=texts, groups=groups, seed=seed + 5))
+                entry = {**_summary(rep), "by_group": rep["latency_ms_by_group"]}
+                result["same_load"].setdefault(f"{share:.0%} of one-pool capacity", {})[name] = entry
+                short = rep["latency_ms_by_group"].get("short", {}).get("p99")
+                say(f"{name} at {rate:.1f} req/s: short p99 {short} ms")
+            _stop(procs.pop(name))
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+    caps = {k: v["capacity_rps"] or 0.0 for k, v in result["servers"].items()}
+    result["ratios"] = {"capacity_tiers_vs_one_pool": caps["tiers"] / (caps["one-pool"] or float("inf"))}
+    for load, entries in result["same_load"].items():
+        short = {k: (v["by_group"].get("short") or {}).get("p99") for k, v in entries.items()}
+        if short.get("tiers") and short.get("one-pool"):
+            result["ratios"][f"short_p99_one_pool_over_tiers at {load}"] = short["one-pool"] / short["tiers"]
+    return result
+
+
+def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: int = 20000, n: int = 400,
+                  workers: int = 2, seed: int = 0, out_dir: Path = Path("bench-results"), offline: bool = True,
+                  baseline: bool = True, serve: bool = True, long_threshold: int = 128, p99_limit_ms: float = 200.0,
+                  duration: float = 8.0, budget_s: float = 180.0, min_requests: int = 300,
+                  say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the parts asked for; write ``bench-ray.json`` in ``out_dir`` and return the result."""
+    from padless.bench.offline import _machine
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"benchmark": "ray", "model": model, "backend": backend, "machine": _machine()}
+    if offline:
+        result["offline"] = run_offline(model, model_dir, backend, rows, workers, seed, out, say, baseline)
+    if serve:
+        result["serving"] = run_serving(model, model_dir, backend, n, workers, long_threshold, seed, out, say,
+                                        p99_limit_ms, duration, budget_s, min_requests)
+    (out / "bench-ray.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result

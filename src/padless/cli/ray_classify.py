@@ -1,0 +1,109 @@
+"""``padless classify --ray``: the CLI side of a Ray Data offline job (:mod:`padless.ray.offline_job`).
+
+Imported only inside the ``--ray`` branch of ``padless classify``, so the CLI never imports Ray otherwise. Shows a
+progress bar on a terminal (rows/s, tokens/s, padding %, ETA) and prints one JSON summary line when stderr is not
+a terminal, as local mode does; the summary adds the workers, their threads and each worker's throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from padless.errors import InputError
+
+
+def run_ray_classify(*, input: str, output: str, address: str | None, workers: int, threads: int, chunk_rows: int,
+                     input_format: str | None, output_format: str | None, resume: bool, overwrite: bool,
+                     progress: bool | None, **options: Any) -> Any:
+    """Check the options, join or start the cluster, run the job, report. ``options``: :class:`ScoreOptions`'s."""
+    if input == "-":
+        raise InputError("--ray reads files (a file, a folder or a glob), not stdin")
+    if output == "-":
+        raise InputError("--ray writes a Parquet dataset folder; pass -o FOLDER")
+    if output_format not in (None, "parquet"):
+        raise InputError(f"--ray writes Parquet, not {output_format}; drop --format or pass --format parquet")
+    if chunk_rows < 1:
+        raise InputError("--chunk-rows must be positive")
+    if workers < 0 or threads < 0:
+        raise InputError("--workers and --threads must be 0 (automatic) or positive")
+    from padless.cli.common import ensure_default, quiet_libraries
+    from padless.config import BatchConfig, ModelConfig, OutputConfig
+
+    ModelConfig(model=options["model"], backend=options["backend"], max_length=options["max_length"],
+                truncate=options["truncate"], max_chars=options["max_chars"],
+                pair_truncation=options["pair_truncation"]).validate()
+    BatchConfig(max_batch_tokens=options["max_batch_tokens"],
+                max_batch_size=options["max_batch_size"]).validate(options["max_length"])
+    OutputConfig(top_k=options["top_k"], raw_scores=options["raw_scores"]).validate()
+    quiet_libraries()
+    from padless import loader
+
+    ensure_default(options["model"])
+    path = loader.resolve(options["model"]).resolve()
+    loader.read_info(path)  # a folder without a classification head is refused here, not on every worker
+    from padless.ray.cluster import init_ray
+    from padless.ray.data import ScoreOptions
+    from padless.ray.offline_job import RayJobSpec, run_ray_job
+
+    init_ray(address)
+    spec = RayJobSpec(input=input, output=output, input_format=input_format,
+                      options=ScoreOptions(**{**options, "model": str(path)}), workers=workers, threads=threads,
+                      batch_rows=chunk_rows, resume=resume, overwrite=overwrite)
+    show = sys.stderr.isatty() if progress is None else progress
+    summary = _with_bar(spec, run_ray_job) if show else run_ray_job(spec)
+    report = asdict(summary)
+    if summary.already_complete:
+        print(f"{output} is already complete; nothing to do", file=sys.stderr)
+    if not show:
+        print(json.dumps({"summary": report}), file=sys.stderr)
+    elif not summary.already_complete:
+        rates = ", ".join(f"{w['rows_per_s']:,.0f}" for w in summary.per_worker)
+        print(f"{summary.rows_in:,} rows in = {summary.rows_scored:,} scored + {summary.rows_errored:,} errored · "
+              f"padding {summary.padding_fraction:.1%} · {summary.workers} workers × {summary.threads} threads "
+              f"({rates} rows/s each) · {summary.seconds:.1f}s → {output}", file=sys.stderr)
+    if summary.rows_in != summary.rows_scored + summary.rows_errored:
+        raise InputError("internal accounting error: rows in != scored + errored")
+    return summary
+
+
+def _with_bar(spec: Any, run: Any) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True, soft_wrap=True)
+    columns = [TextColumn("classifying on Ray"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.completed:,.0f} rows · {task.fields[rate]} · {task.fields[tokens]} · "
+                          "padding {task.fields[padding]}"), TimeRemainingColumn()]
+    started = time.perf_counter()
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("rows", total=_local_total(spec), rate="– rows/s", tokens="– tok/s", padding="–")
+
+        def on_progress(snapshot: dict[str, list[float]]) -> None:
+            rows, real, padded = (sum(v[i] for v in snapshot.values()) for i in (0, 2, 3))
+            elapsed = max(1e-9, time.perf_counter() - started)
+            bar.update(task, completed=rows, rate=f"{rows / elapsed:,.0f} rows/s",
+                       tokens=f"{real / elapsed:,.0f} tok/s",
+                       padding=f"{1 - real / padded:.1%}" if padded else "–")
+
+        return run(spec, on_progress=on_progress)
+
+
+def _local_total(spec: Any) -> int | None:
+    """Rows to do, for the ETA, when the input is local (a newline count, as local mode's bar); else unknown."""
+    from padless.fileio import count_rows
+    from padless.ray.offline_io import expand_inputs, input_format
+
+    try:
+        display, _, fs = expand_inputs(spec.input)
+        import pyarrow.fs as pafs
+
+        if not isinstance(fs, pafs.LocalFileSystem):
+            return None
+        fmt = input_format(display, spec.input_format)
+        return sum(count_rows(p, fmt) or 0 for p in display)
+    except Exception:  # noqa: BLE001 - the total is only for the ETA; the job reports real problems itself
+        return None

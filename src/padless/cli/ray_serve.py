@@ -1,0 +1,120 @@
+"""``padless serve --ray``: start or join Ray, run padless's Serve application, wait until it is ready, then block
+until SIGTERM or SIGINT, drain, and shut Serve down (exit 0).
+
+The drain is padless's: on the signal every ingress replica turns readiness false and answers new requests 503 at
+once (it waits on a :class:`~padless.ray.serve.DrainSignal` actor, no polling), lets admitted requests finish within
+``--drain-timeout`` and reports back; then Serve and the local Ray cluster are shut down.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+import uuid
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from padless.cli.common import ensure_default, quiet_libraries
+from padless.config import QueueConfig, ServerConfig
+from padless.errors import PadlessError
+
+START_TIMEOUT_S = 600.0  # replicas load their models in parallel; a big model on a busy cluster takes minutes
+
+
+def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars: int, max_batch_tokens: int,
+                  max_batch_size: int, threads: int, pair_truncation: str, queue: QueueConfig, server: ServerConfig,
+                  address: str | None, replicas: int, long_threshold: int, long_replicas: int,
+                  long_model: str | None, long_backend: str | None, log_level: str) -> None:
+    """Serve until a signal, then drain (see the module docstring). Options are ``padless serve``'s."""
+    quiet_libraries()
+    from padless.ray.cluster import init_ray
+    from padless.ray.serve import APP_NAME, DrainSignal, ServeOptions, preflight, serve_app
+    from padless.ray.serve_router import DRAIN_NAMESPACE
+
+    options: dict[str, Any] = dict(
+        backend=backend, replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
+        long_model=long_model, long_backend=long_backend, max_length=max_length, max_chars=max_chars,
+        max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, threads=threads,
+        pair_truncation=pair_truncation, queue=queue, server=server)
+    ServeOptions(model=model, **options).validate()  # before minutes of building the default model
+    ensure_default(model)
+    if long_model:
+        ensure_default(long_model)
+    preflight(model, **options)  # impossible options and mismatched models: one line, before Ray starts
+    stop = threading.Event()
+
+    def on_signal(sig: int, _: FrameType | None) -> None:
+        if stop.is_set() and sig == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: do not wait for the drain
+        stop.set()
+
+    ray = init_ray(address)  # no address: RAY_ADDRESS, else a cluster of our own (never a stale /tmp/ray entry)
+    from ray import serve
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    drain_name = f"padless-drain-{uuid.uuid4().hex[:8]}"
+    drain = DrainSignal.options(name=drain_name, namespace=DRAIN_NAMESPACE).remote()  # type: ignore[attr-defined]
+    try:
+        app = serve_app(model, drain_signal=drain_name, **options)
+        serve.start(http_options={"host": server.host, "port": server.port},
+                    logging_config={"log_level": log_level.upper(), "enable_access_log": False})
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
+                      logging_config={"log_level": log_level.upper(), "enable_access_log": False})
+        except RuntimeError as err:  # a replica's constructor failed (its error is in the log above)
+            raise PadlessError(f"the Ray Serve application did not start: {str(err).splitlines()[0]}") from None
+        url = f"http://{server.host}:{server.port}"
+        _wait_ready(url, server.api_key, stop)
+        tiers = "one tier" if not long_threshold else f"short ≤ {long_threshold} tokens, long above"
+        print(f"padless serve --ray: ready on {url} ({tiers})", file=sys.stderr, flush=True)
+        while not stop.wait(0.05):  # the handler sets it; a short wait so the drain starts within 50 ms
+            pass
+        print("padless serve --ray: draining", file=sys.stderr, flush=True)
+        _drain(ray, drain, server.drain_timeout_s)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+    print("padless serve --ray: stopped", file=sys.stderr, flush=True)
+
+
+def _wait_ready(url: str, api_key: str | None, stop: threading.Event) -> None:
+    """Poll ``/ready`` (every tier has a live replica that answers) until 200, a signal, or the start timeout."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    end = time.monotonic() + START_TIMEOUT_S
+    with httpx.Client(timeout=10.0, headers=headers) as client:
+        while not stop.is_set():
+            try:
+                if client.get(f"{url}/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > end:
+                raise PadlessError(f"the Ray Serve application was not ready after {START_TIMEOUT_S:.0f}s")
+            time.sleep(0.2)
+
+
+def _drain(ray: Any, drain: Any, timeout_s: float) -> None:
+    """Tell every ingress replica to drain and wait (bounded) until one has reported back.
+
+    A signal sent to the whole process group (systemd's default KillMode, ``timeout``, ``kill -- -PGID``) also
+    stops the local cluster's own processes, so the cluster may be gone already: that is said in one line, and the
+    shutdown goes on rather than ending in a traceback."""
+    try:
+        ray.get(drain.set.remote(), timeout=10)
+        end = time.monotonic() + timeout_s + 5.0
+        while time.monotonic() < end:
+            if ray.get(drain.drained.remote(), timeout=10) >= 1:
+                break
+            time.sleep(0.05)
+    except ray.exceptions.RayError as err:
+        print(f"padless serve --ray: the cluster did not answer the drain ({type(err).__name__}); a signal to the "
+              "whole process group stops Ray's own processes too, so in-flight requests may have been lost",
+              file=sys.stderr, flush=True)

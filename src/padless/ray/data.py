@@ -1,0 +1,225 @@
+"""padless on Ray Data: :func:`classify` turns a ``ray.data.Dataset`` into a lazy, scored Dataset.
+
+Each worker is an actor (a callable class in ``map_batches`` with a fixed pool of ``workers``) that loads the model
+once — an optimize folder's variant is re-checked there, as on any load — and receives large pyarrow batches
+(``batch_rows``). Inside it padless runs exactly as in local mode: rows are validated by the same
+:class:`~padless.fileio.Reader` code, tokenized once, planned into token-budget batches, run and restored to order
+(:func:`padless.job.classify_rows`), so errors, labels and scores are the local ones and padding stays low whatever
+a block holds.
+
+Fault tolerance is Ray's: a lost actor is restarted and its batch retried (Ray Data's actor defaults,
+``max_restarts=-1``, ``max_task_retries=-1``); a lost block is rebuilt from lineage.
+``DataContext.max_errored_blocks`` must stay 0 — above 0 Ray would drop the rows of a failing block without a
+trace — and :func:`classify` refuses to build a pipeline otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from padless.config import BatchConfig, ModelConfig, OutputConfig
+from padless.errors import ConfigError
+from padless.fileio import Row
+from padless.ray.cluster import import_ray, init_ray
+from padless.ray.offline_io import READ_ERROR, TableReader
+
+__all__ = ["ID_FIELDS", "ROW_ID", "ScoreOptions", "classify", "plan_workers"]
+
+# The stable row id columns ``padless classify --ray`` adds (before ``--output-prefix``): a sortable id, and the
+# input file and 0-based row number it stands for.
+ID_FIELDS = ("row_id", "input_file", "row_number")
+ROW_ID = ID_FIELDS[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreOptions:
+    """Everything a worker needs to load the model and score a batch (it travels to every actor)."""
+
+    model: str  # a local folder, resolved on the driver
+    column: str = "text"
+    pair_column: str | None = None
+    backend: str = "auto"
+    max_length: int | None = None
+    truncate: bool = True
+    max_chars: int = ModelConfig.max_chars
+    threads: int = 1
+    max_batch_tokens: int = BatchConfig.max_batch_tokens
+    max_batch_size: int = BatchConfig.max_batch_size
+    pair_truncation: str = ModelConfig.pair_truncation
+    top_k: int = 1
+    raw_scores: bool = False
+    output_prefix: str = ""
+    id_columns: tuple[str, ...] = ()  # row id columns to keep last (the CLI's row_id, input_file, row_number)
+
+
+def plan_workers(cluster_cpus: int, workers: int | None, threads: int | None,
+                 node_cpus: int | None = None) -> tuple[int, int]:
+    """``(workers, threads per worker)``: workers default to one per CPU (or per ``threads`` CPUs), threads to the
+    cluster's CPUs shared between the workers, at least 1 and at most the biggest node's ``node_cpus`` (an actor
+    lives on one node). More than the cluster holds is refused."""
+    cpus = max(1, int(cluster_cpus))
+    biggest = max(1, int(node_cpus)) if node_cpus else cpus
+    if workers is not None and workers < 0 or threads is not None and threads < 0:
+        raise ConfigError("--workers and --threads must be 0 (automatic) or positive")
+    if threads and threads > biggest:
+        raise ConfigError(f"--threads {threads} is more than the biggest Ray node's {biggest} CPUs; lower it")
+    if not workers:
+        workers = max(1, cpus // threads) if threads else cpus
+    threads = threads or max(1, min(biggest, cpus // workers))
+    if workers * threads > cpus:
+        raise ConfigError(f"--workers {workers} × --threads {threads} needs {workers * threads} CPUs, but the Ray "
+                          f"cluster has {cpus}; lower one of them")
+    return workers, threads
+
+
+def biggest_node_cpus() -> int | None:
+    """The CPUs of the cluster's biggest live node (an actor's threads cannot span nodes)."""
+    import ray
+
+    sizes = [int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    return max(sizes) if sizes and max(sizes) > 0 else None
+
+
+def check_max_errored_blocks(context: Any) -> None:
+    """Refuse a Ray Data context that may drop failing blocks: padless promises that no row is lost silently."""
+    if context.max_errored_blocks != 0:
+        raise ConfigError(f"DataContext.max_errored_blocks is {context.max_errored_blocks}; padless needs 0, or Ray "
+                          "would drop the rows of a failing block without a trace")
+
+
+def classify(ds: Any, model: str = "default", column: str = "text", *, pair_column: str | None = None,
+             backend: str = "auto", top_k: int = 1, raw_scores: bool = False, workers: int | None = None,
+             threads: int | None = None, batch_rows: int = BatchConfig.ray_chunk_rows, max_length: int | None = None,
+             truncate: bool = True, max_chars: int = ModelConfig.max_chars,
+             max_batch_tokens: int = BatchConfig.max_batch_tokens, max_batch_size: int = BatchConfig.max_batch_size,
+             pair_truncation: str = ModelConfig.pair_truncation, output_prefix: str = "",
+             progress: Any = None, id_columns: tuple[str, ...] = ()) -> Any:
+    """Score ``ds[column]`` (or the pairs ``(column, pair_column)``) with ``model``; returns a lazy Dataset with the
+    input's columns, then ``label``, ``score``, [``scores`` when ``top_k != 1``,] ``error`` (names prefixed by
+    ``output_prefix``). Nothing runs until the Dataset is consumed (``write_parquet``, ``iter_batches``, …).
+
+    A null or non-text value, an empty text, or one too long with ``truncate=False`` gets its row's ``error`` (as in
+    local mode), never an exception. ``workers``: actors (default one per cluster CPU but one, which Ray's own
+    read and write tasks need: they reserve 1 CPU each unless read with ``num_cpus=0``; with ``workers`` ×
+    ``threads`` equal to every CPU, read with ``num_cpus=0`` or the pool waits forever for input);
+    ``threads``: each actor's intra-op threads and the CPUs it reserves (default cluster CPUs / workers).
+    ``progress``: an optional actor handle with ``add.remote(worker, rows, errors, real_tokens, padded_tokens,
+    seconds)``, told after each batch (the CLI's live bar). The model must be a folder every node can read (or
+    ``default``/a Hub id already cached on every node).
+    """
+    ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
+                threads=threads or 0, pair_truncation=pair_truncation).validate()
+    BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size).validate(max_length)
+    OutputConfig(top_k=top_k, raw_scores=raw_scores).validate()
+    if batch_rows < 1:
+        raise ConfigError("batch_rows must be positive")
+    ray = init_ray() if not import_ray().is_initialized() else import_ray()
+    from ray.data import ActorPoolStrategy, DataContext
+
+    check_max_errored_blocks(DataContext.get_current())
+    check_max_errored_blocks(ds.context)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    if not workers and not threads and cpus > 1:
+        # Ray's own readers and writers reserve a CPU per task by default: leave them one, or a pool holding every
+        # CPU would wait forever for its input. (The CLI reads and writes with num_cpus=0 and uses every CPU.)
+        workers = cpus - 1
+    workers, threads = plan_workers(cpus, workers, threads, biggest_node_cpus())
+    from padless import loader
+    from padless.default_model import ensure_default
+
+    ensure_default(model)
+    opts = ScoreOptions(model=str(loader.resolve(model).resolve()), column=column, pair_column=pair_column,
+                        backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
+                        threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                        pair_truncation=pair_truncation, top_k=top_k, raw_scores=raw_scores,
+                        output_prefix=output_prefix, id_columns=id_columns)
+    schema = ds.schema(fetch_if_missing=False)  # only when known without running anything: classify stays lazy
+    if schema is not None:
+        _check_columns([n for n in schema.names if n != READ_ERROR and n not in id_columns], opts)
+    return ds.map_batches(
+        _Scorer, fn_constructor_kwargs={"opts": opts, "progress": progress}, batch_size=batch_rows,
+        # Exactly-once rests on Ray Data's actor defaults (ActorPoolMapOperator._apply_default_remote_args):
+        # max_restarts=-1 and max_task_retries=-1, so a lost actor comes back and its batch is redone. They are not
+        # passed here: Ray 2.60 deprecates passing them through **ray_remote_args.
+        batch_format="pyarrow", zero_copy_batch=True, num_cpus=threads,
+        # One call in flight per actor: a ready actor may not queue its peers' share while they still load the
+        # model (with Ray's default of several, one of two workers took a whole 20,000-row file, the other none).
+        compute=ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1))
+
+
+def _check_columns(columns: list[str], opts: ScoreOptions) -> None:
+    from padless.job import added_columns
+
+    for name in (opts.column, opts.pair_column):
+        if name is not None and name not in columns:
+            raise ConfigError(f"column {name!r} not found in the dataset; columns: {', '.join(columns) or 'none'}")
+    added_columns(columns, output_prefix=opts.output_prefix, top_k=opts.top_k)
+
+
+def _types(top_k: int) -> dict[str, pa.DataType]:
+    types = {"label": pa.string(), "score": pa.float64(), "error": pa.string()}
+    if top_k != 1:
+        types["scores"] = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
+    return types
+
+
+class _Scorer:
+    """One Ray Data worker: loads the model once, scores pyarrow batches as local mode scores chunks."""
+
+    def __init__(self, opts: ScoreOptions, progress: Any = None) -> None:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+        from padless.engine import Classifier
+        from padless.loader.folders import quiet_libraries
+
+        quiet_libraries()
+        self.opts, self.progress = opts, progress
+        self.clf = Classifier(opts.model, backend=opts.backend, max_length=opts.max_length, truncate=opts.truncate,
+                              max_chars=opts.max_chars, threads=opts.threads, max_batch_tokens=opts.max_batch_tokens,
+                              max_batch_size=opts.max_batch_size, pair_truncation=opts.pair_truncation)
+        import ray
+
+        self.worker = ray.get_runtime_context().get_actor_id() or f"pid-{os.getpid()}"
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from padless.job import added_columns, classify_rows
+
+        started = time.perf_counter()
+        stats = self.clf.stats
+        before = (stats.real_tokens, stats.padded_tokens)
+        read_errors = batch.column(READ_ERROR).to_pylist() if READ_ERROR in batch.column_names else None
+        data = batch.drop_columns([READ_ERROR]) if read_errors is not None else batch
+        inputs = [n for n in data.column_names if n not in self.opts.id_columns]
+        _, names = added_columns(inputs, output_prefix=self.opts.output_prefix, top_k=self.opts.top_k)
+        rows = list(TableReader(data, self.opts.column, self.opts.pair_column).rows())
+        if read_errors is not None:  # a row that failed to read keeps its reader's error, as in local mode
+            rows = [r if e is None else Row(r.columns, None, e) for r, e in zip(rows, read_errors)]
+        records = classify_rows(rows, self.clf, names, top_k=self.opts.top_k, raw_scores=self.opts.raw_scores)
+        out = data.select(inputs)
+        for key, dtype in _types(self.opts.top_k).items():
+            out = out.append_column(pa.field(names[key], dtype), pa.array([r[names[key]] for r in records], dtype))
+        for name in self.opts.id_columns:
+            out = out.append_column(data.schema.field(name), data.column(name))
+        errors = sum(r[names["error"]] is not None for r in records)
+        self._report(len(records), errors, stats.real_tokens - before[0], stats.padded_tokens - before[1],
+                     time.perf_counter() - started)
+        return out
+
+    def _report(self, rows: int, errors: int, real: int, padded: int, seconds: float) -> None:
+        if self.progress is None:
+            return
+        try:  # fire and forget: progress is for display; a lost progress actor must not fail a batch
+            self.progress.add.remote(self.worker, rows, errors, real, padded, seconds)
+        except Exception:  # noqa: BLE001, S110 - any failure to report is only a missing progress update
+            pass
+
+
+def options_dict(opts: ScoreOptions) -> dict[str, Any]:
+    """The options that change the output (they guard ``--resume``)."""
+    keep = ("column", "pair_column", "backend", "max_length", "truncate", "max_chars", "pair_truncation", "top_k",
+            "raw_scores", "output_prefix")
+    return {k: v for k, v in asdict(opts).items() if k in keep}

@@ -1,0 +1,337 @@
+"""The Ray offline job behind ``padless classify --ray``: read files, classify on actors, write exactly once.
+
+Output: a Parquet dataset folder. Each row has the input's columns, padless's (label, score, [scores,] error) and a
+stable row id: ``input_file``, ``row_number`` (0-based within that file) and ``row_id`` = file index · 10¹² + row
+number, so sorting by ``row_id`` restores input order (files in sorted path order).
+
+Exactly once, nothing lost:
+
+- every row is read (a bad row gets its error, as in local mode); ``max_errored_blocks`` stays 0;
+- a lost worker or node is Ray's to redo (actor restarts, task retries, lineage);
+- a part file's name is a function of the rows it holds and appears only when the part is whole (temporary name,
+  fsync, rename), so a retried block rewrites the same file and a torn write is invisible;
+- ``_padless_state.json`` (inside the folder; names starting with ``_`` are skipped by Parquet readers) is written
+  before the first part and marked complete only after the parts were counted and every row id found once;
+- ``--resume`` after a driver kill reads the row ids the finished parts hold and the read tasks skip those rows, so
+  the union of old and new parts holds every row once. An output without a state, with another input or options,
+  is refused with one line naming ``--overwrite``.
+
+Why not Ray Data's own checkpointing (``DataContext.checkpoint_config``)? In Ray 2.60 it filters checkpointed rows
+in an extra actor pool whose actors reserve 1 CPU and 1 GiB each (``plan_read_op.create_checkpoint_filter_op``; only
+``memory`` is set, and Ray's map-operator default adds ``num_cpus=1``); with one padless worker per CPU — the
+default — that actor never starts and a resumed run hangs. Its default also deletes the checkpoint *before* the
+caller can record completion. The bookkeeping here has neither problem and is tested with real SIGKILLs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from padless.config import BatchConfig
+from padless.errors import InputError, PadlessError
+from padless.ray import offline_io as io
+from padless.ray.data import (
+    ID_FIELDS,
+    ScoreOptions,
+    biggest_node_cpus,
+    check_max_errored_blocks,
+    classify,
+    options_dict,
+    plan_workers,
+)
+
+STATE_NAME = "_padless_state.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RayJobSpec:
+    """What to read, where to write, and how: the CLI's options for ``classify --ray``."""
+
+    input: str
+    output: str
+    input_format: str | None
+    options: ScoreOptions  # its ``model`` as the user named it; resolved to a folder before the workers start
+    workers: int = 0
+    threads: int = 0
+    batch_rows: int = BatchConfig.ray_chunk_rows
+    resume: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class RayJobSummary:
+    rows_in: int = 0
+    rows_scored: int = 0
+    rows_errored: int = 0
+    rows_skipped_by_resume: int = 0
+    already_complete: bool = False
+    seconds: float = 0.0
+    output: str = ""
+    files: int = 0
+    workers: int = 0
+    threads: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    padding_fraction: float = 0.0
+    per_worker: list[dict[str, Any]] = field(default_factory=list)
+    per_worker_rows_per_s: list[float] = field(default_factory=list)
+
+
+class Progress:
+    """A tiny actor the workers tell after each batch (rows, tokens, busy seconds); the driver polls it for the bar
+    and the summary. It lives on the driver's node with no CPU reserved. Counts are for display: a batch redone after
+    a failure is counted again, so the summary's row counts come from the output instead."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, list[float]] = {}
+
+    def add(self, worker: str, rows: int, errors: int, real: int, padded: int, seconds: float) -> None:
+        totals = self.workers.setdefault(worker, [0, 0, 0, 0, 0.0])
+        for i, value in enumerate((rows, errors, real, padded, seconds)):
+            totals[i] += value
+
+    def snapshot(self) -> dict[str, list[float]]:
+        return self.workers
+
+
+def decide(state: dict[str, Any] | None, exists: bool, fingerprint: str, *, output: str, resume: bool,
+           overwrite: bool) -> str:
+    """``fresh``, ``continue`` or ``complete``; anything that cannot be vouched for raises one line."""
+    if resume and overwrite:
+        raise InputError("pass either --resume or --overwrite, not both")
+    if overwrite or (not exists and state is None):
+        return "fresh"
+    if not resume:
+        raise InputError(f"{output} already exists; pass --resume to continue it or --overwrite to replace it")
+    if not state or "fingerprint" not in state:
+        raise InputError(f"{output} has no readable {STATE_NAME}, so padless cannot tell how much of it is done; "
+                         "pass --overwrite to classify it again")
+    if state["fingerprint"] != fingerprint:
+        raise InputError(f"{output} was started with other input files or other options; rerun the original "
+                         "command, or pass --overwrite to start again")
+    return "complete" if state.get("complete") else "continue"
+
+
+def run_ray_job(spec: RayJobSpec, on_progress: Callable[[dict[str, list[float]]], None] | None = None,
+                poll_s: float = 0.5) -> RayJobSummary:
+    """Run the job on the Ray cluster already joined (:func:`padless.ray.cluster.init_ray`)."""
+    import ray
+    from ray.data import DataContext
+    from ray.data.datasource.path_util import _resolve_paths_and_filesystem
+
+    started = time.perf_counter()
+    opts = spec.options
+    display, resolved, in_fs = io.expand_inputs(spec.input)
+    fmt = io.input_format(display, spec.input_format)
+    columns = io.first_columns(display[0], resolved[0], in_fs, fmt, opts.column, opts.pair_column, spec.batch_rows)
+    ids = (opts.output_prefix + ID_FIELDS[0], opts.output_prefix + ID_FIELDS[1], opts.output_prefix + ID_FIELDS[2])
+    clash = [n for n in ids if n in columns]
+    if clash:
+        raise InputError(f"the input already has column(s) {', '.join(clash)}; pass --output-prefix (e.g. pred_) "
+                         "to name padless's columns differently")
+    (out_dir,), out_fs = _resolve_paths_and_filesystem(spec.output)
+    out_dir = out_dir.rstrip("/")
+    workers, threads = plan_workers(int(ray.cluster_resources().get("CPU", 1)), spec.workers, spec.threads,
+                                    biggest_node_cpus())
+    fingerprint = _fingerprint(display, resolved, in_fs, fmt, opts, spec.batch_rows)
+    state = _read_state(out_fs, out_dir)
+    summary = RayJobSummary(output=spec.output, files=len(display), workers=workers, threads=threads)
+    decision = decide(state, _non_empty(out_fs, out_dir), fingerprint, output=spec.output, resume=spec.resume,
+                      overwrite=spec.overwrite)
+    if decision == "complete":
+        assert state is not None
+        return _finish(summary, started, counts=state["counts"], already_complete=True)
+    if decision == "fresh":
+        out_fs.delete_dir_contents(out_dir, missing_dir_ok=True) if spec.overwrite else None
+        out_fs.create_dir(out_dir, recursive=True)
+        _write_state(out_fs, out_dir, {"fingerprint": fingerprint, "complete": False, "input": spec.input})
+    _remove_temporaries(out_fs, out_dir)  # torn parts of a killed run: never renamed, never counted
+    done = _row_ids(out_fs, out_dir, ids[0]) if decision == "continue" else np.array([], dtype=np.int64)
+    summary.rows_skipped_by_resume = int(done.size)
+
+    context = DataContext.get_current()
+    check_max_errored_blocks(context)
+    context.enable_progress_bars = False  # padless draws its own bar (or prints its one JSON line)
+    progress: Any = ray.remote(num_cpus=0)(Progress).options(scheduling_strategy=_this_node()).remote()
+    source = io.make_datasource(display, resolved, in_fs, fmt=fmt, column=opts.column, pair_column=opts.pair_column,
+                                columns=columns, id_names=ids, block_rows=spec.batch_rows,
+                                done=ray.put(done) if done.size else None)
+    # Reads and writes reserve no CPU: the workers hold the CPUs (one per core by default), and a read or write
+    # task that waited for one would stall the pipeline. Ray Data's backpressure still bounds what is in flight.
+    ds = ray.data.read_datasource(source, num_cpus=0)
+    scored = classify(ds, opts.model, opts.column, pair_column=opts.pair_column, backend=opts.backend,
+                      top_k=opts.top_k, raw_scores=opts.raw_scores, workers=workers, threads=threads,
+                      batch_rows=spec.batch_rows, max_length=opts.max_length, truncate=opts.truncate,
+                      max_chars=opts.max_chars, max_batch_tokens=opts.max_batch_tokens,
+                      max_batch_size=opts.max_batch_size, pair_truncation=opts.pair_truncation,
+                      output_prefix=opts.output_prefix, progress=progress, id_columns=ids)
+    _run_polling(lambda: scored.write_datasink(io.make_sink(out_dir, out_fs, ids[0]), ray_remote_args={"num_cpus": 0}),
+                 lambda: on_progress(ray.get(progress.snapshot.remote())) if on_progress else None, poll_s)
+    _add_worker_stats(summary, ray.get(progress.snapshot.remote()))
+    ray.kill(progress)
+    counts = _verify(out_fs, out_dir, ids[0], opts.output_prefix + "error")
+    _write_state(out_fs, out_dir, {"fingerprint": fingerprint, "complete": True, "input": spec.input,
+                                   "counts": counts})
+    return _finish(summary, started, counts=counts)
+
+
+def _finish(summary: RayJobSummary, started: float, *, counts: dict[str, int],
+            already_complete: bool = False) -> RayJobSummary:
+    summary.rows_in, summary.rows_errored = counts["rows_in"], counts["rows_errored"]
+    summary.rows_scored = summary.rows_in - summary.rows_errored
+    summary.already_complete = already_complete
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _run_polling(work: Callable[[], Any], poll: Callable[[], Any], poll_s: float) -> None:
+    """Run ``work`` in a thread, calling ``poll`` every ``poll_s`` until it ends; its exception is re-raised here."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread below
+            failure.append(err)
+
+    thread = threading.Thread(target=target, name="padless-ray-write", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(poll_s)
+        try:
+            poll()
+        except Exception:  # noqa: BLE001, S110 - a missed progress update is not a failure of the job
+            pass
+    if failure:
+        raise _padless_cause(failure[0]) from failure[0]
+
+
+def _padless_cause(err: BaseException) -> BaseException:
+    """A PadlessError raised inside a Ray task (a file without the text column) as the one line it is."""
+    seen: BaseException | None = err
+    while seen is not None:
+        cause = getattr(seen, "cause", None)
+        if isinstance(seen, PadlessError):
+            return PadlessError(str(seen))
+        if isinstance(cause, PadlessError):
+            return PadlessError(str(cause))
+        seen = seen.__cause__ or (cause if isinstance(cause, BaseException) else None)
+    return err
+
+
+def _add_worker_stats(summary: RayJobSummary, snapshot: dict[str, list[float]]) -> None:
+    for worker, (rows, _errors, real, padded, seconds) in sorted(snapshot.items()):
+        summary.real_tokens += int(real)
+        summary.padded_tokens += int(padded)
+        summary.per_worker.append({"worker": worker[:12], "rows": int(rows), "busy_s": round(seconds, 3),
+                                   "rows_per_s": round(rows / seconds, 1) if seconds else 0.0})
+    summary.per_worker_rows_per_s = [w["rows_per_s"] for w in summary.per_worker]
+    if summary.padded_tokens:
+        summary.padding_fraction = round(1 - summary.real_tokens / summary.padded_tokens, 4)
+
+
+def _this_node() -> Any:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
+def _fingerprint(display: list[str], resolved: list[str], fs: pafs.FileSystem, fmt: str, opts: ScoreOptions,
+                 batch_rows: int) -> str:
+    infos = fs.get_file_info(resolved)
+    keyed = {"files": [[d, i.size, i.mtime_ns] for d, i in zip(display, infos)], "format": fmt,
+             "batch_rows": batch_rows, "model": opts.model, **options_dict(opts)}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_state(fs: pafs.FileSystem, folder: str) -> dict[str, Any] | None:
+    try:
+        with fs.open_input_stream(f"{folder}/{STATE_NAME}") as fh:
+            state = json.loads(fh.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _write_state(fs: pafs.FileSystem, folder: str, state: dict[str, Any]) -> None:
+    """Atomically, as local mode's state: a kill leaves the old state or the new one."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        from pathlib import Path
+
+        from padless.commit import write_state
+
+        write_state(Path(folder) / STATE_NAME, state)
+        return
+    tmp = f"{folder}/{STATE_NAME}.tmp"
+    with fs.open_output_stream(tmp) as out:
+        out.write(json.dumps(state).encode("utf-8"))
+    fs.move(tmp, f"{folder}/{STATE_NAME}")
+
+
+def _non_empty(fs: pafs.FileSystem, folder: str) -> bool:
+    info = fs.get_file_info(folder)
+    if info.type == pafs.FileType.File:
+        raise InputError(f"{folder} is a file; --ray writes a Parquet dataset folder, pass a folder for -o")
+    if info.type == pafs.FileType.NotFound:
+        return False
+    return bool(fs.get_file_info(pafs.FileSelector(folder, recursive=False)))
+
+
+def _parts(fs: pafs.FileSystem, folder: str) -> list[str]:
+    entries = fs.get_file_info(pafs.FileSelector(folder, recursive=False, allow_not_found=True))
+    return sorted(e.path for e in entries if e.type == pafs.FileType.File and e.base_name.startswith("part-")
+                  and e.base_name.endswith(".parquet"))
+
+
+def _remove_temporaries(fs: pafs.FileSystem, folder: str) -> None:
+    entries = fs.get_file_info(pafs.FileSelector(folder, recursive=False, allow_not_found=True))
+    for e in entries:
+        if e.type == pafs.FileType.File and e.base_name.startswith(".") and e.base_name.endswith(".tmp"):
+            fs.delete_file(e.path)
+
+
+def _read_columns(fs: pafs.FileSystem, folder: str, columns: list[str]) -> Any:
+    import pyarrow.dataset as pads
+
+    parts = _parts(fs, folder)
+    if not parts:
+        return None
+    try:
+        return pads.dataset(parts, format="parquet", filesystem=fs).to_table(columns=columns)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise InputError(f"a part file in {folder} is unreadable ({type(err).__name__}: {err}); "
+                         "pass --overwrite to classify again") from None
+
+
+def _row_ids(fs: pafs.FileSystem, folder: str, id_column: str) -> np.ndarray:
+    """The sorted row ids the finished parts hold (a resumed run skips these rows)."""
+    table = _read_columns(fs, folder, [id_column])
+    if table is None:
+        return np.array([], dtype=np.int64)
+    return np.sort(table.column(id_column).to_numpy())
+
+
+def _verify(fs: pafs.FileSystem, folder: str, id_column: str, error_column: str) -> dict[str, int]:
+    """Count the output and prove every row id is there once; only then may the run be recorded complete."""
+    table = _read_columns(fs, folder, [id_column, error_column])
+    if table is None:
+        return {"rows_in": 0, "rows_scored": 0, "rows_errored": 0}
+    ids = table.column(id_column).to_numpy()
+    unique = np.unique(ids).size
+    if unique != ids.size:
+        raise PadlessError(f"internal error: {ids.size - unique} rows appear more than once in {folder}; "
+                           "not marking it complete")
+    errored = int(table.column(error_column).is_valid().to_numpy(zero_copy_only=False).sum())
+    return {"rows_in": int(ids.size), "rows_scored": int(ids.size) - errored, "rows_errored": errored}

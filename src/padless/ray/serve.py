@@ -1,0 +1,312 @@
+"""``padless serve --ray``: padless's HTTP API as a Ray Serve application, with replicas and length tiers.
+
+::
+
+    app = padless.ray.serve_app("./my-model", replicas=2, long_threshold=128, long_replicas=1)
+    serve.run(app)                      # or: serve run padless.ray.serve:build_app model=./my-model replicas=2
+
+Shape: one ingress deployment wraps padless's own FastAPI app (``@serve.ingress``), so every route, shape, limit
+and error envelope is ``padless serve``'s. It tokenizes once (padless's encoder), sends inputs of at most
+``long_threshold`` tokens to the *short* tier and longer ones to the *long* tier (token ids, not text; see
+:mod:`padless.ray.serve_router`), and post-processes the re-joined rows as ``padless serve`` does. Each tier is a
+deployment of its own (:mod:`padless.ray.serve_tier`), whose replicas run padless's token-budget batcher and
+runtime, optionally on another model (same tokenizer and labels) or backend. Without ``long_threshold`` there is one
+tier. Ray Serve's own limits are set from padless's queue limits: a tier replica takes up to ``max_queue_inputs``
+calls (``max_ongoing_requests``; its batcher bounds the inputs and tokens) and an ingress parks at most as many more
+per tier (``max_queued_requests``); past either the client gets padless's 429, never Ray's bare 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from padless.config import BatchConfig, ModelConfig, QueueConfig, ServerConfig
+from padless.errors import ConfigError
+from padless.ray.cluster import import_ray
+from padless.ray.serve_router import RayService, RemoteRuntime
+from padless.ray.serve_tier import TierReplica, TierSettings
+
+ray = import_ray()
+from ray import serve  # noqa: E402  (after import_ray, which turns Ray's usage statistics off first)
+
+APP_NAME = "padless"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngressSettings:
+    """What the ingress replica needs: the (short) model's tokenizer and limits, and padless's server options."""
+
+    model: str
+    max_length: int | None
+    max_chars: int
+    pair_truncation: str
+    long_threshold: int
+    server: ServerConfig
+    queue: QueueConfig
+    backend: str  # the short tier's, for /info until a tier has answered
+    drain_signal: str | None = None
+
+
+@serve.deployment(name="PadlessIngress")
+@serve.ingress()
+class PadlessIngress:
+    """The HTTP ingress: padless's FastAPI app around a :class:`~padless.ray.serve_router.RayService`."""
+
+    def __init__(self, settings: IngressSettings, short: Any, long: Any = None) -> None:
+        from transformers.utils import logging as hf_logging
+
+        from padless.engine import Classifier
+
+        hf_logging.set_verbosity_error()
+        # The tokenizer, labels and post-processing of the model; the dummy runtime loads no weights and is then
+        # replaced by a stand-in that refuses to run: the model runs in the tiers.
+        clf = Classifier(settings.model, backend="dummy", max_length=settings.max_length,
+                         max_chars=settings.max_chars, pair_truncation=settings.pair_truncation)
+        clf.runtime = RemoteRuntime({"backend": settings.backend})  # type: ignore[assignment]
+        handles = {"short": short, **({"long": long} if long is not None else {})}
+        self.service = RayService(clf, server=settings.server, queue=settings.queue, handles=handles,
+                                  long_threshold=settings.long_threshold, drain_signal=settings.drain_signal)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from padless.server.app import create_app
+
+        return ProxyRequestId(create_app(self.service))
+
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class ProxyRequestId:
+    """Serve's proxy gives every request an id and appends it as ``X-Request-ID`` to the response: padless adopts
+    that id (its envelopes and logs then say the same) and leaves the header to the proxy, so a client sees one
+    ``X-Request-Id``, equal to the envelope's ``request_id``. An id the client chose is kept only if it is a plain
+    token."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = next((v.decode("latin-1") for k, v in scope.get("headers") or [] if k == b"x-request-id"), "")
+        if not _SAFE_ID.fullmatch(rid):
+            await self.app(scope, receive, send)
+            return
+
+        async def without_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [h for h in message.get("headers", [])
+                                                  if h[0].lower() != b"x-request-id"]}
+            await send(message)
+
+        await self.app({**scope, "state": {**(scope.get("state") or {}), "request_id": rid}}, receive, without_id)
+
+
+@ray.remote(num_cpus=0)
+class DrainSignal:
+    """Set by ``padless serve --ray`` on SIGTERM; every ingress replica waits on it and reports when drained."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._drained = 0
+
+    async def wait(self) -> bool:
+        await self._event.wait()
+        return True
+
+    async def set(self) -> None:
+        self._event.set()
+
+    async def done(self) -> None:
+        self._drained += 1
+
+    async def drained(self) -> int:
+        return self._drained
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    """Everything :func:`serve_app` takes, checked (see its docstring)."""
+
+    model: str = "default"
+    backend: str = "auto"
+    replicas: int = 1
+    long_threshold: int = 0  # 0: one tier
+    long_replicas: int = 1
+    long_model: str | None = None  # None: the same model
+    long_backend: str | None = None  # None: the same backend
+    max_length: int | None = None
+    max_chars: int = ModelConfig.max_chars
+    max_batch_tokens: int = BatchConfig.max_batch_tokens
+    max_batch_size: int = BatchConfig.max_batch_size
+    threads: int = 0  # per replica; 0: the cluster's CPUs / all tier replicas
+    pair_truncation: str = ModelConfig.pair_truncation
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ingress_replicas: int = 1
+    drain_signal: str | None = None
+
+    def validate(self) -> None:
+        for name in ("replicas", "long_replicas", "ingress_replicas"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.long_threshold < 0:
+            raise ConfigError(f"long-threshold must be 0 (one tier) or positive, got {self.long_threshold}")
+        if not self.long_threshold and (self.long_model or self.long_backend):
+            raise ConfigError("--long-model and --long-backend need --long-threshold (there is no long tier without)")
+        for backend in (self.backend, self.long_backend or self.backend):
+            ModelConfig(model=self.model, backend=backend, max_length=self.max_length, max_chars=self.max_chars,
+                        threads=self.threads, pair_truncation=self.pair_truncation).validate()
+        batch = BatchConfig(max_batch_tokens=self.max_batch_tokens, max_batch_size=self.max_batch_size)
+        batch.validate(self.max_length)
+        self.queue.validate(batch)
+        self.server.validate()
+
+
+def serve_app(model: str = "default", **options: Any) -> Any:
+    """A Ray Serve application (``serve.Application``) serving ``model`` with padless's HTTP API.
+
+    Options (the fields of :class:`ServeOptions`): ``backend`` ("auto" as ``padless serve``: an optimize folder's
+    variant, else ONNX Runtime fp32), ``replicas`` (short tier), ``long_threshold`` (0: one tier; else inputs of
+    more tokens go to the long tier), ``long_replicas``, ``long_model`` (same tokenizer and labels required),
+    ``long_backend``, ``max_length``, ``max_chars``, ``max_batch_tokens``, ``max_batch_size``, ``threads`` (per
+    replica; 0 = the cluster's CPUs divided among the tier replicas), ``pair_truncation``, ``queue``
+    (:class:`~padless.config.QueueConfig`), ``server`` (:class:`~padless.config.ServerConfig`; host and port are
+    ``serve.start``'s), ``ingress_replicas``. Impossible combinations raise :class:`~padless.errors.ConfigError`.
+    """
+    opts, short_path, long_path, max_length = preflight(model, **options)
+    from padless.server.run import serving_backend
+
+    short_backend = serving_backend(short_path, opts.backend)
+    long_backend = serving_backend(long_path, opts.long_backend or opts.backend)
+    total = opts.replicas + (opts.long_replicas if opts.long_threshold else 0)
+    cpus = _cluster_cpus()
+    threads = opts.threads or max(1, int(cpus // total))
+    # Ray's reservation: what a replica really uses, but never more than a fair share (fractions are fine), so
+    # every replica of every tier can be placed on a small machine.
+    num_cpus = min(float(threads), cpus / total)
+
+    def tier(name: str, path: str, backend: str, replicas: int) -> Any:
+        settings = TierSettings(name=name, model=path, backend=backend, max_length=max_length,
+                                max_chars=opts.max_chars, threads=threads, max_batch_tokens=opts.max_batch_tokens,
+                                max_batch_size=opts.max_batch_size, pair_truncation=opts.pair_truncation,
+                                queue=opts.queue)
+        deployment = serve.deployment(
+            name=f"PadlessTier_{name}",
+            num_replicas=replicas,
+            max_ongoing_requests=opts.queue.max_queue_inputs,
+            max_queued_requests=opts.queue.max_queue_inputs,
+            ray_actor_options={"num_cpus": num_cpus, "runtime_env": _runtime_env()},
+            graceful_shutdown_timeout_s=opts.server.drain_timeout_s,
+            health_check_period_s=5.0,
+            # A forward pass may take up to forward_timeout before the batcher gives up and the check fails.
+            health_check_timeout_s=opts.queue.forward_timeout_s + 10.0,
+        )(TierReplica)
+        return deployment.bind(settings)
+
+    short = tier("short", short_path, short_backend, opts.replicas)
+    long = tier("long", long_path, long_backend, opts.long_replicas) if opts.long_threshold else None
+    settings = IngressSettings(model=short_path, max_length=max_length, max_chars=opts.max_chars,
+                               pair_truncation=opts.pair_truncation, long_threshold=opts.long_threshold,
+                               server=opts.server, queue=opts.queue, backend=short_backend,
+                               drain_signal=opts.drain_signal)
+    ingress_deployment: Any = PadlessIngress  # a serve.Deployment (the decorators' type is lost on mypy)
+    ingress = ingress_deployment.options(
+        num_replicas=opts.ingress_replicas,
+        # The ingress only tokenizes and waits: it takes every request the proxy has, so that padless's admission
+        # (429 with Retry-After) answers overload, not the proxy's bare 503.
+        max_ongoing_requests=opts.queue.max_queue_inputs + 64,
+        max_queued_requests=-1,
+        ray_actor_options={"num_cpus": 0, "runtime_env": _runtime_env()},
+        graceful_shutdown_timeout_s=opts.server.drain_timeout_s,
+    )
+    return ingress.bind(settings, short, long)
+
+
+def preflight(model: str, **options: Any) -> tuple[ServeOptions, str, str, int]:
+    """Check :func:`serve_app`'s options and models without starting anything: the options, the short and long
+    model folders, and the ingress's token limit. Raises :class:`~padless.errors.ConfigError` (one line)."""
+    opts = ServeOptions(model=model, **options)
+    opts.validate()
+    short_path = _resolve(opts.model)
+    long_path = _resolve(opts.long_model) if opts.long_model else short_path
+    max_length = _check_models(short_path, long_path if opts.long_threshold else None, opts)
+    return opts, short_path, long_path, max_length
+
+
+def build_app(args: dict[str, str]) -> Any:
+    """Ray Serve's application builder: ``serve run padless.ray.serve:build_app model=DIR replicas=2 …`` (keys are
+    :func:`serve_app`'s options; numbers as text)."""
+    kinds = {f: int for f in ("replicas", "long_threshold", "long_replicas", "max_length", "max_chars",
+                              "max_batch_tokens", "max_batch_size", "threads", "ingress_replicas")}
+    values: dict[str, Any] = {}
+    for key, raw in args.items():
+        key = key.replace("-", "_")
+        if key not in ServeOptions.__dataclass_fields__ or key in ("queue", "server", "drain_signal"):
+            raise ConfigError(f"unknown serve_app option {key!r}")
+        try:
+            values[key] = kinds.get(key, str)(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be an integer, not {raw!r}") from None
+    return serve_app(**values)
+
+
+def _resolve(model: str) -> str:
+    from padless import loader
+
+    return str(loader.resolve(model).resolve())
+
+
+def _check_models(short_path: str, long_path: str | None, opts: ServeOptions) -> int:
+    """The ingress's token limit; refuses a long tier that could never receive input, or whose model does not
+    share the short model's tokenizer and labels (the ingress tokenizes and post-processes for both)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from padless import loader
+    from padless.tokenize import model_max_length
+
+    tok = AutoTokenizer.from_pretrained(short_path)
+    limit = model_max_length(tok, AutoConfig.from_pretrained(short_path))
+    max_length = min(opts.max_length or limit, limit)
+    BatchConfig(max_batch_tokens=opts.max_batch_tokens, max_batch_size=opts.max_batch_size).validate(max_length)
+    if long_path is None:
+        return max_length
+    if opts.long_threshold >= max_length:
+        raise ConfigError(f"--long-threshold ({opts.long_threshold}) must be below the token limit ({max_length}): "
+                          "no input could reach the long tier")
+    if long_path != short_path:
+        long_tok = AutoTokenizer.from_pretrained(long_path)
+        if long_tok.get_vocab() != tok.get_vocab():
+            raise ConfigError(f"--long-model {long_path} has another tokenizer than {short_path}; the ingress "
+                              "tokenizes once for both tiers, so they must share it")
+        if loader.read_info(Path(long_path)).id2label != loader.read_info(Path(short_path)).id2label:
+            raise ConfigError(f"--long-model {long_path} has other labels than {short_path}")
+        long_limit = model_max_length(long_tok, AutoConfig.from_pretrained(long_path))
+        if long_limit < max_length:
+            raise ConfigError(f"--long-model {long_path} takes at most {long_limit} tokens, fewer than the "
+                              f"ingress's limit of {max_length}; pass --max-length {long_limit}")
+    return max_length
+
+
+def _cluster_cpus() -> float:
+    if ray.is_initialized():
+        return float(ray.cluster_resources().get("CPU", 1.0))
+    return float(os.cpu_count() or 1)
+
+
+def _runtime_env() -> dict[str, Any]:
+    """padless's settings (cache folder, test knobs) reach the replicas on any node, and Ray's telemetry stays off
+    there too."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("PADLESS_")}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return {"env_vars": env}
+
+
+__all__ = ["APP_NAME", "DrainSignal", "PadlessIngress", "ServeOptions", "build_app", "preflight", "serve_app"]

@@ -1,0 +1,150 @@
+"""One length tier of ``padless serve --ray``: a Ray Serve deployment whose replicas each hold a model and padless's
+own token-budget :class:`~padless.batcher.Batcher` (not ``@serve.batch``).
+
+The ingress sends each tier only token ids (it tokenized once) and the time left before the request's deadline; a
+replica admits them in inputs and tokens (past its queue limits: :class:`~padless.errors.OverloadedError`, a 429 at
+the ingress), queues them with every other request that reached it, and returns one logits row per input plus its
+running batch counters (the ingress turns those into ``/metrics`` per tier). Serve restarts a replica that dies or
+whose :meth:`TierReplica.check_health` raises (a forward pass stuck past ``--forward-timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from padless.batcher import Batcher, Observer, Ticket
+from padless.config import QueueConfig
+from padless.errors import DeadlineExceededError, OverloadedError, TooLongError
+from padless.tokenize import PairIds
+
+log = logging.getLogger("padless.ray.serve")
+
+# What travels to a tier for one input: its token ids and, for a text pair, each token's segment.
+WireRow = tuple[list[int], list[int] | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierSettings:
+    """What a tier replica loads and how it batches (everything a replica needs is in here, no globals)."""
+
+    name: str  # "short" or "long"
+    model: str  # a resolved local folder
+    backend: str
+    max_length: int | None
+    max_chars: int
+    threads: int
+    max_batch_tokens: int
+    max_batch_size: int
+    pair_truncation: str
+    queue: QueueConfig
+
+
+@dataclass
+class TierStats(Observer):
+    """Running batch counters of one replica (the batcher's observer); sent back with every answer."""
+
+    replica: str = ""
+    batches: int = 0
+    rows: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    forward_s: float = 0.0
+    queue_s: float = 0.0
+    expired: int = 0  # queued inputs dropped unrun: cancelled or past their deadline
+
+    def batch(self, rows: int, padded_tokens: int, real_tokens: int, forward_s: float) -> None:
+        self.batches += 1
+        self.rows += rows
+        self.real_tokens += real_tokens
+        self.padded_tokens += padded_tokens
+        self.forward_s += forward_s
+
+    def dequeued(self, waited_s: float) -> None:
+        self.queue_s += waited_s
+
+    def dropped(self, reason: str, count: int) -> None:
+        self.expired += count
+
+
+class TierReplica:
+    """A Ray Serve replica of one tier (wrapped by ``serve.deployment`` in :mod:`padless.ray.serve`)."""
+
+    async def __init__(self, settings: TierSettings) -> None:  # type: ignore[misc]  # Serve awaits it
+        from transformers.utils import logging as hf_logging
+
+        from padless.engine import Classifier
+
+        hf_logging.set_verbosity_error()
+        self.settings = settings
+        self.clf = Classifier(settings.model, backend=settings.backend, max_length=settings.max_length,
+                              max_chars=settings.max_chars, threads=settings.threads,
+                              max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
+                              pair_truncation=settings.pair_truncation)
+        # Warm up before Serve routes anything here: the constructor's end is what makes this replica "running".
+        await asyncio.get_running_loop().run_in_executor(None, self.clf.runtime.warmup)
+        self.stats = TierStats(replica=uuid.uuid4().hex[:8])
+        self.batcher = Batcher(self.clf.forward_padded, batch=self.clf.batch_config, queue=settings.queue,
+                               max_length=self.clf.max_length, observer=self.stats)
+        self.batcher.start()
+        self.last_success = time.monotonic()
+        log.info("%s tier replica %s ready: %s", settings.name, self.stats.replica, self.clf.runtime.describe())
+
+    def _admit(self, rows: list[list[int]]) -> Ticket:
+        """Admission in inputs and tokens, as :meth:`Batcher.admit` does, but with the real lengths (already
+        tokenized at the ingress)."""
+        b, q = self.batcher, self.settings.queue
+        tokens = sum(len(r) for r in rows)
+        if b.reserved_inputs + len(rows) > q.max_queue_inputs or b.reserved_tokens + tokens > q.max_queue_tokens:
+            raise OverloadedError(f"the {self.settings.name} tier is at capacity; retry shortly")
+        b.reserved_inputs += len(rows)
+        b.reserved_tokens += tokens
+        return Ticket(inputs=len(rows), tokens=tokens)
+
+    async def score(self, wire: list[WireRow], timeout_s: float, request_id: str) -> tuple[np.ndarray, dict]:
+        """Logits rows (input order) for ``wire``, within ``timeout_s``; and this replica's counters."""
+        if timeout_s <= 0:
+            raise DeadlineExceededError("the request's deadline passed before it reached a replica")
+        rows: list[list[int]] = [ids if types is None else PairIds(ids, types) for ids, types in wire]
+        longest = max(len(r) for r in rows)
+        if longest > self.clf.max_length:  # serve_app refuses a tier model with a lower limit; kept as a guard
+            raise TooLongError(f"an input of {longest} tokens is over the {self.settings.name} tier's "
+                                  f"limit of {self.clf.max_length}")
+        ticket = self._admit(rows)
+        try:
+            futures = self.batcher.submit(rows, deadline=time.monotonic() + timeout_s, request_id=request_id)
+            try:
+                logits = await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout_s)
+            except asyncio.TimeoutError:
+                raise DeadlineExceededError("the request did not complete before its deadline") from None
+            finally:  # cancelled by the ingress (deadline, client gone) or failed: the batcher drops the rest unrun
+                for f in futures:
+                    f.cancel()
+        finally:
+            self.batcher.release(ticket)
+        self.last_success = time.monotonic()
+        return np.stack(logits).astype(np.float32), asdict(self.stats)
+
+    async def ping(self) -> dict[str, Any]:
+        """Readiness: the worker is healthy and (unless it answered in the last 5 s) a 1-token forward answers."""
+        if not self.batcher.healthy:
+            raise RuntimeError(f"the {self.settings.name} tier's model worker is unhealthy")
+        if time.monotonic() - self.last_success >= 5.0:
+            futures = self.batcher.submit([[self.clf.encoder.pad_id]], deadline=time.monotonic() + 5.0,
+                                          request_id="readiness")
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=5.0)
+            self.last_success = time.monotonic()
+        return {"replica": self.stats.replica, "max_length": self.clf.max_length,
+                "backend": {**self.clf.runtime.describe(), **({"variant": self.clf.variant} if self.clf.variant
+                                                              else {})}}
+
+    def check_health(self) -> None:
+        """Serve's health check: a replica whose forward pass got stuck is replaced."""
+        if not self.batcher.healthy:
+            raise RuntimeError(f"the {self.settings.name} tier's model worker is unhealthy")

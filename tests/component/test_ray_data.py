@@ -1,0 +1,347 @@
+"""`padless classify --ray` and `padless.ray.classify` on a multi-node Ray cluster on one machine.
+
+One module-scoped ``ray.cluster_utils.Cluster`` (a head with no CPUs and two 1-CPU worker nodes) serves every test.
+Golden checks compare with local ``padless classify`` run in-process on the same files: the same per-row errors,
+labels equal and scores within 1e-5. The fault tests use the deterministic dummy backend, slowed per token
+(``PADLESS_DUMMY_DELAY_PER_TOKEN_S``, set before the nodes start so their workers inherit it), so that a worker
+node can be removed, or the driver SIGKILLed, while parts are being written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from cli_support import run_cli
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported anywhere: nothing may phone home
+
+pytestmark = [
+    pytest.mark.ray, pytest.mark.slow,
+    # Ray 2.60's DataContext() assigns the defaults of its own deprecated fields (use_push_based_shuffle, use_polars,
+    # …) through a __setattr__ that warns, on the first DataContext of every process: Ray's noise, not padless's.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),
+    # Ray Data's advice when a fixed pool starts before its input arrives (a resumed run's reads filter rows first);
+    # a log line for users, an exception under this suite's filterwarnings=error.
+    pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors:UserWarning"),
+]
+DELAY = "PADLESS_DUMMY_DELAY_PER_TOKEN_S"
+WORDS = ["good", "bad", "great", "awful", "fine", "dull", "superb", "boring", "a", "film", "plot", "actors"]
+
+
+def _text(i: int) -> str:
+    return " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(1 + i % 17))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    saved = os.environ.get(DELAY)
+    os.environ[DELAY] = "0.0003"  # only the dummy backend reads it; its workers are started by the nodes below
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    c.add_node(num_cpus=1)
+    c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    ray.init(address=c.address)
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+        if saved is None:
+            os.environ.pop(DELAY, None)
+        else:
+            os.environ[DELAY] = saved
+
+
+def _ray_rows(out: Path) -> list[dict[str, Any]]:
+    return pads.dataset(str(out), format="parquet").to_table().sort_by("row_id").to_pylist()
+
+
+def _local(src: Path, dst: Path, model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+           *extra: str) -> list[dict[str, Any]]:
+    code, _, err = run_cli(["classify", str(src), "-o", str(dst), "--model", str(model), "--no-progress", *extra],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    return pq.read_table(dst).to_pylist()
+
+
+def _summary(err: str) -> dict[str, Any]:
+    lines = [line for line in err.splitlines() if line.startswith('{"summary"')]
+    assert len(lines) == 1, err
+    return dict(json.loads(lines[0])["summary"])
+
+
+def _assert_same(ray_rows: list[dict[str, Any]], local_rows: list[dict[str, Any]], columns: list[str]) -> None:
+    assert len(ray_rows) == len(local_rows)
+    for r, loc in zip(ray_rows, local_rows):
+        assert r["error"] == loc["error"]
+        assert r["label"] == loc["label"]
+        assert (r["score"] is None) == (loc["score"] is None)
+        if r["score"] is not None:
+            assert abs(r["score"] - loc["score"]) <= 1e-5
+        assert {c: r[c] for c in columns} == {c: loc[c] for c in columns}
+
+
+def _write_csv_with_bad_rows(path: Path, start: int, n: int) -> None:
+    lines = [b"id,text,note"]
+    for i in range(start, start + n):
+        if i % 11 == 3:
+            lines.append(f"{i},,empty".encode())  # empty text: an empty_input error
+        elif i % 11 == 5:
+            lines.append(f"{i}".encode())  # fewer fields than the header
+        elif i % 11 == 7:
+            lines.append(f"{i},caf\xe9 bad bytes,latin1".encode("latin-1"))  # not UTF-8
+        elif i % 11 == 9:
+            lines.append(f"{i},{_text(i)},x,extra".encode())  # more fields than the header
+        else:
+            lines.append(f'{i},"{_text(i)}",ok'.encode())
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def test_row_ids_are_unique_and_dense_per_file_for_every_format(cluster: Any, tmp_path: Path) -> None:
+    """One read task per file list, many blocks per file: ids 0..n-1 per file, in file order, for CSV, JSONL and
+    Parquet (a glob and a folder), whatever the block size."""
+    import ray
+
+    from padless.ray import offline_io as io
+
+    sizes = [23, 7, 31]
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "jsonl").mkdir()
+    (tmp_path / "pq").mkdir()
+    for k, n in enumerate(sizes):
+        texts = [f"file{k} row{i}" for i in range(n)]
+        (tmp_path / "csv" / f"f{k}.csv").write_text("text\n" + "".join(f"{t}\n" for t in texts))
+        (tmp_path / "jsonl" / f"f{k}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        pq.write_table(pa.table({"text": texts}), tmp_path / "pq" / f"f{k}.parquet", row_group_size=5)
+    (tmp_path / "pq" / "_ignored.parquet").write_bytes(b"not parquet")  # Ray's and pyarrow's rule: skipped
+    for source in (str(tmp_path / "csv" / "*.csv"), str(tmp_path / "jsonl"), str(tmp_path / "pq")):
+        display, resolved, fs = io.expand_inputs(source)
+        suffix = Path(display[0]).suffix
+        assert [Path(p).name for p in display] == [f"f{k}{suffix}" for k in range(3)]
+        fmt = io.input_format(display, None)
+        src = io.make_datasource(display, resolved, fs, fmt=fmt, column="text", pair_column=None, columns=["text"],
+                                 id_names=("row_id", "input_file", "row_number"), block_rows=4)
+        rows = ray.data.read_datasource(src, num_cpus=0, override_num_blocks=2).take_all()
+        assert len(rows) == sum(sizes)
+        assert len({r["row_id"] for r in rows}) == len(rows)
+        for k, n in enumerate(sizes):
+            mine = sorted((r for r in rows if r["input_file"] == display[k]), key=lambda r: r["row_number"])
+            assert [r["row_number"] for r in mine] == list(range(n))
+            assert [r["text"] for r in mine] == [f"file{k} row{i}" for i in range(n)]
+            assert [r["row_id"] for r in mine] == [k * io.ROW_ID_BASE + i for i in range(n)]
+
+
+def test_csv_and_jsonl_with_bad_rows_match_local_mode(cluster: Any, tiny_model_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Two CSV files with bad rows, and a JSONL file with bad lines: the same per-row errors, labels and scores
+    (1e-5) as local `padless classify`, in input order once sorted by row id; --top-k 2 adds the same scores."""
+    src = tmp_path / "reviews"
+    src.mkdir()
+    _write_csv_with_bad_rows(src / "a.csv", 0, 60)
+    _write_csv_with_bad_rows(src / "b.csv", 60, 45)
+    out = tmp_path / "scored"
+    code, _, err = run_cli(["classify", str(src), "-o", str(out), "--ray", "--model", str(tiny_model_dir),
+                            "--chunk-rows", "16", "--no-progress", "--top-k", "2"], monkeypatch, capsys)
+    assert code == 0, err
+    summary = _summary(err)
+    rows = _ray_rows(out)
+    local = (_local(src / "a.csv", tmp_path / "a.parquet", tiny_model_dir, monkeypatch, capsys, "--top-k", "2")
+             + _local(src / "b.csv", tmp_path / "b.parquet", tiny_model_dir, monkeypatch, capsys, "--top-k", "2"))
+    _assert_same(rows, local, ["id", "text", "note"])
+    for r, loc in zip(rows, local):
+        assert [s["label"] for s in r["scores"] or []] == [s["label"] for s in loc["scores"] or []]
+        assert all(abs(a["score"] - b["score"]) <= 1e-5 for a, b in zip(r["scores"] or [], loc["scores"] or []))
+    errors = [r["error"] for r in rows if r["error"]]
+    assert len(errors) == sum(i % 11 in (3, 5, 7, 9) for i in range(105))
+    assert any(e.startswith("empty_input") for e in errors)
+    assert [(r["input_file"], r["row_number"]) for r in rows] == (
+        [(str(src / "a.csv"), i) for i in range(60)] + [(str(src / "b.csv"), i) for i in range(45)])
+    assert summary["rows_in"] == 105 and summary["rows_errored"] == len(errors)
+    assert summary["workers"] == 2 and summary["threads"] == 1 and len(summary["per_worker"]) >= 1
+    assert summary["real_tokens"] > 0 and all(w["rows_per_s"] > 0 for w in summary["per_worker"])
+
+    jsonl = tmp_path / "lines.jsonl"
+    lines = [json.dumps({"text": _text(i), "n": i}) for i in range(40)]
+    lines[3], lines[10], lines[17], lines[25] = "not json", "[1, 2]", "", json.dumps({"n": 25, "text": None})
+    jsonl.write_text("\n".join(lines) + "\n")
+    code, _, err = run_cli(["classify", str(jsonl), "-o", str(tmp_path / "jscored"), "--ray", "--model",
+                            str(tiny_model_dir), "--chunk-rows", "8", "--no-progress"], monkeypatch, capsys)
+    assert code == 0, err
+    _assert_same(_ray_rows(tmp_path / "jscored"),
+                 _local(jsonl, tmp_path / "j.parquet", tiny_model_dir, monkeypatch, capsys), ["text", "n"])
+
+
+def test_python_api_is_lazy_and_equals_local(cluster: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """padless.ray.classify on a Dataset from Ray's own reader: lazy until consumed, then the local Classifier's
+    labels and scores (1e-5); null and non-text values are row errors worded as local Parquet input words them;
+    large batches keep padding under 5% (as reported by the workers to a progress actor)."""
+    import ray
+
+    import padless.ray
+    from padless import Classifier
+    from padless.errors import ConfigError
+    from padless.ray.offline_job import Progress
+
+    n = 1200
+    texts: list[Any] = [_text(i) * (1 + i % 5) for i in range(n)]
+    texts[4], texts[9] = None, ""
+    pq.write_table(pa.table({"text": texts, "k": list(range(n))}), tmp_path / "in.parquet")
+    ds = ray.data.read_parquet(str(tmp_path / "in.parquet"))
+    progress = ray.remote(num_cpus=0)(Progress).remote()
+    # Default workers: one CPU is left to Ray's reader (its tasks reserve one): 1 worker here.
+    scored = padless.ray.classify(ds, model=str(tiny_model_dir), column="text", batch_rows=n // 2,
+                                  progress=progress)
+    assert isinstance(scored, ray.data.Dataset)
+    assert ray.get(progress.snapshot.remote()) == {}  # nothing ran yet
+    rows = sorted(scored.take_all(), key=lambda r: r["k"])
+    expected = Classifier(str(tiny_model_dir)).run([t or "" for t in texts])
+    assert rows[4]["error"] == "'text' is null" and rows[4]["label"] is None
+    assert rows[9]["error"].startswith("empty_input")
+    for i, (row, want) in enumerate(zip(rows, expected)):
+        if i in (4, 9):
+            continue
+        assert row["error"] is None and row["label"] == want.label and abs(row["score"] - want.score) <= 1e-5
+    totals = ray.get(progress.snapshot.remote()).values()
+    assert sum(t[0] for t in totals) == n and sum(t[1] for t in totals) == 2
+    assert 1 - sum(t[2] for t in totals) / sum(t[3] for t in totals) <= 0.05
+    with pytest.raises(ConfigError, match="column 'body' not found"):
+        padless.ray.classify(ds.select_columns(["text", "k"]), model=str(tiny_model_dir), column="body")
+    context = ray.data.DataContext.get_current()
+    context.max_errored_blocks = 1
+    try:
+        with pytest.raises(ConfigError, match="max_errored_blocks"):
+            padless.ray.classify(ds, model=str(tiny_model_dir))
+    finally:
+        context.max_errored_blocks = 0
+
+
+def _slow_input(folder: Path, files: int, rows: int) -> None:
+    folder.mkdir()
+    for k in range(files):
+        texts = [_text(k * rows + i) for i in range(rows)]
+        pq.write_table(pa.table({"text": texts, "k": [k * rows + i for i in range(rows)]}), folder / f"p{k}.parquet")
+
+
+def _dummy_reference(src: Path, tmp: Path, model: Path, monkeypatch: pytest.MonkeyPatch,
+                     capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    monkeypatch.setenv(DELAY, "0")  # the in-process local reference need not be slow
+    out: list[dict[str, Any]] = []
+    for f in sorted(src.iterdir()):
+        out += _local(f, tmp / f"ref-{f.stem}.parquet", model, monkeypatch, capsys, "--backend", "dummy")
+    monkeypatch.delenv(DELAY)
+    return out
+
+
+def _wait_for_parts(out: Path, n: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if out.is_dir() and len(list(out.glob("part-*.parquet"))) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} parts in {out} after {timeout}s")
+
+
+def _exactly_once(out: Path, src: Path, reference: list[dict[str, Any]], rows_per_file: int) -> None:
+    rows = _ray_rows(out)
+    files = sorted(str(p) for p in src.iterdir())
+    assert [(r["input_file"], r["row_number"]) for r in rows] == [(f, i) for f in files for i in range(rows_per_file)]
+    _assert_same(rows, reference, ["text", "k"])
+
+
+def test_worker_node_removed_mid_run_every_row_exactly_once(cluster: Any, tiny_model_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker node (its actor, its blocks) disappears while parts are being written: Ray restarts the actor or
+    carries on with the other, rebuilds lost blocks; the output holds every row once, equal to local mode."""
+    from padless.ray.data import ScoreOptions
+    from padless.ray.offline_job import RayJobSpec, run_ray_job
+
+    src = tmp_path / "in"
+    _slow_input(src, files=3, rows=200)
+    out = tmp_path / "scored"
+    spec = RayJobSpec(input=str(src), output=str(out), input_format=None, batch_rows=25,
+                      options=ScoreOptions(model=str(tiny_model_dir), backend="dummy"))
+    result: dict[str, Any] = {}
+    job = threading.Thread(target=lambda: result.update(summary=run_ray_job(spec)), daemon=True)
+    job.start()
+    _wait_for_parts(out, 3)
+    victim = list(cluster.worker_nodes)[0]
+    cluster.remove_node(victim)
+    parts_at_removal = len(list(out.glob("part-*.parquet")))
+    job.join(timeout=240)
+    assert not job.is_alive(), "the job did not finish after a worker node was removed"
+    cluster.add_node(num_cpus=1)  # back to two worker nodes for the tests after this one
+    cluster.wait_for_nodes()
+    summary = result["summary"]
+    assert summary.rows_in == 600 and summary.rows_errored == 0
+    assert parts_at_removal < len(list(out.glob("part-*.parquet")))  # the removal happened mid-run
+    _exactly_once(out, src, _dummy_reference(src, tmp_path, tiny_model_dir, monkeypatch, capsys), 200)
+
+
+def test_driver_sigkilled_then_resume_every_row_exactly_once(cluster: Any, tiny_model_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL the driver process mid-run; a plain re-run is refused naming --resume; --resume finishes with every
+    row once (the summary counts all of them); --resume again says complete; --overwrite starts over."""
+    src = tmp_path / "in"
+    _slow_input(src, files=2, rows=500)
+    out = tmp_path / "scored"
+    args = ["classify", str(src), "-o", str(out), "--ray", "--model", str(tiny_model_dir), "--backend", "dummy",
+            "--chunk-rows", "25", "--no-progress"]
+    driver = subprocess.Popen([sys.executable, "-m", "padless.cli.main", *args, "--ray-address", cluster.address],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_parts(out, 1, timeout=120)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        _, driver_err = driver.communicate(timeout=60)
+    assert driver.returncode == -signal.SIGKILL, driver_err
+    killed_parts = len(list(out.glob("part-*.parquet")))
+    assert 0 < killed_parts and not json.loads((out / "_padless_state.json").read_text())["complete"]
+
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 2 and "--resume" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli([*args, "--resume"], monkeypatch, capsys)
+    assert code == 0, err
+    summary = _summary(err)
+    assert summary["rows_in"] == 1000 and 0 < summary["rows_skipped_by_resume"] < 1000
+    reference = _dummy_reference(src, tmp_path, tiny_model_dir, monkeypatch, capsys)
+    _exactly_once(out, src, reference, 500)
+
+    code, _, err = run_cli([*args, "--resume"], monkeypatch, capsys)
+    assert code == 0 and "already complete" in err and _summary(err)["rows_in"] == 1000
+    code, _, err = run_cli([*args, "--overwrite"], monkeypatch, capsys)
+    assert code == 0 and _summary(err)["rows_skipped_by_resume"] == 0
+    _exactly_once(out, src, reference, 500)
+
+
+def test_impossible_options_are_refused_in_one_line(cluster: Any, tiny_model_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.csv").write_text("body\nhello\n")
+    base = ["classify", str(tmp_path / "a.csv"), "--ray", "--model", str(tiny_model_dir), "--no-progress"]
+    cases = [([*base], "Parquet dataset folder"),
+             ([*base, "-o", str(tmp_path / "o")], "column 'text' not found"),
+             ([*base, "-o", str(tmp_path / "o"), "--column", "body", "--workers", "3"], "needs 3 CPUs"),
+             ([*base, "-o", str(tmp_path / "o"), "--format", "csv"], "--ray writes Parquet"),
+             ([*base[:1], str(tmp_path / "missing*.csv"), *base[2:], "-o", str(tmp_path / "o")], "no input files")]
+    for argv, message in cases:
+        code, _, err = run_cli(argv, monkeypatch, capsys)
+        assert code == 2 and message in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
