@@ -98,14 +98,18 @@ class Reader:
         if fmt == "parquet":
             if path == "-":
                 raise InputError("Parquet cannot be read from stdin; pass a file")
-            import pyarrow.parquet as pq
+            self._open_parquet(path, path)
 
-            try:
-                self._pq = pq.ParquetFile(path)
-            except Exception as err:  # pyarrow raises several unrelated types for a bad file
-                raise InputError(f"cannot read {path} as Parquet: {type(err).__name__}") from None
-            self.fieldnames = list(self._pq.schema_arrow.names)
-            self._require_column()
+    def _open_parquet(self, source: Any, path: str) -> None:
+        """Open ``source`` (a path or a random-access file) as Parquet, named ``path`` in errors; check the columns."""
+        import pyarrow.parquet as pq
+
+        try:
+            self._pq = pq.ParquetFile(source)
+        except Exception as err:  # pyarrow raises several unrelated types for a bad file
+            raise InputError(f"cannot read {path} as Parquet: {type(err).__name__}") from None
+        self.fieldnames = list(self._pq.schema_arrow.names)
+        self._require_column()
 
     def _require_column(self) -> None:
         for column in (self.column, self.pair_column):

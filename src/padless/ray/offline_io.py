@@ -101,14 +101,7 @@ class StreamReader(Reader):
         super().__init__("-", "csv" if fmt == "parquet" else fmt, column, pair_column)
         self.path, self.fmt, self._stream = path, fmt, stream
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            try:
-                self._pq = pq.ParquetFile(stream)
-            except Exception as err:  # pyarrow raises several unrelated types for a bad file
-                raise InputError(f"cannot read {path} as Parquet: {type(err).__name__}") from None
-            self.fieldnames = list(self._pq.schema_arrow.names)
-            self._require_column()
+            self._open_parquet(stream, path)
 
     def _binary(self) -> Any:
         return self._stream
