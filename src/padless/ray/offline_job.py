@@ -38,6 +38,7 @@ import pyarrow.fs as pafs
 
 from padless.config import BatchConfig
 from padless.errors import InputError, PadlessError
+from padless.job import JobSummary
 from padless.ray import offline_io as io
 from padless.ray.data import (
     ID_FIELDS,
@@ -68,14 +69,9 @@ class RayJobSpec:
 
 
 @dataclass
-class RayJobSummary:
-    rows_in: int = 0
-    rows_scored: int = 0
-    rows_errored: int = 0
-    rows_skipped_by_resume: int = 0
-    already_complete: bool = False
-    seconds: float = 0.0
-    output: str = ""
+class RayJobSummary(JobSummary):
+    """Local mode's summary (the same counts, in the same order) plus what a Ray run adds."""
+
     files: int = 0
     workers: int = 0
     threads: int = 0
