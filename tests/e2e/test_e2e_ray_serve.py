@@ -271,9 +271,13 @@ def test_long_inputs_do_not_slow_the_short_tier(dummy_server: Server) -> None:
     long_median = statistics.median(s for _, s in longs)
     print(f"short p99 alone {p99_alone * 1e3:.0f} ms, with long load {p99_mixed * 1e3:.0f} ms "
           f"({len(alone)}/{len(mixed)} requests); long median {long_median * 1e3:.0f} ms ({len(longs)})")
-    # Sharing a queue, a short input would wait behind a ~1.6 s long batch; in its own tier it does not.
+    # Sharing a queue, nearly every short input would wait behind part of a ~1.6 s long batch, so its p99 would be
+    # over a second. In its own tier it waits for none: the p99 may grow only by the CPU the ingress spends on the
+    # long inputs, bounded here at an eighth of one long batch (0.2 s), far below what any wait would add. A bound
+    # relative to p99_alone (first 1.2x) failed on a loaded 2-core CI machine at 105 -> 129 ms: that was noise.
+    long_batch_s = 4 * 202 * DELAY
     assert long_median > 4 * p99_alone
-    assert p99_mixed <= 1.2 * p99_alone, (p99_alone, p99_mixed)
+    assert p99_mixed < p99_alone + long_batch_s / 8, (p99_alone, p99_mixed)
 
 
 @pytest.mark.slow
