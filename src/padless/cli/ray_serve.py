@@ -8,11 +8,13 @@ once (it waits on a :class:`~padless.ray.serve.DrainSignal` actor, no polling), 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -21,14 +23,16 @@ import httpx
 from padless.cli.common import ensure_default, quiet_libraries
 from padless.config import QueueConfig, ServerConfig
 from padless.errors import PadlessError
+from padless.ray.cluster import run_watched
 
 START_TIMEOUT_S = 600.0  # replicas load their models in parallel; a big model on a busy cluster takes minutes
+SHUTDOWN_GRACE_S = 15.0  # Serve's shutdown beyond the replicas' graceful drain before padless stops waiting
 
 
 def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars: int, max_batch_tokens: int,
                   max_batch_size: int, threads: int, pair_truncation: str, queue: QueueConfig, server: ServerConfig,
                   address: str | None, replicas: int, long_threshold: int, long_replicas: int,
-                  long_model: str | None, long_backend: str | None, log_level: str) -> None:
+                  long_model: str | None, long_backend: str | None, long_threads: int, log_level: str) -> None:
     """Serve until a signal, then drain (see the module docstring). Options are ``padless serve``'s."""
     quiet_libraries()
     from padless.ray.cluster import init_ray
@@ -37,8 +41,8 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
 
     options: dict[str, Any] = dict(
         backend=backend, replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
-        long_model=long_model, long_backend=long_backend, max_length=max_length, max_chars=max_chars,
-        max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, threads=threads,
+        long_model=long_model, long_backend=long_backend, long_threads=long_threads, max_length=max_length,
+        max_chars=max_chars, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, threads=threads,
         pair_truncation=pair_truncation, queue=queue, server=server)
     ServeOptions(model=model, **options).validate()  # before minutes of building the default model
     ensure_default(model)
@@ -58,47 +62,93 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     drain_name = f"padless-drain-{uuid.uuid4().hex[:8]}"
     drain = DrainSignal.options(name=drain_name, namespace=DRAIN_NAMESPACE).remote()  # type: ignore[attr-defined]
+    abandoned = False  # a Serve call left running in its thread (see the end)
     try:
         app = serve_app(model, drain_signal=drain_name, **options)
-        serve.start(http_options={"host": server.host, "port": server.port},
-                    logging_config={"log_level": log_level.upper(), "enable_access_log": False})
-        try:
-            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
-                      logging_config={"log_level": log_level.upper(), "enable_access_log": False})
-        except RuntimeError as err:  # a replica's constructor failed (its error is in the log above)
-            raise PadlessError(f"the Ray Serve application did not start: {str(err).splitlines()[0]}") from None
+
+        def start() -> None:
+            serve.start(http_options={"host": server.host, "port": server.port},
+                        logging_config={"log_level": log_level.upper(), "enable_access_log": False})
+            try:
+                serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
+                          logging_config={"log_level": log_level.upper(), "enable_access_log": False})
+            except RuntimeError as err:  # a replica's constructor failed (its error is in the log above)
+                raise PadlessError(f"the Ray Serve application did not start: {str(err).splitlines()[0]}") from None
+
+        # Started in a thread that a signal does not wait for: Serve's start-up blocks on the cluster, and a
+        # signal to the whole process group stops the cluster too, which left it retrying for a minute at full CPU.
         url = f"http://{server.host}:{server.port}"
-        _wait_ready(url, server.api_key, stop)
-        tiers = "one tier" if not long_threshold else f"short ≤ {long_threshold} tokens, long above"
-        print(f"padless serve --ray: ready on {url} ({tiers})", file=sys.stderr, flush=True)
-        while not stop.wait(0.05):  # the handler sets it; a short wait so the drain starts within 50 ms
-            pass
-        print("padless serve --ray: draining", file=sys.stderr, flush=True)
-        _drain(ray, drain, server.drain_timeout_s)
+        started = run_watched(start, every_s=0.1, stop=stop, name="padless-serve-start")
+        abandoned = not started
+        if started and _wait_ready(url, server.api_key, stop):
+            tiers = "one tier" if not long_threshold else f"short ≤ {long_threshold} tokens, long above"
+            print(f"padless serve --ray: ready on {url} ({tiers})", file=sys.stderr, flush=True)
+            while not stop.wait(0.05):  # the handler sets it; a short wait so the drain starts within 50 ms
+                pass
+            print("padless serve --ray: draining", file=sys.stderr, flush=True)
+            _drain(ray, drain, server.drain_timeout_s)
+        else:
+            print("padless serve --ray: stopped by a signal before it was ready", file=sys.stderr, flush=True)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         try:
-            serve.shutdown()
+            if _local_cluster_lost(ray):
+                print("padless serve --ray: the local Ray cluster's own processes are gone (a signal to the whole "
+                      "process group stops them too); skipping Serve's shutdown", file=sys.stderr, flush=True)
+            elif not _within(serve.shutdown, bound := server.drain_timeout_s + SHUTDOWN_GRACE_S):
+                abandoned = True
+                print(f"padless serve --ray: Serve did not shut down within {bound:.0f}s; stopping Ray",
+                      file=sys.stderr, flush=True)
         finally:
             ray.shutdown()
     print("padless serve --ray: stopped", file=sys.stderr, flush=True)
+    if abandoned:
+        # A thread still inside Serve's start-up or shutdown (on a dead cluster) can hold the interpreter's exit
+        # for a minute; everything padless owns is stopped and flushed by now, so leave at once.
+        sys.stdout.flush()
+        os._exit(0)
 
 
-def _wait_ready(url: str, api_key: str | None, stop: threading.Event) -> None:
-    """Poll ``/ready`` (every tier has a live replica that answers) until 200, a signal, or the start timeout."""
+def _within(work: Callable[[], Any], timeout_s: float) -> bool:
+    """Run ``work`` in a daemon thread and wait at most ``timeout_s``: True when it ended in time (its exception
+    is re-raised here), False otherwise."""
+    expired = threading.Event()
+    timer = threading.Timer(timeout_s, expired.set)
+    timer.daemon = True
+    timer.start()
+    try:
+        return run_watched(work, every_s=0.1, stop=expired, name="padless-serve-shutdown")
+    finally:
+        timer.cancel()
+
+
+def _local_cluster_lost(ray: Any) -> bool:
+    """Whether the cluster this process started has lost its own processes (raylet, GCS); False for a joined
+    cluster, whose processes are not this process's to check."""
+    try:
+        node = ray._private.worker._global_node
+        return bool(node is not None and node.is_head() and node.dead_processes())
+    except Exception:  # noqa: BLE001 - Ray's internals moved: assume alive, the bounded shutdown still ends
+        return False
+
+
+def _wait_ready(url: str, api_key: str | None, stop: threading.Event) -> bool:
+    """Poll ``/ready`` (every tier has a live replica that answers) until 200 (True), a signal (False), or the start
+    timeout."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     end = time.monotonic() + START_TIMEOUT_S
     with httpx.Client(timeout=10.0, headers=headers) as client:
         while not stop.is_set():
             try:
                 if client.get(f"{url}/ready").status_code == 200:
-                    return
+                    return True
             except httpx.TransportError:
                 pass
             if time.monotonic() > end:
                 raise PadlessError(f"the Ray Serve application was not ready after {START_TIMEOUT_S:.0f}s")
             time.sleep(0.2)
+    return False
 
 
 def _drain(ray: Any, drain: Any, timeout_s: float) -> None:

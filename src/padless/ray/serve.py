@@ -27,7 +27,7 @@ from typing import Any
 
 from padless.config import BatchConfig, ModelConfig, QueueConfig, ServerConfig
 from padless.errors import ConfigError
-from padless.ray.cluster import import_ray
+from padless.ray.cluster import biggest_node_cpus, import_ray
 from padless.ray.serve_router import RayService, RemoteRuntime
 from padless.ray.serve_tier import TierReplica, TierSettings
 
@@ -35,6 +35,9 @@ ray = import_ray()
 from ray import serve  # noqa: E402  (after import_ray, which turns Ray's usage statistics off first)
 
 APP_NAME = "padless"
+# How much lower the long tier's CPU priority is when it shares the short tier's cores (Linux nice levels: at 10
+# against 0, the scheduler gives a contended core about 9 parts in 10 to the short tier).
+LONG_TIER_NICE = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,7 +148,8 @@ class ServeOptions:
     max_chars: int = ModelConfig.max_chars
     max_batch_tokens: int = BatchConfig.max_batch_tokens
     max_batch_size: int = BatchConfig.max_batch_size
-    threads: int = 0  # per replica; 0: the cluster's CPUs / all tier replicas
+    threads: int = 0  # per short-tier (or only-tier) replica; 0: the cluster's CPUs / its replicas, at most a node's
+    long_threads: int = 0  # per long-tier replica; 0: every CPU of the biggest node (the cores the short tier idles)
     pair_truncation: str = ModelConfig.pair_truncation
     queue: QueueConfig = field(default_factory=QueueConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -158,8 +162,11 @@ class ServeOptions:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.long_threshold < 0:
             raise ConfigError(f"long-threshold must be 0 (one tier) or positive, got {self.long_threshold}")
-        if not self.long_threshold and (self.long_model or self.long_backend):
-            raise ConfigError("--long-model and --long-backend need --long-threshold (there is no long tier without)")
+        if not self.long_threshold and (self.long_model or self.long_backend or self.long_threads):
+            raise ConfigError("--long-model, --long-backend and --long-threads need --long-threshold (there is no "
+                              "long tier without)")
+        if self.long_threads < 0:
+            raise ConfigError(f"long-threads must be 0 (every CPU of a node) or positive, got {self.long_threads}")
         for backend in (self.backend, self.long_backend or self.backend):
             ModelConfig(model=self.model, backend=backend, max_length=self.max_length, max_chars=self.max_chars,
                         threads=self.threads, pair_truncation=self.pair_truncation).validate()
@@ -176,9 +183,12 @@ def serve_app(model: str = "default", **options: Any) -> Any:
     variant, else ONNX Runtime fp32), ``replicas`` (short tier), ``long_threshold`` (0: one tier; else inputs of
     more tokens go to the long tier), ``long_replicas``, ``long_model`` (same tokenizer and labels required),
     ``long_backend``, ``max_length``, ``max_chars``, ``max_batch_tokens``, ``max_batch_size``, ``threads`` (per
-    replica; 0 = the cluster's CPUs divided among the tier replicas), ``pair_truncation``, ``queue``
-    (:class:`~padless.config.QueueConfig`), ``server`` (:class:`~padless.config.ServerConfig`; host and port are
-    ``serve.start``'s), ``ingress_replicas``. Impossible combinations raise :class:`~padless.errors.ConfigError`.
+    short-tier replica; 0 = the cluster's CPUs divided among that tier's replicas, at most a node's),
+    ``long_threads`` (per long-tier replica; 0 = every CPU of the biggest node, so long batches use the cores an
+    idle short tier leaves, at a lower CPU priority; threads that share cores do not spin-wait),
+    ``pair_truncation``, ``queue`` (:class:`~padless.config.QueueConfig`), ``server``
+    (:class:`~padless.config.ServerConfig`; host and port are ``serve.start``'s), ``ingress_replicas``. Impossible
+    combinations raise :class:`~padless.errors.ConfigError`.
     """
     opts, short_path, long_path, max_length = preflight(model, **options)
     from padless.server.run import serving_backend
@@ -187,22 +197,36 @@ def serve_app(model: str = "default", **options: Any) -> Any:
     long_backend = serving_backend(long_path, opts.long_backend or opts.backend)
     total = opts.replicas + (opts.long_replicas if opts.long_threshold else 0)
     cpus = _cluster_cpus()
-    threads = opts.threads or max(1, int(cpus // total))
-    # Ray's reservation: what a replica really uses, but never more than a fair share (fractions are fine), so
-    # every replica of every tier can be placed on a small machine.
-    num_cpus = min(float(threads), cpus / total)
+    node_cpus = max(1, int(_node_cpus() or cpus))  # one replica's threads cannot span nodes
+    # By default the short tier (or the one tier) divides the cores among its own replicas, and the long tier may
+    # use every core of its node. Fixed shares cap a long burst at the long tier's share while the short tier's
+    # cores idle: on 2 cores with 1 + 1 replicas at 1 thread each, tiers reached 0.71x one pool's capacity. Shared
+    # cores are work-conserving, and a short batch still never queues behind a long one.
+    threads = opts.threads or max(1, min(node_cpus, int(cpus // opts.replicas)))
+    long_threads = (opts.long_threads or node_cpus) if opts.long_threshold else 0
+    # Threads that share cores must not spin-wait for work (ONNX Runtime's default, libgomp's first moments):
+    # a spinning idle pool would take the cores it is meant to lend. And the long tier borrows at a lower CPU
+    # priority, so that a short batch arriving on a shared core runs first and the long one takes what is left.
+    shared = threads * opts.replicas + long_threads * (opts.long_replicas if opts.long_threshold else 0) > cpus
 
-    def tier(name: str, path: str, backend: str, replicas: int) -> Any:
+    def tier(name: str, path: str, backend: str, replicas: int, threads: int) -> Any:
         settings = TierSettings(name=name, model=path, backend=backend, max_length=max_length,
                                 max_chars=opts.max_chars, threads=threads, max_batch_tokens=opts.max_batch_tokens,
                                 max_batch_size=opts.max_batch_size, pair_truncation=opts.pair_truncation,
-                                queue=opts.queue)
+                                queue=opts.queue, spin=not shared,
+                                nice=LONG_TIER_NICE if shared and name == "long" else 0)
+        # Ray's reservation: what a replica really uses, but never more than a fair share (fractions are fine), so
+        # every replica of every tier can be placed on a small machine.
+        num_cpus = min(float(threads), cpus / total)
+        env = _runtime_env()
+        if shared:
+            env["env_vars"]["OMP_WAIT_POLICY"] = "PASSIVE"  # torch's OpenMP threads: sleep when idle
         deployment = serve.deployment(
             name=f"PadlessTier_{name}",
             num_replicas=replicas,
             max_ongoing_requests=opts.queue.max_queue_inputs,
             max_queued_requests=opts.queue.max_queue_inputs,
-            ray_actor_options={"num_cpus": num_cpus, "runtime_env": _runtime_env()},
+            ray_actor_options={"num_cpus": num_cpus, "runtime_env": env},
             graceful_shutdown_timeout_s=opts.server.drain_timeout_s,
             health_check_period_s=5.0,
             # A forward pass may take up to forward_timeout before the batcher gives up and the check fails.
@@ -210,8 +234,8 @@ def serve_app(model: str = "default", **options: Any) -> Any:
         )(TierReplica)
         return deployment.bind(settings)
 
-    short = tier("short", short_path, short_backend, opts.replicas)
-    long = tier("long", long_path, long_backend, opts.long_replicas) if opts.long_threshold else None
+    short = tier("short", short_path, short_backend, opts.replicas, threads)
+    long = tier("long", long_path, long_backend, opts.long_replicas, long_threads) if opts.long_threshold else None
     settings = IngressSettings(model=short_path, max_length=max_length, max_chars=opts.max_chars,
                                pair_truncation=opts.pair_truncation, long_threshold=opts.long_threshold,
                                server=opts.server, queue=opts.queue, backend=short_backend,
@@ -244,7 +268,8 @@ def build_app(args: dict[str, str]) -> Any:
     """Ray Serve's application builder: ``serve run padless.ray.serve:build_app model=DIR replicas=2 …`` (keys are
     :func:`serve_app`'s options; numbers as text)."""
     kinds = {f: int for f in ("replicas", "long_threshold", "long_replicas", "max_length", "max_chars",
-                              "max_batch_tokens", "max_batch_size", "threads", "ingress_replicas")}
+                              "max_batch_tokens", "max_batch_size", "threads", "long_threads",
+                              "ingress_replicas")}
     values: dict[str, Any] = {}
     for key, raw in args.items():
         key = key.replace("-", "_")
@@ -292,6 +317,10 @@ def _check_models(short_path: str, long_path: str | None, opts: ServeOptions) ->
             raise ConfigError(f"--long-model {long_path} takes at most {long_limit} tokens, fewer than the "
                               f"ingress's limit of {max_length}; pass --max-length {long_limit}")
     return max_length
+
+
+def _node_cpus() -> int | None:
+    return biggest_node_cpus() if ray.is_initialized() else os.cpu_count()
 
 
 def _cluster_cpus() -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -44,6 +45,8 @@ class TierSettings:
     max_batch_size: int
     pair_truncation: str
     queue: QueueConfig
+    spin: bool = True  # False when the tiers' threads share cores: an idle pool must not spin on a lent core
+    nice: int = 0  # CPU priority offset of the replica's threads (the long tier's, when it borrows the short's cores)
 
 
 @dataclass
@@ -83,10 +86,13 @@ class TierReplica:
 
         hf_logging.set_verbosity_error()
         self.settings = settings
+        if settings.nice:
+            lower_priority(settings.nice)  # before the runtime starts its threads: they inherit it
         self.clf = Classifier(settings.model, backend=settings.backend, max_length=settings.max_length,
                               max_chars=settings.max_chars, threads=settings.threads,
                               max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
-                              pair_truncation=settings.pair_truncation)
+                              pair_truncation=settings.pair_truncation,
+                              runtime_options=None if settings.spin else {"spin": False})
         # Warm up before Serve routes anything here: the constructor's end is what makes this replica "running".
         await asyncio.get_running_loop().run_in_executor(None, self.clf.runtime.warmup)
         self.stats = TierStats(replica=uuid.uuid4().hex[:8])
@@ -148,3 +154,21 @@ class TierReplica:
         """Serve's health check: a replica whose forward pass got stuck is replaced."""
         if not self.batcher.healthy:
             raise RuntimeError(f"the {self.settings.name} tier's model worker is unhealthy")
+
+
+def lower_priority(nice: int) -> None:
+    """Lower the CPU priority of every thread of this process by ``nice`` (threads started later inherit it).
+
+    Linux keeps a nice value per thread (``setpriority(PRIO_PROCESS, tid)``), so each thread is set; elsewhere
+    ``os.nice`` sets the process's. A failure only loses the priority, never the replica."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = []
+    try:
+        if not tids:
+            os.nice(nice)
+        for tid in tids:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (OSError, AttributeError) as err:
+        log.warning("could not lower the CPU priority of this replica: %s", err)

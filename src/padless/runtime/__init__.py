@@ -37,6 +37,9 @@ def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, 
     The option ``model_dir`` runs another folder's weights (a pruned or distilled student of an optimize folder)
     with the caller's tokenizer and limits."""
     path = str(options.pop("model_dir", path))
+    # ``spin`` (ONNX Runtime only): False where the threads share cores with another busy runtime, so that an idle
+    # pool sleeps instead of spin-waiting on a core another needs. Other backends take it and ignore it.
+    spin = bool(options.pop("spin", True))
     if backend in TORCH_PRECISION:
         from padless.runtime.torch import TorchRuntime
 
@@ -50,7 +53,7 @@ def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, 
         fallback_file = options.pop("fallback_file", None)
         fallback_margin = options.pop("fallback_margin", None)
         if fallback_file is None:
-            return OnnxRuntime(onnx_file, info, threads=threads, precision=precision, **options)
+            return OnnxRuntime(onnx_file, info, threads=threads, precision=precision, spin=spin, **options)
         from padless.runtime.fallback import FallbackRuntime
 
         if fallback_margin is None:

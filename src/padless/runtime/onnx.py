@@ -30,6 +30,7 @@ class OnnxRuntime(Runtime):
         self.file = Path(onnx_file)
         self.precision = precision
         self.threads = threads or usable_cores()
+        self.spin = spin
         if not self.file.is_file():
             raise ModelError(f"no ONNX model at {self.file}; export one with: padless optimize")
         options = ort.SessionOptions()
@@ -58,4 +59,5 @@ class OnnxRuntime(Runtime):
         return np.asarray(logits, dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "dtype": self.precision, "threads": self.threads, "file": self.file.name}
+        return {"backend": self.name, "dtype": self.precision, "threads": self.threads, "file": self.file.name,
+                **({} if self.spin else {"spin_wait": False})}
