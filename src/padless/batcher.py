@@ -87,12 +87,18 @@ class Admission:
         """Reserve room for ``texts`` (texts or text pairs) or raise :class:`OverloadedError`; nothing is tokenized
         yet. A pair's bound is both texts' characters plus its separators (4 covers RoBERTa's, BERT has 3)."""
         tokens = sum(min(self.max_length, char_count(t) + (4 if as_pair(t) else 2)) for t in texts)
+        return self.reserve(len(texts), tokens, "the server is at capacity; retry shortly")
+
+    def reserve(self, inputs: int, tokens: int, overloaded: str) -> Ticket:
+        """Reserve ``inputs`` and ``tokens`` under the queue limits, or raise :class:`OverloadedError` saying
+        ``overloaded``. :meth:`admit` bounds the tokens from characters; a caller that already has token ids (a
+        ``padless serve --ray`` tier replica) passes their real count."""
         q = self.queue_config
-        if self.reserved_inputs + len(texts) > q.max_queue_inputs or self.reserved_tokens + tokens > q.max_queue_tokens:
-            raise OverloadedError("the server is at capacity; retry shortly")
-        self.reserved_inputs += len(texts)
+        if self.reserved_inputs + inputs > q.max_queue_inputs or self.reserved_tokens + tokens > q.max_queue_tokens:
+            raise OverloadedError(overloaded)
+        self.reserved_inputs += inputs
         self.reserved_tokens += tokens
-        return Ticket(inputs=len(texts), tokens=tokens)
+        return Ticket(inputs=inputs, tokens=tokens)
 
     def release(self, ticket: Ticket) -> None:
         """Give back what ``admit`` reserved (once; later calls do nothing)."""
@@ -120,7 +126,6 @@ class Batcher(Admission):
         self.healthy = True
         self.reserved_inputs = 0  # admitted and not yet answered: tokenizing, queued or in a forward pass
         self.reserved_tokens = 0
-
 
     @property
     def queued_inputs(self) -> int:

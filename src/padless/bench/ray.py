@@ -50,12 +50,13 @@ def _timed(cmd: list[str], log: Path) -> tuple[float, str]:
     return seconds, done.stdout + done.stderr
 
 
-def _summary_line(output: str) -> dict[str, Any]:
-    """The JSON ``{"summary": …}`` line a piped ``padless classify`` prints."""
+def _last_json(output: str, starts: str = "{") -> dict[str, Any]:
+    """The last line of a command's output that starts with ``starts`` (a JSON object), parsed: the piped
+    ``padless classify``'s ``{"summary": …}`` line, or the baseline's one line."""
     for line in reversed(output.splitlines()):
-        if line.startswith('{"summary"'):
-            return dict(json.loads(line)["summary"])
-    raise RuntimeError("no JSON summary line in the command's output")
+        if line.startswith(starts):
+            return dict(json.loads(line))
+    raise RuntimeError(f"no line starting {starts!r} in the command's output")
 
 
 def _compare(local_file: Path, ray_dir: Path) -> dict[str, Any]:
@@ -95,11 +96,11 @@ def run_offline(model: str, model_dir: str, backend: str, rows: int, workers: in
     say(f"local padless classify, {workers} threads …")
     seconds, output = _timed([*PADLESS, "classify", str(source), "-o", str(out / "local.parquet"), *common,
                               "--threads", str(workers)], out / "local.log")
-    runs["padless-local"] = {"seconds": seconds, "summary": _summary_line(output)}
+    runs["padless-local"] = {"seconds": seconds, "summary": _last_json(output, '{"summary"')["summary"]}
     say(f"padless classify --ray, {workers} workers × 1 thread …")
     seconds, output = _timed([*PADLESS, "classify", str(source), "-o", str(out / "ray-scored"), *common, "--ray",
                               "--workers", str(workers), "--threads", "1"], out / "ray.log")
-    runs["padless-ray"] = {"seconds": seconds, "summary": _summary_line(output)}
+    runs["padless-ray"] = {"seconds": seconds, "summary": _last_json(output, '{"summary"')["summary"]}
     if baseline:
         say(f"Ray docs' map_batches + transformers.pipeline(batch_size=32), {workers} workers × 1 thread …")
         seconds, output = _timed([sys.executable, "-m", "padless.bench.ray_baseline", str(source),
@@ -115,14 +116,6 @@ def run_offline(model: str, model_dir: str, backend: str, rows: int, workers: in
                                                                            tokenizer(texts)["input_ids"]]),
             "runs": runs, "ratios": ratios, "check": _compare(out / "local.parquet", out / "ray-scored"),
             "per_worker_rows_per_s": ray_summary.get("per_worker_rows_per_s")}
-
-
-def _last_json(output: str) -> dict[str, Any]:
-    """The last JSON object line of a command's output (the baseline prints one)."""
-    for line in reversed(output.splitlines()):
-        if line.startswith("{"):
-            return dict(json.loads(line))
-    raise RuntimeError("the baseline printed no JSON line")
 
 
 def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, long_threshold: int, seed: int,

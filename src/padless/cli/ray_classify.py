@@ -31,14 +31,9 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
     if workers < 0 or threads < 0:
         raise InputError("--workers and --threads must be 0 (automatic) or positive")
     from padless.cli.common import ensure_default
-    from padless.config import BatchConfig, ModelConfig, OutputConfig
+    from padless.ray.data import ScoreOptions
 
-    ModelConfig(model=options["model"], backend=options["backend"], max_length=options["max_length"],
-                truncate=options["truncate"], max_chars=options["max_chars"],
-                pair_truncation=options["pair_truncation"]).validate()
-    BatchConfig(max_batch_tokens=options["max_batch_tokens"],
-                max_batch_size=options["max_batch_size"]).validate(options["max_length"])
-    OutputConfig(top_k=options["top_k"], raw_scores=options["raw_scores"]).validate()
+    ScoreOptions(**options).validate()  # before the default model is built or Ray starts
     from padless import loader
 
     ensure_default(options["model"])
@@ -47,7 +42,6 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
     # so it reads config.json itself rather than import transformers (and torch): that took 1.2 s before Ray began.
     loader.check_head(path)
     from padless.ray.cluster import import_ray, init_ray
-    from padless.ray.data import ScoreOptions
     from padless.ray.offline_job import RayJobSpec, run_ray_job
 
     ray = import_ray()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -55,6 +55,14 @@ class ScoreOptions:
     raw_scores: bool = False
     output_prefix: str = ""
     id_columns: tuple[str, ...] = ()  # row id columns to keep last (the CLI's row_id, input_file, row_number)
+
+    def validate(self) -> None:
+        """Refuse impossible options (one line, :class:`~padless.errors.ConfigError`) before anything starts."""
+        ModelConfig(model=self.model, backend=self.backend, max_length=self.max_length, truncate=self.truncate,
+                    max_chars=self.max_chars, threads=self.threads, pair_truncation=self.pair_truncation).validate()
+        BatchConfig(max_batch_tokens=self.max_batch_tokens,
+                    max_batch_size=self.max_batch_size).validate(self.max_length)
+        OutputConfig(top_k=self.top_k, raw_scores=self.raw_scores).validate()
 
 
 def plan_workers(cluster_cpus: int, workers: int | None, threads: int | None,
@@ -104,10 +112,12 @@ def classify(ds: Any, model: str = "default", column: str = "text", *, pair_colu
     seconds)``, told after each batch (the CLI's live bar). The model must be a folder every node can read (or
     ``default``/a Hub id already cached on every node).
     """
-    ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
-                threads=threads or 0, pair_truncation=pair_truncation).validate()
-    BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size).validate(max_length)
-    OutputConfig(top_k=top_k, raw_scores=raw_scores).validate()
+    opts = ScoreOptions(model=model, column=column, pair_column=pair_column, backend=backend, max_length=max_length,
+                        truncate=truncate, max_chars=max_chars, threads=threads or 0,
+                        max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                        pair_truncation=pair_truncation, top_k=top_k, raw_scores=raw_scores,
+                        output_prefix=output_prefix, id_columns=id_columns)
+    opts.validate()
     if batch_rows < 1:
         raise ConfigError("batch_rows must be positive")
     ray = init_ray() if not import_ray().is_initialized() else import_ray()
@@ -125,11 +135,7 @@ def classify(ds: Any, model: str = "default", column: str = "text", *, pair_colu
     from padless.default_model import ensure_default
 
     ensure_default(model)
-    opts = ScoreOptions(model=str(loader.resolve(model).resolve()), column=column, pair_column=pair_column,
-                        backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
-                        threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                        pair_truncation=pair_truncation, top_k=top_k, raw_scores=raw_scores,
-                        output_prefix=output_prefix, id_columns=id_columns)
+    opts = replace(opts, model=str(loader.resolve(model).resolve()), threads=threads)
     schema = ds.schema(fetch_if_missing=False)  # only when known without running anything: classify stays lazy
     if schema is not None:
         _check_columns([n for n in schema.names if n != READ_ERROR and n not in id_columns], opts)

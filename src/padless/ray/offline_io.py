@@ -246,8 +246,8 @@ def write_part(fs: pafs.FileSystem, folder: str, table: pa.Table, id_column: str
 
     ids = table.column(id_column).to_numpy()
     final = f"{folder.rstrip('/')}/{part_name(ids)}"
-    tmp = f"{folder.rstrip('/')}/.{uuid.uuid4().hex}.tmp"
     if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{folder.rstrip('/')}/.{uuid.uuid4().hex}.tmp"
         with open(tmp, "wb") as fh:
             pq.write_table(table, fh)
             fh.flush()
@@ -261,7 +261,14 @@ def write_part(fs: pafs.FileSystem, folder: str, table: pa.Table, id_column: str
     else:
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        with fs.open_output_stream(tmp) as out:
-            out.write(buffer.getvalue())
-        fs.move(tmp, final)  # object stores: the final object appears whole or not at all
+        put_whole(fs, final, buffer.getvalue())
     return final
+
+
+def put_whole(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Put ``data`` at ``path`` on a remote filesystem: written under a hidden temporary name in the same folder
+    (which a later run removes), then moved, so that the object at ``path`` appears whole or not at all."""
+    tmp = f"{path.rsplit('/', 1)[0]}/.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(tmp) as out:
+        out.write(data)
+    fs.move(tmp, path)

@@ -255,10 +255,7 @@ def _write_state(fs: pafs.FileSystem, folder: str, state: dict[str, Any]) -> Non
 
         write_state(Path(folder) / STATE_NAME, state)
         return
-    tmp = f"{folder}/{STATE_NAME}.tmp"
-    with fs.open_output_stream(tmp) as out:
-        out.write(json.dumps(state).encode("utf-8"))
-    fs.move(tmp, f"{folder}/{STATE_NAME}")
+    io.put_whole(fs, f"{folder}/{STATE_NAME}", json.dumps(state).encode("utf-8"))
 
 
 def _non_empty(fs: pafs.FileSystem, folder: str) -> bool:

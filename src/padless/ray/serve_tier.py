@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from padless.batcher import Batcher, Observer, Ticket
+from padless.batcher import Batcher, Observer
 from padless.config import QueueConfig
-from padless.errors import DeadlineExceededError, OverloadedError, TooLongError
+from padless.errors import DeadlineExceededError, TooLongError
 from padless.tokenize import PairIds
 
 log = logging.getLogger("padless.ray.serve")
@@ -102,17 +102,6 @@ class TierReplica:
         self.last_success = time.monotonic()
         log.info("%s tier replica %s ready: %s", settings.name, self.stats.replica, self.clf.runtime.describe())
 
-    def _admit(self, rows: list[list[int]]) -> Ticket:
-        """Admission in inputs and tokens, as :meth:`Batcher.admit` does, but with the real lengths (already
-        tokenized at the ingress)."""
-        b, q = self.batcher, self.settings.queue
-        tokens = sum(len(r) for r in rows)
-        if b.reserved_inputs + len(rows) > q.max_queue_inputs or b.reserved_tokens + tokens > q.max_queue_tokens:
-            raise OverloadedError(f"the {self.settings.name} tier is at capacity; retry shortly")
-        b.reserved_inputs += len(rows)
-        b.reserved_tokens += tokens
-        return Ticket(inputs=len(rows), tokens=tokens)
-
     async def score(self, wire: list[WireRow], timeout_s: float, request_id: str) -> tuple[np.ndarray, dict]:
         """Logits rows (input order) for ``wire``, within ``timeout_s``; and this replica's counters."""
         if timeout_s <= 0:
@@ -122,7 +111,9 @@ class TierReplica:
         if longest > self.clf.max_length:  # serve_app refuses a tier model with a lower limit; kept as a guard
             raise TooLongError(f"an input of {longest} tokens is over the {self.settings.name} tier's "
                                   f"limit of {self.clf.max_length}")
-        ticket = self._admit(rows)
+        # Admission as padless serve's, with the real lengths (tokenized at the ingress) instead of a bound.
+        ticket = self.batcher.reserve(len(rows), sum(len(r) for r in rows),
+                                      f"the {self.settings.name} tier is at capacity; retry shortly")
         try:
             futures = self.batcher.submit(rows, deadline=time.monotonic() + timeout_s, request_id=request_id)
             try:
