@@ -333,6 +333,36 @@ def test_driver_sigkilled_then_resume_every_row_exactly_once(cluster: Any, tiny_
     _exactly_once(out, src, reference, 500)
 
 
+@pytest.mark.parametrize("point", ["ray-state-written", "ray-parts-written"])
+def test_driver_killed_before_the_first_part_or_before_completion_then_resume(
+        cluster: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], point: str) -> None:
+    """The moments around the bookkeeping: killed after the state was written but before any part, or after every
+    part but before the run was recorded complete. A plain re-run is refused; --resume ends with every row once."""
+    src = tmp_path / "in"
+    _slow_input(src, files=2, rows=100)
+    out = tmp_path / "scored"
+    args = ["classify", str(src), "-o", str(out), "--ray", "--model", str(tiny_model_dir), "--backend", "dummy",
+            "--chunk-rows", "25", "--no-progress"]
+    killed = subprocess.run([sys.executable, "-m", "padless.cli.main", *args, "--ray-address", cluster.address],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "PADLESS_CRASH_AT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    parts = list(out.glob("part-*.parquet"))
+    assert not json.loads((out / "_padless_state.json").read_text())["complete"]
+    assert (not parts) if point == "ray-state-written" else parts
+
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli([*args, "--resume"], monkeypatch, capsys)
+    assert code == 0, err
+    summary = _summary(err)
+    assert summary["rows_in"] == 200
+    assert summary["rows_skipped_by_resume"] == (0 if point == "ray-state-written" else 200)
+    reference = _dummy_reference(src, tmp_path, tiny_model_dir, monkeypatch, capsys)
+    _exactly_once(out, src, reference, 100)
+    assert json.loads((out / "_padless_state.json").read_text())["complete"]
+
+
 def test_impossible_options_are_refused_in_one_line(cluster: Any, tiny_model_dir: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,6 +37,7 @@ import pyarrow.fs as pafs
 
 from padless.config import BatchConfig
 from padless.errors import InputError, PadlessError
+from padless.faults import crash_point
 from padless.job import JobSummary
 from padless.ray import offline_io as io
 from padless.ray.cluster import biggest_node_cpus, run_watched
@@ -149,6 +150,7 @@ def run_ray_job(spec: RayJobSpec, on_progress: Callable[[dict[str, list[float]]]
         out_fs.delete_dir_contents(out_dir, missing_dir_ok=True) if spec.overwrite else None
         out_fs.create_dir(out_dir, recursive=True)
         _write_state(out_fs, out_dir, {"fingerprint": fingerprint, "complete": False, "input": spec.input})
+        crash_point("ray-state-written")  # a kill here: a state, no part yet
     _remove_temporaries(out_fs, out_dir)  # torn parts of a killed run: never renamed, never counted
     done = _row_ids(out_fs, out_dir, ids[0]) if decision == "continue" else np.array([], dtype=np.int64)
     summary.rows_skipped_by_resume = int(done.size)
@@ -171,6 +173,7 @@ def run_ray_job(spec: RayJobSpec, on_progress: Callable[[dict[str, list[float]]]
                       output_prefix=opts.output_prefix, progress=progress, id_columns=ids)
     _run_polling(lambda: scored.write_datasink(io.make_sink(out_dir, out_fs, ids[0]), ray_remote_args={"num_cpus": 0}),
                  lambda: on_progress(ray.get(progress.snapshot.remote())) if on_progress else None, poll_s)
+    crash_point("ray-parts-written")  # a kill here: every part written, the run not yet recorded complete
     _add_worker_stats(summary, ray.get(progress.snapshot.remote()))
     ray.kill(progress)
     counts = _verify(out_fs, out_dir, ids[0], opts.output_prefix + "error")
