@@ -31,7 +31,7 @@ import numpy as np
 
 from padless.config import BatchConfig, QueueConfig
 from padless.errors import DeadlineExceededError, OverloadedError, PadlessError
-from padless.planner import plan
+from padless.planner import padded_width, plan
 from padless.tokenize import as_pair, char_count
 
 log = logging.getLogger("padless.batcher")
@@ -112,9 +112,11 @@ class Batcher(Admission):
     """See the module docstring. Create inside a running event loop; call :meth:`start`, then :meth:`stop`."""
 
     def __init__(self, forward: Forward, *, batch: BatchConfig, queue: QueueConfig, max_length: int,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, width_multiple: int = 1) -> None:
         self._forward = forward
         self.batch_config = batch
+        # The runtime's (already resolved: Classifier.width_multiple), so served batches are as wide as offline ones.
+        self.width_multiple = batch.width_multiple or width_multiple
         self.queue_config = queue
         self.max_length = max_length
         self.observer = observer or Observer()
@@ -240,7 +242,8 @@ class Batcher(Admission):
                 pass
         window = [self._queue[i] for i in range(min(len(self._queue), self.queue_config.lookahead))]
         batches = plan([len(item.ids) for item in window], max_batch_tokens=self.batch_config.max_batch_tokens,
-                       max_batch_size=self.batch_config.max_batch_size)
+                       max_batch_size=self.batch_config.max_batch_size, width_multiple=self.width_multiple,
+                       max_width=self.max_length)
         chosen = next(b for b in batches if 0 in b.indices)  # the oldest item's batch: no starvation
         picked = [window[i] for i in chosen.indices]
         picked_ids = {id(item) for item in picked}
@@ -259,7 +262,9 @@ class Batcher(Admission):
 
     async def _forward_and_resolve(self, items: list[_Item]) -> None:
         rows = [item.ids for item in items]
-        width = max(len(r) for r in rows)
+        # The planner's width for these rows (rounded as it priced them; an OOM half is re-rounded the same way).
+        width = padded_width(max(len(r) for r in rows), self.width_multiple,
+                             min(self.max_length, self.batch_config.max_batch_tokens))
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:

@@ -53,6 +53,9 @@ class BatchConfig:
 
     max_batch_tokens: int = 8192
     max_batch_size: int = 128
+    # Batch widths rounded up to a multiple of this (padless.planner.padded_width); 0 = the backend's choice
+    # (Runtime.width_multiple: 16 on OpenVINO bf16/int8 on an AMX CPU, where aligned widths run faster; 1 elsewhere).
+    width_multiple: int = 0
     chunk_rows: int = 10_000  # rows read, sorted and committed together when streaming a file
     # --ray: rows per worker call. Smaller than a local chunk so that a single file still spreads over every worker
     # (20,000 rows in 10,000-row calls ran on one worker while the other was still loading its model); 2,048 rows is
@@ -62,6 +65,8 @@ class BatchConfig:
     def validate(self, max_length: int | None = None) -> None:
         if self.max_batch_tokens < 1 or self.max_batch_size < 1 or self.chunk_rows < 1 or self.ray_chunk_rows < 1:
             raise ConfigError("max_batch_tokens, max_batch_size and chunk_rows must all be positive")
+        if self.width_multiple < 0:
+            raise ConfigError(f"width_multiple must be 0 (the backend's choice) or positive, got {self.width_multiple}")
         if max_length is not None and max_length > self.max_batch_tokens:
             raise ConfigError(
                 f"max_length ({max_length}) is larger than max_batch_tokens ({self.max_batch_tokens}): "

@@ -70,12 +70,14 @@ class Classifier:
         threads: int = 0,
         max_batch_tokens: int = BatchConfig.max_batch_tokens,
         max_batch_size: int = BatchConfig.max_batch_size,
+        width_multiple: int = BatchConfig.width_multiple,
         runtime_options: dict[str, Any] | None = None,
         pair_truncation: str = ModelConfig.pair_truncation,
     ) -> None:
         self.model_config = ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate,
                                         max_chars=max_chars, threads=threads, pair_truncation=pair_truncation)
-        self.batch_config = BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+        self.batch_config = BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                                        width_multiple=width_multiple)
         self.model_config.validate()
         self.batch_config.validate(max_length)
         from transformers import AutoTokenizer
@@ -120,6 +122,8 @@ class Classifier:
         self.backend = backend
         self.variant = variant
         self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads, **options)
+        # 0 asks the backend; resolved here, so the server's batcher and every copy plan with the same widths.
+        self.width_multiple = self.batch_config.width_multiple or self.runtime.width_multiple
         self.stats = Stats()
         if manifest is not None:
             optimized.recheck(manifest, str(variant), lambda texts: self.logits(texts)[0])
@@ -169,7 +173,8 @@ class Classifier:
 
     def plan(self, lengths: Sequence[int]) -> list[Batch]:
         return plan(lengths, max_batch_tokens=self.batch_config.max_batch_tokens,
-                    max_batch_size=self.batch_config.max_batch_size)
+                    max_batch_size=self.batch_config.max_batch_size, width_multiple=self.width_multiple,
+                    max_width=self.max_length)
 
     def forward_padded(self, rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
         """Right-pad ``rows`` to ``width`` and run the runtime; updates the stats. Rows of text pairs
@@ -198,6 +203,7 @@ class Classifier:
         clone = object.__new__(Classifier)
         clone.__dict__.update(self.__dict__)
         clone.batch_config = replace(self.batch_config, **changes)
+        clone.width_multiple = clone.batch_config.width_multiple or self.runtime.width_multiple
         clone.stats = Stats()
         return clone
 
@@ -211,6 +217,7 @@ class Classifier:
             "pair_truncation": self.model_config.pair_truncation,
             "max_batch_tokens": self.batch_config.max_batch_tokens,
             "max_batch_size": self.batch_config.max_batch_size,
+            "width_multiple": self.width_multiple,
             **self.runtime.describe(),
             **({"variant": self.variant} if self.variant else {}),
         }

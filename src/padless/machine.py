@@ -29,3 +29,9 @@ def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 in hardware (emulated bf16 is slower than fp32, so it is never chosen)."""
     flags = cpu_flags() or frozenset()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_amx() -> bool:
+    """True when the CPU has AMX tiles for bf16 or int8 (Intel Sapphire Rapids and later)."""
+    flags = cpu_flags() or frozenset()
+    return "amx_tile" in flags and ("amx_bf16" in flags or "amx_int8" in flags)

@@ -21,7 +21,7 @@ from padless.engine import Classifier
 from padless.errors import ConfigError, ModelError
 from padless.loader import cache_dir, load_model, read_info
 from padless.loader.openvino import compile_cache_dir, ensure_openvino, export_openvino, ir_inputs
-from padless.machine import cpu_has_native_bf16
+from padless.machine import cpu_has_amx, cpu_has_native_bf16
 from padless.runtime.openvino import OpenVinoRuntime
 
 FP32_TOLERANCE = 1e-4
@@ -136,6 +136,39 @@ def test_bf16_is_refused_on_a_cpu_without_it(tiny_model_dir: Path, monkeypatch: 
         with pytest.raises(ConfigError, match="native bf16"):
             Classifier(str(tiny_model_dir), backend=backend)
     assert not (cache_dir() / "openvino").exists()  # refused before converting anything
+
+
+def test_rounded_widths_change_no_logit_and_are_chosen_only_where_they_pay(
+        tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = load("vader-movies-test").texts[:60]
+    exact = Classifier(str(tiny_model_dir), backend="openvino")
+    assert exact.width_multiple == 1 and exact.describe()["width_multiple"] == 1  # fp32 ran slower padded
+    rounded = Classifier(str(tiny_model_dir), backend="openvino", width_multiple=16)
+    got = rounded.logits(texts)[0]
+    np.testing.assert_allclose(got, exact.logits(texts)[0], atol=FP32_TOLERANCE, rtol=0)  # padding is masked out
+    assert rounded.stats.padded_tokens > exact.stats.padded_tokens  # really padded further
+    assert rounded.stats.padded_tokens % 16 == 0 and rounded.stats.real_tokens == exact.stats.real_tokens
+    if cpu_has_native_bf16():
+        monkeypatch.setattr("padless.runtime.openvino.cpu_has_amx", lambda: True)
+        assert Classifier(str(tiny_model_dir), backend="openvino-bf16").width_multiple == 16
+        monkeypatch.setattr("padless.runtime.openvino.cpu_has_amx", lambda: False)
+        bf16 = Classifier(str(tiny_model_dir), backend="openvino-bf16")
+        assert bf16.width_multiple == 1
+        assert bf16.with_options(width_multiple=8).width_multiple == 8  # an explicit choice wins
+    with pytest.raises(ConfigError, match="width_multiple"):
+        Classifier(str(tiny_model_dir), backend="openvino", width_multiple=-1)
+
+
+@pytest.mark.skipif(not cpu_has_amx(), reason="this CPU has no AMX")
+def test_the_int8_ir_rounds_widths_on_amx(trained_minilm_dir: Path, int8_ir: Path) -> None:
+    clf = Classifier(str(trained_minilm_dir), backend="openvino-int8", runtime_options={"ir_file": str(int8_ir)})
+    assert clf.width_multiple == 16 and clf.describe()["width_multiple"] == 16
+    clf.logits(["short", "a somewhat longer text than that one"])
+    assert clf.stats.padded_tokens == 2 * 16
+    if cpu_has_native_bf16():  # the int8 IR with the bf16 hint moves with padding: it keeps exact widths
+        mixed = Classifier(str(trained_minilm_dir), backend="openvino-int8-bf16",
+                           runtime_options={"ir_file": str(int8_ir)})
+        assert mixed.width_multiple == 1
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,24 @@ def test_admission_accounting_returns_to_zero() -> None:
     inputs, tokens, rows = _run(main())
     assert (inputs, tokens) == (0, 0)
     assert [r.tolist() for r in rows] == [[1.0, 1.0, 1.0]] * 2
+
+
+def test_served_batches_get_the_planners_rounded_width() -> None:
+    widths: list[tuple[int, int]] = []
+
+    def forward(rows, width):
+        widths.append((max(len(r) for r in rows), width))
+        return np.zeros((len(rows), 2), dtype=np.float32)
+
+    async def main() -> None:
+        b = Batcher(forward, batch=BatchConfig(max_batch_tokens=4096, max_batch_size=8),
+                    queue=QueueConfig(max_wait_ms=0), max_length=100, width_multiple=16)
+        b.start()
+        deadline = time.monotonic() + 10
+        for n in (3, 16, 17, 99):
+            await asyncio.wait_for(asyncio.gather(*b.submit([[1] * n], deadline=deadline, request_id=str(n))), 10)
+        await b.stop()
+
+    _run(main())
+    # Rounded up to a multiple of 16, but never past the model's limit (99 → 100, not 112).
+    assert widths == [(3, 16), (16, 16), (17, 32), (99, 100)]

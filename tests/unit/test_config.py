@@ -62,6 +62,7 @@ def test_model_config_accepts_boundary_values(kwargs):
         {"max_batch_size": 0},
         {"max_batch_size": -8},
         {"chunk_rows": 0},
+        {"width_multiple": -1},
     ],
 )
 def test_batch_config_refuses_non_positive(kwargs):

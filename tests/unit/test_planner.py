@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from padless.planner import Batch, padding_fraction, plan
+from padless.planner import Batch, padded_width, padding_fraction, plan
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -108,25 +108,72 @@ def test_dp_cost_is_optimal_over_all_consecutive_cuts(problem, overhead):
     batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead)
     dp_cost = sum(b.padded_tokens for b in batches) + overhead * len(batches)
 
-    s = sorted(_eff(n) for n in lengths)
-    n = len(s)
-    if n == 0:
+    if not lengths:
         assert batches == []
         return
+    assert dp_cost == _brute_force_best(lengths, mbt, mbs, overhead, lambda longest: longest)
+
+
+def _brute_force_best(lengths, mbt, mbs, overhead, width_of):
+    """Least padded tokens + overhead × batches over every cut of the sorted items into consecutive feasible runs,
+    each run priced at ``width_of(its longest)``."""
+    s = sorted(_eff(n) for n in lengths)
+    n = len(s)
     best = None
     for mask in range(1 << (n - 1)):
         cuts = [0] + [k + 1 for k in range(n - 1) if mask >> k & 1] + [n]
         cost = 0
-        ok = True
         for a, b in itertools.pairwise(cuts):
-            rows, width = b - a, s[b - 1]
+            rows, width = b - a, width_of(s[b - 1])
             if rows > mbs or rows * width > mbt:
-                ok = False
                 break
             cost += rows * width + overhead
-        if ok and (best is None or cost < best):
-            best = cost
-    assert dp_cost == best
+        else:
+            best = cost if best is None else min(best, cost)
+    return best
+
+
+@FAST
+@given(valid_problems(), st.integers(min_value=1, max_value=40), st.one_of(st.none(), st.integers(1, 300)))
+def test_rounded_widths_are_multiples_within_the_caps_and_never_below_the_longest_row(problem, multiple, max_width):
+    lengths, mbt, mbs = problem
+    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs, width_multiple=multiple, max_width=max_width)
+    assert sorted(i for b in batches for i in b.indices) == list(range(len(lengths)))
+    cap = mbt if max_width is None else min(mbt, max_width)
+    for b in batches:
+        longest = max(_eff(lengths[i]) for i in b.indices)
+        assert b.width >= longest
+        assert b.rows <= mbs and b.padded_tokens <= mbt
+        # Rounded up to the next multiple, unless a cap stops it (then the cap, or the row itself if longer).
+        assert b.width == max(longest, min(-(-longest // multiple) * multiple, cap))
+        if b.width % multiple:
+            assert b.width in (cap, longest)
+
+
+@FAST
+@given(valid_problems(max_items=8, max_len=40), st.integers(min_value=0, max_value=50), st.integers(2, 16))
+def test_dp_cost_with_rounded_widths_is_optimal_over_all_consecutive_cuts(problem, overhead, multiple):
+    """As above, with each run priced at its rounded width: rounding must not break the DP's optimality."""
+    lengths, mbt, mbs = problem
+    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead,
+                   width_multiple=multiple)
+    if not lengths:
+        assert batches == []
+        return
+    best = _brute_force_best(lengths, mbt, mbs, overhead, lambda longest: padded_width(longest, multiple, mbt))
+    assert sum(b.padded_tokens for b in batches) + overhead * len(batches) == best
+
+
+def test_padded_width_examples():
+    assert padded_width(3, 16, 512) == 16
+    assert padded_width(16, 16, 512) == 16
+    assert padded_width(17, 16, 512) == 32
+    assert padded_width(500, 16, 510) == 510  # the model's limit caps the rounding
+    assert padded_width(511, 16, 510) == 511  # never below the row itself
+    assert padded_width(0, 8, 512) == 8  # an empty row still costs one token, rounded
+    assert padded_width(7, 1, 512) == 7
+    with pytest.raises(ValueError, match="width_multiple"):
+        plan([3], max_batch_tokens=10, max_batch_size=4, width_multiple=0)
 
 
 def _naive_padded(lengths, chunk):

@@ -156,6 +156,7 @@ def run_offline_bench(
     out_dir: Path | None = None,
     max_batch_tokens: int = BatchConfig.max_batch_tokens,
     max_batch_size: int = BatchConfig.max_batch_size,
+    width_multiple: int = BatchConfig.width_multiple,
     progress: bool = False,
     peak_size: int = 2048,
     backends: list[str] | None = None,
@@ -182,9 +183,10 @@ def run_offline_bench(
     console = Console(stderr=True) if progress else None
     load_start = _loadavg()
     ensure_default(model)  # the default model is built on first use, as by padless.Classifier
-    clf = Classifier(model, backend="torch", max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+    clf = Classifier(model, backend="torch", max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                     width_multiple=width_multiple)
     extra = {padless_config_name(b): Classifier(model, backend=b, max_batch_tokens=max_batch_tokens,
-                                                max_batch_size=max_batch_size)
+                                                max_batch_size=max_batch_size, width_multiple=width_multiple)
              for b in backends if b != "torch" and padless_config_name(b) in names}
     if "pad512-b32" in names and (clf.max_length < PAD_WIDTH or not hasattr(clf.runtime, "model")):
         raise ConfigError(f"pad512-b32 needs the torch backend and a model that accepts {PAD_WIDTH} tokens")

@@ -35,18 +35,21 @@ MaxLenOpt = Annotated[int | None, typer.Option(envvar="PADLESS_MAX_LENGTH",
 MaxCharsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_CHARS", help="Character cap applied before tokenizing.")]
 TokensOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_BATCH_TOKENS", help="Padded tokens (rows × longest) per batch.")]
 RowsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_BATCH_SIZE", help="Rows per batch.")]
+WidthOpt = Annotated[int, typer.Option(envvar="PADLESS_WIDTH_MULTIPLE", help="Round each batch's width up to a multiple of this; 0 = the backend's choice (16 for OpenVINO bf16 and int8 on a CPU with AMX, where aligned widths run faster; 1, exact widths, elsewhere).")]
 ThreadsOpt = Annotated[int, typer.Option(envvar="PADLESS_THREADS", help="CPU threads; 0 = every usable core.")]
 PairTruncOpt = Annotated[str, typer.Option(envvar="PADLESS_PAIR_TRUNCATION", help="How an over-long text pair is cut: longest_first (transformers' default), only_first, only_second.")]
 
 
 def _load_classifier(model: str, backend: str, max_length: int | None, truncate: bool, max_chars: int,
                      threads: int, max_batch_tokens: int, max_batch_size: int, serving: bool = False,
-                     pair_truncation: str = ModelConfig.pair_truncation) -> object:
+                     pair_truncation: str = ModelConfig.pair_truncation,
+                     width_multiple: int = BatchConfig.width_multiple) -> object:
     """Validate options first (one clear line for impossible ones), build the default model if needed, load.
     ``serving``: resolve ``auto`` as ``padless serve`` does (:func:`padless.server.run.serving_backend`)."""
     ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
                 threads=threads, pair_truncation=pair_truncation).validate()
-    BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size).validate(max_length)
+    BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                width_multiple=width_multiple).validate(max_length)
     quiet_libraries()
     from padless import loader
     from padless.engine import Classifier
@@ -58,7 +61,7 @@ def _load_classifier(model: str, backend: str, max_length: int | None, truncate:
         backend = serving_backend(str(loader.resolve(model)), backend)
     return Classifier(model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
                       threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                      pair_truncation=pair_truncation)
+                      width_multiple=width_multiple, pair_truncation=pair_truncation)
 
 
 @app.command()
@@ -80,6 +83,7 @@ def classify(
     max_chars: MaxCharsOpt = ModelConfig.max_chars,
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
+    width_multiple: WidthOpt = BatchConfig.width_multiple,
     chunk_rows: Annotated[int | None, typer.Option(envvar="PADLESS_CHUNK_ROWS", help=f"Rows read, sorted and committed together; with --ray, rows per worker call [default: {BatchConfig.chunk_rows}; {BatchConfig.ray_chunk_rows} with --ray]", show_default=False)] = None,
     top_k: Annotated[int, typer.Option(envvar="PADLESS_TOP_K", help="Labels kept per row (0 = all); >1 adds a 'scores' column.")] = 1,
     raw_scores: Annotated[bool, typer.Option("--raw-scores", envvar="PADLESS_RAW_SCORES", help="Logits instead of probabilities.")] = False,
@@ -101,7 +105,7 @@ def classify(
                          overwrite=overwrite, progress=progress, model=model, column=column,
                          pair_column=pair_column, backend=backend, max_length=max_length, truncate=truncate,
                          max_chars=max_chars, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                         pair_truncation=pair_truncation, top_k=top_k, raw_scores=raw_scores,
+                         width_multiple=width_multiple, pair_truncation=pair_truncation, top_k=top_k, raw_scores=raw_scores,
                          output_prefix=output_prefix)
         return
     from padless.fileio import FORMATS, detect_format
@@ -124,7 +128,7 @@ def classify(
         raise PadlessError(f"cannot read {input}: no such file")
     crash_point("before-model-load")  # a crash-test hook (padless.faults); does nothing unless asked to
     clf = _load_classifier(model, backend, max_length, truncate, max_chars, threads, max_batch_tokens, max_batch_size,
-                           pair_truncation=pair_truncation)
+                           pair_truncation=pair_truncation, width_multiple=width_multiple)
     from padless.cli.progress import run_with_progress
 
     summary = run_with_progress(spec, clf, show=sys.stderr.isatty() if progress is None else progress)
@@ -201,6 +205,7 @@ def bench(
     out_dir: Annotated[Path, typer.Option("--out-dir", envvar="PADLESS_BENCH_OUT", help="Where bench.json and bench.png go.")] = Path("bench-results"),
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
+    width_multiple: WidthOpt = BatchConfig.width_multiple,
 ) -> None:
     """Offline: padless side by side with transformers.pipeline baselines, in one process, interleaved."""
     ctx.obj = {"model": model, "mix": mix, "n": n, "seed": seed, "out_dir": out_dir}
@@ -215,7 +220,8 @@ def bench(
     ensure_default(model)
     chosen = [c.strip() for c in configs.split(",")] if configs else None
     result = run_offline_bench(model, mix=mix, n=n, rounds=rounds, seed=seed, configs=chosen, out_dir=out_dir,
-                               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, progress=True,
+                               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                               width_multiple=width_multiple, progress=True,
                                backends=[b.strip() for b in backend.split(",") if b.strip()])
     Console(width=max(Console().width, 120)).print(render_table(result))  # a pipe's 80 columns truncate the names
     typer.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
@@ -345,6 +351,7 @@ def serve(
     max_chars: MaxCharsOpt = ModelConfig.max_chars,
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
+    width_multiple: WidthOpt = BatchConfig.width_multiple,
     threads: ThreadsOpt = 0,
     pair_truncation: PairTruncOpt = ModelConfig.pair_truncation,
     max_wait_ms: Annotated[float, typer.Option(envvar="PADLESS_MAX_WAIT_MS", help="Longest wait to fill a batch when lightly loaded.")] = QueueConfig.max_wait_ms,
@@ -376,13 +383,14 @@ def serve(
     queue_cfg = QueueConfig(max_wait_ms=max_wait_ms, max_queue_inputs=max_queue_inputs,
                             max_queue_tokens=max_queue_tokens, lookahead=lookahead, forward_timeout_s=forward_timeout)
     server_cfg.validate()
-    queue_cfg.validate(BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size))
+    queue_cfg.validate(BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                                   width_multiple=width_multiple))
     if ray:  # imported here: Ray is an optional extra, and nothing else in padless may import it
         from padless.cli.ray_serve import run_ray_serve
 
         run_ray_serve(model=model, backend=backend, max_length=max_length, max_chars=max_chars,
-                      max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, threads=threads,
-                      pair_truncation=pair_truncation, queue=queue_cfg, server=server_cfg, address=ray_address,
+                      max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                      width_multiple=width_multiple, threads=threads, pair_truncation=pair_truncation, queue=queue_cfg, server=server_cfg, address=ray_address,
                       replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
                       long_model=long_model, long_backend=long_backend, long_threads=long_threads,
                       log_level=log_level)
@@ -392,7 +400,7 @@ def serve(
         raise PadlessError("--ray-address, --replicas, --long-threshold, --long-replicas, --long-model, "
                            "--long-backend and --long-threads need --ray")
     clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size,
-                           serving=True, pair_truncation=pair_truncation)
+                           serving=True, pair_truncation=pair_truncation, width_multiple=width_multiple)
     from padless.server.run import serve as run_server
 
     run_server(clf, server_cfg, queue_cfg, log_level=log_level)  # type: ignore[arg-type]

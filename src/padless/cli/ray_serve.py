@@ -30,7 +30,7 @@ SHUTDOWN_GRACE_S = 15.0  # Serve's shutdown beyond the replicas' graceful drain 
 
 
 def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars: int, max_batch_tokens: int,
-                  max_batch_size: int, threads: int, pair_truncation: str, queue: QueueConfig, server: ServerConfig,
+                  max_batch_size: int, width_multiple: int, threads: int, pair_truncation: str, queue: QueueConfig, server: ServerConfig,
                   address: str | None, replicas: int, long_threshold: int, long_replicas: int,
                   long_model: str | None, long_backend: str | None, long_threads: int, log_level: str) -> None:
     """Serve until a signal, then drain (see the module docstring). Options are ``padless serve``'s."""
@@ -42,7 +42,8 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
     options: dict[str, Any] = dict(
         backend=backend, replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
         long_model=long_model, long_backend=long_backend, long_threads=long_threads, max_length=max_length,
-        max_chars=max_chars, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, threads=threads,
+        max_chars=max_chars, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+        width_multiple=width_multiple, threads=threads,
         pair_truncation=pair_truncation, queue=queue, server=server)
     ServeOptions(model=model, **options).validate()  # before minutes of building the default model
     ensure_default(model)

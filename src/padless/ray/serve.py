@@ -148,6 +148,7 @@ class ServeOptions:
     max_chars: int = ModelConfig.max_chars
     max_batch_tokens: int = BatchConfig.max_batch_tokens
     max_batch_size: int = BatchConfig.max_batch_size
+    width_multiple: int = BatchConfig.width_multiple  # 0: each tier's backend's choice
     threads: int = 0  # per short-tier (or only-tier) replica; 0: the cluster's CPUs / its replicas, at most a node's
     long_threads: int = 0  # per long-tier replica; 0: every CPU of the biggest node (the cores the short tier idles)
     pair_truncation: str = ModelConfig.pair_truncation
@@ -170,7 +171,8 @@ class ServeOptions:
         for backend in (self.backend, self.long_backend or self.backend):
             ModelConfig(model=self.model, backend=backend, max_length=self.max_length, max_chars=self.max_chars,
                         threads=self.threads, pair_truncation=self.pair_truncation).validate()
-        batch = BatchConfig(max_batch_tokens=self.max_batch_tokens, max_batch_size=self.max_batch_size)
+        batch = BatchConfig(max_batch_tokens=self.max_batch_tokens, max_batch_size=self.max_batch_size,
+                            width_multiple=self.width_multiple)
         batch.validate(self.max_length)
         self.queue.validate(batch)
         self.server.validate()
@@ -182,8 +184,9 @@ def serve_app(model: str = "default", **options: Any) -> Any:
     Options (the fields of :class:`ServeOptions`): ``backend`` ("auto" as ``padless serve``: an optimize folder's
     variant, else ONNX Runtime fp32), ``replicas`` (short tier), ``long_threshold`` (0: one tier; else inputs of
     more tokens go to the long tier), ``long_replicas``, ``long_model`` (same tokenizer and labels required),
-    ``long_backend``, ``max_length``, ``max_chars``, ``max_batch_tokens``, ``max_batch_size``, ``threads`` (per
-    short-tier replica; 0 = the cluster's CPUs divided among that tier's replicas, at most a node's),
+    ``long_backend``, ``max_length``, ``max_chars``, ``max_batch_tokens``, ``max_batch_size``, ``width_multiple``
+    (0: each tier's backend's choice), ``threads`` (per short-tier replica; 0 = the cluster's CPUs divided among
+    that tier's replicas, at most a node's),
     ``long_threads`` (per long-tier replica; 0 = every CPU of the biggest node, so long batches use the cores an
     idle short tier leaves, at a lower CPU priority; threads that share cores do not spin-wait),
     ``pair_truncation``, ``queue`` (:class:`~padless.config.QueueConfig`), ``server``
@@ -213,7 +216,7 @@ def serve_app(model: str = "default", **options: Any) -> Any:
         settings = TierSettings(name=name, model=path, backend=backend, max_length=max_length,
                                 max_chars=opts.max_chars, threads=threads, max_batch_tokens=opts.max_batch_tokens,
                                 max_batch_size=opts.max_batch_size, pair_truncation=opts.pair_truncation,
-                                queue=opts.queue, spin=not shared,
+                                queue=opts.queue, width_multiple=opts.width_multiple, spin=not shared,
                                 nice=LONG_TIER_NICE if shared and name == "long" else 0)
         # Ray's reservation: what a replica really uses, but never more than a fair share (fractions are fine), so
         # every replica of every tier can be placed on a small machine.
@@ -268,7 +271,7 @@ def build_app(args: dict[str, str]) -> Any:
     """Ray Serve's application builder: ``serve run padless.ray.serve:build_app model=DIR replicas=2 …`` (keys are
     :func:`serve_app`'s options; numbers as text)."""
     kinds = {f: int for f in ("replicas", "long_threshold", "long_replicas", "max_length", "max_chars",
-                              "max_batch_tokens", "max_batch_size", "threads", "long_threads",
+                              "max_batch_tokens", "max_batch_size", "width_multiple", "threads", "long_threads",
                               "ingress_replicas")}
     values: dict[str, Any] = {}
     for key, raw in args.items():

@@ -45,6 +45,7 @@ class TierSettings:
     max_batch_size: int
     pair_truncation: str
     queue: QueueConfig
+    width_multiple: int = 0  # 0: the backend's choice (Runtime.width_multiple)
     spin: bool = True  # False when the tiers' threads share cores: an idle pool must not spin on a lent core
     nice: int = 0  # CPU priority offset of the replica's threads (the long tier's, when it borrows the short's cores)
 
@@ -91,13 +92,15 @@ class TierReplica:
         self.clf = Classifier(settings.model, backend=settings.backend, max_length=settings.max_length,
                               max_chars=settings.max_chars, threads=settings.threads,
                               max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
+                              width_multiple=settings.width_multiple,
                               pair_truncation=settings.pair_truncation,
                               runtime_options=None if settings.spin else {"spin": False})
         # Warm up before Serve routes anything here: the constructor's end is what makes this replica "running".
         await asyncio.get_running_loop().run_in_executor(None, self.clf.runtime.warmup)
         self.stats = TierStats(replica=uuid.uuid4().hex[:8])
         self.batcher = Batcher(self.clf.forward_padded, batch=self.clf.batch_config, queue=settings.queue,
-                               max_length=self.clf.max_length, observer=self.stats)
+                               max_length=self.clf.max_length, observer=self.stats,
+                               width_multiple=self.clf.width_multiple)
         self.batcher.start()
         self.last_success = time.monotonic()
         log.info("%s tier replica %s ready: %s", settings.name, self.stats.replica, self.clf.runtime.describe())

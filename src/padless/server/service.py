@@ -136,7 +136,8 @@ class Service:
 
     async def start(self) -> None:
         batcher = Batcher(self._forward, batch=self.clf.batch_config, queue=self.queue_config,
-                          max_length=self.clf.max_length, observer=self.metrics)
+                          max_length=self.clf.max_length, observer=self.metrics,
+                          width_multiple=self.clf.width_multiple)
         self.batcher = batcher
         self.metrics.bind_queue(batcher)
         batcher.start()
