@@ -115,7 +115,7 @@ class Batcher(Admission):
                  observer: Observer | None = None, width_multiple: int = 1) -> None:
         self._forward = forward
         self.batch_config = batch
-        # The runtime's (already resolved: Classifier.width_multiple), so served batches are as wide as offline ones.
+        # 0 in the config defers to the runtime's choice (callers pass Classifier.width_multiple).
         self.width_multiple = batch.width_multiple or width_multiple
         self.queue_config = queue
         self.max_length = max_length

@@ -122,12 +122,16 @@ class Classifier:
         self.backend = backend
         self.variant = variant
         self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads, **options)
-        # 0 asks the backend; resolved here, so the server's batcher and every copy plan with the same widths.
-        self.width_multiple = self.batch_config.width_multiple or self.runtime.width_multiple
         self.stats = Stats()
         if manifest is not None:
             optimized.recheck(manifest, str(variant), lambda texts: self.logits(texts)[0])
             self.stats = Stats()
+
+    @property
+    def width_multiple(self) -> int:
+        """The multiple batch widths are rounded up to: the configured one, or (0) the runtime's choice. The
+        server's batcher and the Ray tiers plan with it too, so served batches are as wide as offline ones."""
+        return self.batch_config.width_multiple or self.runtime.width_multiple
 
     @property
     def labels(self) -> list[str]:
@@ -203,7 +207,6 @@ class Classifier:
         clone = object.__new__(Classifier)
         clone.__dict__.update(self.__dict__)
         clone.batch_config = replace(self.batch_config, **changes)
-        clone.width_multiple = clone.batch_config.width_multiple or self.runtime.width_multiple
         clone.stats = Stats()
         return clone
 
@@ -217,10 +220,13 @@ class Classifier:
             "pair_truncation": self.model_config.pair_truncation,
             "max_batch_tokens": self.batch_config.max_batch_tokens,
             "max_batch_size": self.batch_config.max_batch_size,
-            "width_multiple": self.width_multiple,
-            **self.runtime.describe(),
-            **({"variant": self.variant} if self.variant else {}),
+            **self.describe_backend(),
         }
+
+    def describe_backend(self) -> dict[str, Any]:
+        """What runs the batches: the runtime's description, the widths it is fed and the variant, for ``/info``."""
+        return {**self.runtime.describe(), "width_multiple": self.width_multiple,
+                **({"variant": self.variant} if self.variant else {})}
 
 
 def model_flops(info: ModelInfo, length: int) -> float:

@@ -144,6 +144,7 @@ def test_rounded_widths_change_no_logit_and_are_chosen_only_where_they_pay(
     exact = Classifier(str(tiny_model_dir), backend="openvino")
     assert exact.width_multiple == 1 and exact.describe()["width_multiple"] == 1  # fp32 ran slower padded
     rounded = Classifier(str(tiny_model_dir), backend="openvino", width_multiple=16)
+    assert rounded.describe_backend()["width_multiple"] == 16  # what /info reports: the width really used
     got = rounded.logits(texts)[0]
     np.testing.assert_allclose(got, exact.logits(texts)[0], atol=FP32_TOLERANCE, rtol=0)  # padding is masked out
     assert rounded.stats.padded_tokens > exact.stats.padded_tokens  # really padded further

@@ -296,16 +296,22 @@ def test_worker_node_removed_mid_run_every_row_exactly_once(cluster: Any, tiny_m
     _exactly_once(out, src, _dummy_reference(src, tmp_path, tiny_model_dir, monkeypatch, capsys), 200)
 
 
+def _slow_job(tmp_path: Path, model_dir: Path, rows: int) -> tuple[Path, Path, list[str]]:
+    """Two slow input files of ``rows`` rows each, and the ``padless classify --ray`` arguments (dummy backend,
+    25-row worker calls) that score them into ``scored/``: the kill tests' job."""
+    src = tmp_path / "in"
+    _slow_input(src, files=2, rows=rows)
+    out = tmp_path / "scored"
+    return src, out, ["classify", str(src), "-o", str(out), "--ray", "--model", str(model_dir), "--backend",
+                      "dummy", "--chunk-rows", "25", "--no-progress"]
+
+
 def test_driver_sigkilled_then_resume_every_row_exactly_once(cluster: Any, tiny_model_dir: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """SIGKILL the driver process mid-run; a plain re-run is refused naming --resume; --resume finishes with every
     row once (the summary counts all of them); --resume again says complete; --overwrite starts over."""
-    src = tmp_path / "in"
-    _slow_input(src, files=2, rows=500)
-    out = tmp_path / "scored"
-    args = ["classify", str(src), "-o", str(out), "--ray", "--model", str(tiny_model_dir), "--backend", "dummy",
-            "--chunk-rows", "25", "--no-progress"]
+    src, out, args = _slow_job(tmp_path, tiny_model_dir, rows=500)
     driver = subprocess.Popen([sys.executable, "-m", "padless.cli.main", *args, "--ray-address", cluster.address],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -339,11 +345,7 @@ def test_driver_killed_before_the_first_part_or_before_completion_then_resume(
         capsys: pytest.CaptureFixture[str], point: str) -> None:
     """The moments around the bookkeeping: killed after the state was written but before any part, or after every
     part but before the run was recorded complete. A plain re-run is refused; --resume ends with every row once."""
-    src = tmp_path / "in"
-    _slow_input(src, files=2, rows=100)
-    out = tmp_path / "scored"
-    args = ["classify", str(src), "-o", str(out), "--ray", "--model", str(tiny_model_dir), "--backend", "dummy",
-            "--chunk-rows", "25", "--no-progress"]
+    src, out, args = _slow_job(tmp_path, tiny_model_dir, rows=100)
     killed = subprocess.run([sys.executable, "-m", "padless.cli.main", *args, "--ray-address", cluster.address],
                             capture_output=True, text=True, timeout=300, env={**os.environ, "PADLESS_CRASH_AT": point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]

@@ -237,6 +237,7 @@ def test_info(server: Server, tiny_model_dir: Path) -> None:
     assert info["labels"] == LABELS
     assert info["version"] == padless.__version__
     assert info["backend"]["backend"] == "dummy"
+    assert info["backend"]["width_multiple"] == 1  # exact widths: the dummy backend asks for no rounding
     limits = info["limits"]
     assert limits["max_length"] == MAX_LENGTH
     assert limits["max_inputs_per_request"] == 8

@@ -30,7 +30,8 @@ SHUTDOWN_GRACE_S = 15.0  # Serve's shutdown beyond the replicas' graceful drain 
 
 
 def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars: int, max_batch_tokens: int,
-                  max_batch_size: int, width_multiple: int, threads: int, pair_truncation: str, queue: QueueConfig, server: ServerConfig,
+                  max_batch_size: int, width_multiple: int, threads: int, pair_truncation: str, queue: QueueConfig,
+                  server: ServerConfig,
                   address: str | None, replicas: int, long_threshold: int, long_replicas: int,
                   long_model: str | None, long_backend: str | None, long_threads: int, log_level: str) -> None:
     """Serve until a signal, then drain (see the module docstring). Options are ``padless serve``'s."""

@@ -141,8 +141,7 @@ class TierReplica:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=5.0)
             self.last_success = time.monotonic()
         return {"replica": self.stats.replica, "max_length": self.clf.max_length,
-                "backend": {**self.clf.runtime.describe(), **({"variant": self.clf.variant} if self.clf.variant
-                                                              else {})}}
+                "backend": self.clf.describe_backend()}
 
     def check_health(self) -> None:
         """Serve's health check: a replica whose forward pass got stuck is replaced."""

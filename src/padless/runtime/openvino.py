@@ -110,5 +110,4 @@ class OpenVinoRuntime(Runtime):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "dtype": f"int8, {self.precision}" if self.int8 else self.precision,
-                "threads": self.threads, "width_multiple": self.width_multiple, "file": self.file.name,
-                "openvino": self.version}
+                "threads": self.threads, "file": self.file.name, "openvino": self.version}

@@ -179,7 +179,7 @@ class Service:
         return {
             "model": c.model_config.model, "model_path": str(c.path), "revision": self.revision,
             "labels": c.labels, "problem_type": c.info.problem_type, "version": __version__,
-            "backend": {**c.runtime.describe(), **({"variant": c.variant} if c.variant else {})},
+            "backend": c.describe_backend(),
             "limits": {"max_length": c.max_length, "max_chars": c.encoder.max_chars,
                        "max_inputs_per_request": s.max_inputs_per_request, "max_body_bytes": s.max_body_bytes,
                        "max_batch_tokens": c.batch_config.max_batch_tokens,
