@@ -70,7 +70,7 @@ class PadlessIngress:
         # replaced by a stand-in that refuses to run: the model runs in the tiers.
         clf = Classifier(settings.model, backend="dummy", max_length=settings.max_length,
                          max_chars=settings.max_chars, pair_truncation=settings.pair_truncation)
-        clf.runtime = RemoteRuntime({"backend": settings.backend})  # type: ignore[assignment]
+        clf.runtime = RemoteRuntime({"backend": settings.backend})
         handles = {"short": short, **({"long": long} if long is not None else {})}
         self.service = RayService(clf, server=settings.server, queue=settings.queue, handles=handles,
                                   long_threshold=settings.long_threshold, drain_signal=settings.drain_signal)

@@ -31,6 +31,7 @@ from padless.config import QueueConfig, ServerConfig
 from padless.engine import Classifier
 from padless.errors import DeadlineExceededError, NotReadyError, OverloadedError, PadlessError
 from padless.ray.cluster import import_ray
+from padless.runtime.base import Runtime
 from padless.server.metrics import Metrics
 from padless.server.service import Service
 from padless.tokenize import type_ids_of
@@ -324,8 +325,10 @@ class RayService(Service):
 DRAIN_NAMESPACE = "padless"
 
 
-class RemoteRuntime:
-    """Stands in for the ingress classifier's runtime: the model runs in the tiers, never here."""
+class RemoteRuntime(Runtime):
+    """Stands in for the ingress classifier's runtime: the model runs in the tiers, never here. A Runtime, so the
+    shared server code reads what it reads of any runtime (``describe``, ``width_multiple``); the ingress plans no
+    batch, and its ``/info`` shows the short tier's backend entry once the tiers have reported."""
 
     name = "ray-tiers"
 
