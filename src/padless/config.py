@@ -17,6 +17,7 @@ from padless.errors import ConfigError
 # Kept in step with padless.runtime.BACKENDS (config must not import the runtimes: torch is slow to import).
 BACKENDS = ("auto", "torch", "torch-bf16", "torch-fp16", "torch-int8", "onnx", "onnx-int8", "openvino", "openvino-bf16",
             "openvino-int8", "openvino-int8-bf16", "dummy")
+OPENVINO_BACKENDS = tuple(b for b in BACKENDS if b.startswith("openvino"))
 # Kept in step with padless.tokenize.PAIR_TRUNCATIONS (transformers' truncation strategies for a text pair).
 PAIR_TRUNCATIONS = ("longest_first", "only_first", "only_second")
 
@@ -31,6 +32,9 @@ class ModelConfig:
     truncate: bool = True  # False: over-long input is a per-row error instead of being cut
     max_chars: int = 20_000  # cap applied before tokenizing, so a 10 MB line cannot stall the tokenizer
     threads: int = 0  # 0: every core this process may use
+    # Batches computed at once (OpenVINO streams, the threads split between them); 0: the backend's choice — for
+    # OpenVINO its THROUGHPUT setting offline (2 on 2 cores), 1 in servers, whose batcher runs one batch at a time.
+    streams: int = 0
     pair_truncation: str = "longest_first"  # how an over-long text pair is cut: longest_first, only_first, only_second
 
     def validate(self) -> None:
@@ -42,6 +46,10 @@ class ModelConfig:
             raise ConfigError(f"max_chars must be positive, got {self.max_chars}")
         if self.threads < 0:
             raise ConfigError(f"threads must be 0 (all cores) or positive, got {self.threads}")
+        if self.streams < 0:
+            raise ConfigError(f"streams must be 0 (the backend's choice) or positive, got {self.streams}")
+        if self.streams > 1 and self.backend not in ("auto", *OPENVINO_BACKENDS):
+            raise ConfigError(f"streams > 1 needs an OpenVINO backend; {self.backend} runs one batch at a time")
         if self.pair_truncation not in PAIR_TRUNCATIONS:
             raise ConfigError(f"unknown pair truncation {self.pair_truncation!r}; choose one of "
                               f"{', '.join(PAIR_TRUNCATIONS)}")

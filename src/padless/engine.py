@@ -30,6 +30,7 @@ from padless.loader import manifest as optimized
 from padless.planner import Batch, plan
 from padless.postprocess import PostProcessor, Prediction
 from padless.runtime import ModelInfo, Runtime, load_runtime
+from padless.runtime.base import Feed
 from padless.tokenize import TextEncoder, model_max_length, type_ids_of
 
 log = logging.getLogger("padless.engine")
@@ -68,6 +69,7 @@ class Classifier:
         truncate: bool = True,
         max_chars: int = ModelConfig.max_chars,
         threads: int = 0,
+        streams: int = ModelConfig.streams,
         max_batch_tokens: int = BatchConfig.max_batch_tokens,
         max_batch_size: int = BatchConfig.max_batch_size,
         width_multiple: int = BatchConfig.width_multiple,
@@ -75,7 +77,8 @@ class Classifier:
         pair_truncation: str = ModelConfig.pair_truncation,
     ) -> None:
         self.model_config = ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate,
-                                        max_chars=max_chars, threads=threads, pair_truncation=pair_truncation)
+                                        max_chars=max_chars, threads=threads, streams=streams,
+                                        pair_truncation=pair_truncation)
         self.batch_config = BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                                         width_multiple=width_multiple)
         self.model_config.validate()
@@ -121,7 +124,8 @@ class Classifier:
                options: dict[str, Any]) -> None:
         self.backend = backend
         self.variant = variant
-        self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads, **options)
+        self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads,
+                                             streams=self.model_config.streams, **options)
         self.stats = Stats()
         if manifest is not None:
             optimized.recheck(manifest, str(variant), lambda texts: self.logits(texts)[0])
@@ -167,10 +171,16 @@ class Classifier:
         errors: list[ItemError | None] = [e if isinstance(e, ItemError) else None for e in encoded]
         out = np.full((len(texts), len(self.info.id2label) or 1), np.nan, dtype=np.float32)
         good = [i for i, e in enumerate(errors) if e is None]
-        ids = [encoded[i] for i in good]
-        for batch in self.plan([len(x) for x in ids]):  # type: ignore[arg-type]
-            rows = [ids[k] for k in batch.indices]
-            out[[good[k] for k in batch.indices]] = self.forward_padded(rows, batch.width)  # type: ignore[arg-type]
+        ids: list[Sequence[int]] = [encoded[i] for i in good]  # type: ignore[misc]
+        # Costliest first: a runtime with several streams (OpenVINO) runs the plan's batches concurrently, and a
+        # big batch started last would leave the other streams idle while it finishes. Order is restored below.
+        batches = sorted(self.plan([len(x) for x in ids]), key=lambda b: -b.padded_tokens)
+        started = time.perf_counter()
+        results = self.runtime.forward_many(self.pad([ids[k] for k in b.indices], b.width) for b in batches)
+        self.stats.forward_s += time.perf_counter() - started
+        for batch, logits in zip(batches, results, strict=True):
+            out[[good[k] for k in batch.indices]] = logits
+            self._count([len(ids[k]) for k in batch.indices], batch.width)
         self.stats.rows += len(texts)
         self.stats.errors += len(texts) - len(good)
         return out, errors
@@ -181,8 +191,18 @@ class Classifier:
                     max_width=self.max_length)
 
     def forward_padded(self, rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
-        """Right-pad ``rows`` to ``width`` and run the runtime; updates the stats. Rows of text pairs
-        (:class:`~padless.tokenize.PairIds`) bring their segments, passed on as ``token_type_ids``."""
+        """Right-pad ``rows`` to ``width`` and run the runtime on that one batch (the server's batcher calls this);
+        updates the stats."""
+        feed = self.pad(rows, width)
+        started = time.perf_counter()
+        logits = self.runtime.forward(*feed)
+        self.stats.forward_s += time.perf_counter() - started
+        self._count([len(row) for row in rows], width)
+        return logits
+
+    def pad(self, rows: Sequence[Sequence[int]], width: int) -> Feed:
+        """``rows`` right-padded to ``width``: ids, mask, and segments where any row is a text pair
+        (:class:`~padless.tokenize.PairIds` bring theirs; None otherwise)."""
         input_ids = np.full((len(rows), width), self.encoder.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
         segments = [type_ids_of(row) for row in rows]
@@ -192,15 +212,13 @@ class Classifier:
             mask[r, : len(row)] = 1
             if types is not None and segment is not None:
                 types[r, : len(row)] = segment
-        started = time.perf_counter()
-        logits = self.runtime.forward(input_ids, mask, types)
-        self.stats.forward_s += time.perf_counter() - started
-        real = [len(row) for row in rows]
+        return input_ids, mask, types
+
+    def _count(self, real: Sequence[int], width: int) -> None:
         self.stats.batches += 1
         self.stats.real_tokens += sum(real)
-        self.stats.padded_tokens += len(rows) * width
+        self.stats.padded_tokens += len(real) * width
         self.stats.model_flops += sum(model_flops(self.info, n) for n in real)
-        return logits
 
     def with_options(self, **changes: Any) -> Classifier:
         """A shallow copy sharing the loaded runtime, with other batch limits (for benchmarks)."""

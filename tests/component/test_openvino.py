@@ -113,6 +113,36 @@ def test_a_corrupt_or_missing_ir_is_one_line_model_error(tiny_model_dir: Path, t
         Classifier(str(tiny_model_dir), backend="openvino", runtime_options={"ir_file": str(truncated)})
 
 
+def test_streams_compute_whole_batches_at_once_and_change_no_logit(pair_model_dir: Path) -> None:  # noqa: F811
+    options = {"max_length": MAX_LENGTH, "threads": 2, "max_batch_tokens": 512}
+    one = Classifier(str(pair_model_dir), backend="openvino", streams=1, **options)  # type: ignore[arg-type]
+    two = Classifier(str(pair_model_dir), backend="openvino", streams=2, **options)  # type: ignore[arg-type]
+    assert one.runtime.streams == 1 and two.runtime.streams == 2 and two.describe()["streams"] == 2
+    assert str(two.runtime.compiled.get_property("PERFORMANCE_HINT")) == "THROUGHPUT"
+    items = _items()
+    np.testing.assert_allclose(two.logits(items)[0], one.logits(items)[0], atol=FP32_TOLERANCE, rtol=0)
+    assert two.stats.batches > 2  # the plan really ran several batches through both streams
+    # forward_many answers in the order given, not the order batches finish: the big batch first finishes last.
+    feeds = [_padded(two, items[:40]), _padded(two, items[:1]), _padded(two, items[1:3])]
+    got = two.runtime.forward_many(iter(feeds))
+    assert [g.shape[0] for g in got] == [40, 1, 2]
+    for feed, logits in zip(feeds, got):
+        np.testing.assert_allclose(logits, one.runtime.forward(*feed), atol=FP32_TOLERANCE, rtol=0)
+        # One batch alone is split across the streams; the same logits.
+        np.testing.assert_allclose(two.runtime.forward(*feed), logits, atol=FP32_TOLERANCE, rtol=0)
+    # A batch OpenVINO fails on (a mask one column short) fails that call only: a failed request keeps its error
+    # and would raise it at every later use, so the runtime must start again from fresh requests.
+    ids, mask, types = feeds[0]
+    with pytest.raises(RuntimeError, match="broadcast"):
+        two.runtime.forward_many(iter([feeds[1], (ids, mask[:, :-1], types), feeds[2], feeds[1]]))
+    for _ in range(2):
+        np.testing.assert_allclose(two.runtime.forward_many(feeds)[0], got[0], atol=FP32_TOLERANCE, rtol=0)
+    # 0 is OpenVINO's own THROUGHPUT choice; one thread cannot hold two streams.
+    assert Classifier(str(pair_model_dir), backend="openvino", threads=1).runtime.streams == 1
+    with pytest.raises(ConfigError, match="streams > 1 needs an OpenVINO backend"):
+        Classifier(str(pair_model_dir), backend="torch", streams=2)
+
+
 def test_an_ir_without_token_type_ids_refuses_pairs(pair_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     from padless.loader.export import example_inputs
     from padless.loader.openvino import convert_torch, save_atomically
@@ -128,6 +158,18 @@ def test_an_ir_without_token_type_ids_refuses_pairs(pair_model_dir: Path, tmp_pa
     np.testing.assert_allclose(clf.logits(texts)[0], reference.logits(texts)[0], atol=FP32_TOLERANCE, rtol=0)
     with pytest.raises(ModelError, match="without token_type_ids"):
         clf.logits([("A man is eating.", "Someone eats.")])
+    # With two streams the refused batch comes while another is in flight; the runtime stays usable after it.
+    two = Classifier(str(pair_model_dir), backend="openvino", streams=2, runtime_options=singles)
+    pair, alone = _padded(two, [("A man is eating.", "Someone eats.")]), _padded(two, texts)
+    with pytest.raises(ModelError, match="without token_type_ids"):
+        two.runtime.forward_many(iter([alone, pair, alone]))
+    np.testing.assert_allclose(two.logits(texts)[0], reference.logits(texts)[0], atol=FP32_TOLERANCE, rtol=0)
+
+
+def _padded(clf: Classifier, items: list) -> tuple:
+    """One batch of ``items`` as the engine pads it, as wide as its longest row."""
+    rows = clf.encoder.encode(items)
+    return clf.pad(rows, max(len(r) for r in rows))  # type: ignore[arg-type]
 
 
 def test_bf16_is_refused_on_a_cpu_without_it(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -322,6 +322,10 @@ def test_driver_sigkilled_then_resume_every_row_exactly_once(cluster: Any, tiny_
     assert driver.returncode == -signal.SIGKILL, driver_err
     killed_parts = len(list(out.glob("part-*.parquet")))
     assert 0 < killed_parts and not json.loads((out / "_padless_state.json").read_text())["complete"]
+    # What a write task killed with the driver, mid-part, leaves: a half-written hidden temporary (the rename into
+    # a part name had not happened). Planted, so the moment is certain: resume must neither read nor keep it.
+    whole = next(out.glob("part-*.parquet")).read_bytes()
+    (out / f".{'ab' * 16}.tmp").write_bytes(whole[: len(whole) // 2])
 
     code, _, err = run_cli(args, monkeypatch, capsys)
     assert code == 2 and "--resume" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
@@ -331,6 +335,7 @@ def test_driver_sigkilled_then_resume_every_row_exactly_once(cluster: Any, tiny_
     assert summary["rows_in"] == 1000 and 0 < summary["rows_skipped_by_resume"] < 1000
     reference = _dummy_reference(src, tmp_path, tiny_model_dir, monkeypatch, capsys)
     _exactly_once(out, src, reference, 500)
+    assert not list(out.glob(".*.tmp"))  # the leftover temporary is gone
 
     code, _, err = run_cli([*args, "--resume"], monkeypatch, capsys)
     assert code == 0 and "already complete" in err and _summary(err)["rows_in"] == 1000

@@ -49,9 +49,20 @@ def test_model_config_refuses_bad_values(kwargs):
         ModelConfig(**kwargs).validate()
 
 
-@pytest.mark.parametrize("kwargs", [{"max_length": 2}, {"max_length": None}, {"max_chars": 1}, {"threads": 0}])
+@pytest.mark.parametrize("kwargs", [{"max_length": 2}, {"max_length": None}, {"max_chars": 1}, {"threads": 0},
+                                    {"streams": 0}, {"streams": 1, "backend": "torch"},
+                                    {"streams": 3, "backend": "openvino-bf16"}, {"streams": 2, "backend": "auto"}])
 def test_model_config_accepts_boundary_values(kwargs):
     ModelConfig(**kwargs).validate()
+
+
+def test_streams_are_refused_where_they_cannot_run():
+    with pytest.raises(ConfigError, match="streams must be 0"):
+        ModelConfig(streams=-1).validate()
+    # Only OpenVINO computes several batches at once; `auto` may resolve to it, so it is let through.
+    for backend in ("torch", "onnx", "dummy"):
+        with pytest.raises(ConfigError, match="streams > 1 needs an OpenVINO backend"):
+            ModelConfig(streams=2, backend=backend).validate()
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ import torch
 
 from padless.bench.peak import compute_precision, measure_matmul_peak
 from padless.bench.workload import describe_lengths, describe_mix, make_workload
-from padless.config import BatchConfig
+from padless.config import OPENVINO_BACKENDS, BatchConfig, ModelConfig
 from padless.default_model import ensure_default
 from padless.engine import Classifier, Stats, model_flops
 from padless.errors import ConfigError, ItemError
@@ -157,13 +157,15 @@ def run_offline_bench(
     max_batch_tokens: int = BatchConfig.max_batch_tokens,
     max_batch_size: int = BatchConfig.max_batch_size,
     width_multiple: int = BatchConfig.width_multiple,
+    streams: int = ModelConfig.streams,
     progress: bool = False,
     peak_size: int = 2048,
     backends: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the configs interleaved over ``rounds`` and return the results (see the module docstring).
 
-    If ``out_dir`` is given, also write ``bench.json`` and ``bench.png`` there.
+    If ``out_dir`` is given, also write ``bench.json`` and ``bench.png`` there. ``streams`` applies to the
+    OpenVINO backends (and ``auto``); the others run one batch at a time whatever it says.
     """
     # transformers.pipeline sets this to "false" on its first call when unset, which would also halve padless's
     # batch tokenization later in this process; setting it first keeps the comparison fair.
@@ -186,7 +188,8 @@ def run_offline_bench(
     clf = Classifier(model, backend="torch", max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                      width_multiple=width_multiple)
     extra = {padless_config_name(b): Classifier(model, backend=b, max_batch_tokens=max_batch_tokens,
-                                                max_batch_size=max_batch_size, width_multiple=width_multiple)
+                                                max_batch_size=max_batch_size, width_multiple=width_multiple,
+                                                streams=streams if b in ("auto", *OPENVINO_BACKENDS) else 0)
              for b in backends if b != "torch" and padless_config_name(b) in names}
     if "pad512-b32" in names and (clf.max_length < PAD_WIDTH or not hasattr(clf.runtime, "model")):
         raise ConfigError(f"pad512-b32 needs the torch backend and a model that accepts {PAD_WIDTH} tokens")

@@ -99,7 +99,7 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
     texts: list[str] = []
     for backend in backends:
         # The engine the server will run: for ``auto`` that is what ``padless serve`` resolves it to.
-        clf = Classifier(model_dir, backend=serving_backend(model_dir, backend))
+        clf = Classifier(model_dir, backend=serving_backend(model_dir, backend), streams=1)  # as padless serve
         texts = texts or make_workload(clf.encoder.tokenizer, mix, n, seed)
         clf.run(texts[:16])
         started = time.perf_counter()

@@ -37,17 +37,20 @@ TokensOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_BATCH_TOKENS", help=
 RowsOpt = Annotated[int, typer.Option(envvar="PADLESS_MAX_BATCH_SIZE", help="Rows per batch.")]
 WidthOpt = Annotated[int, typer.Option(envvar="PADLESS_WIDTH_MULTIPLE", help="Round each batch's width up to a multiple of this; 0 = the backend's choice (16 for OpenVINO bf16 and int8 on a CPU with AMX, where aligned widths run faster; 1, exact widths, elsewhere).")]
 ThreadsOpt = Annotated[int, typer.Option(envvar="PADLESS_THREADS", help="CPU threads; 0 = every usable core.")]
+StreamsOpt = Annotated[int, typer.Option(envvar="PADLESS_STREAMS", help="Batches computed at once, the threads split between them (OpenVINO backends; others run 1); 0 = the backend's choice: OpenVINO's throughput setting, 2 on 2 cores. padless serve runs 1: its batcher hands over one batch at a time.")]
 PairTruncOpt = Annotated[str, typer.Option(envvar="PADLESS_PAIR_TRUNCATION", help="How an over-long text pair is cut: longest_first (transformers' default), only_first, only_second.")]
 
 
 def _load_classifier(model: str, backend: str, max_length: int | None, truncate: bool, max_chars: int,
                      threads: int, max_batch_tokens: int, max_batch_size: int, serving: bool = False,
                      pair_truncation: str = ModelConfig.pair_truncation,
-                     width_multiple: int = BatchConfig.width_multiple) -> object:
+                     width_multiple: int = BatchConfig.width_multiple, streams: int = ModelConfig.streams) -> object:
     """Validate options first (one clear line for impossible ones), build the default model if needed, load.
-    ``serving``: resolve ``auto`` as ``padless serve`` does (:func:`padless.server.run.serving_backend`)."""
+    ``serving``: resolve ``auto`` as ``padless serve`` does (:func:`padless.server.run.serving_backend`), and run
+    one stream (the server's batcher hands the runtime one batch at a time)."""
+    streams = 1 if serving else streams
     ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
-                threads=threads, pair_truncation=pair_truncation).validate()
+                threads=threads, streams=streams, pair_truncation=pair_truncation).validate()
     BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                 width_multiple=width_multiple).validate(max_length)
     quiet_libraries()
@@ -60,8 +63,8 @@ def _load_classifier(model: str, backend: str, max_length: int | None, truncate:
 
         backend = serving_backend(str(loader.resolve(model)), backend)
     return Classifier(model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
-                      threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                      width_multiple=width_multiple, pair_truncation=pair_truncation)
+                      threads=threads, streams=streams, max_batch_tokens=max_batch_tokens,
+                      max_batch_size=max_batch_size, width_multiple=width_multiple, pair_truncation=pair_truncation)
 
 
 @app.command()
@@ -88,6 +91,7 @@ def classify(
     top_k: Annotated[int, typer.Option(envvar="PADLESS_TOP_K", help="Labels kept per row (0 = all); >1 adds a 'scores' column.")] = 1,
     raw_scores: Annotated[bool, typer.Option("--raw-scores", envvar="PADLESS_RAW_SCORES", help="Logits instead of probabilities.")] = False,
     threads: ThreadsOpt = 0,
+    streams: StreamsOpt = ModelConfig.streams,
     output_prefix: Annotated[str, typer.Option(envvar="PADLESS_OUTPUT_PREFIX", help="Prefix for the added columns.")] = "",
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run of the same command.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
@@ -105,8 +109,8 @@ def classify(
                          overwrite=overwrite, progress=progress, model=model, column=column,
                          pair_column=pair_column, backend=backend, max_length=max_length, truncate=truncate,
                          max_chars=max_chars, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                         width_multiple=width_multiple, pair_truncation=pair_truncation, top_k=top_k, raw_scores=raw_scores,
-                         output_prefix=output_prefix)
+                         width_multiple=width_multiple, streams=streams, pair_truncation=pair_truncation, top_k=top_k,
+                         raw_scores=raw_scores, output_prefix=output_prefix)
         return
     from padless.fileio import FORMATS, detect_format
     from padless.job import JobSpec
@@ -128,7 +132,7 @@ def classify(
         raise PadlessError(f"cannot read {input}: no such file")
     crash_point("before-model-load")  # a crash-test hook (padless.faults); does nothing unless asked to
     clf = _load_classifier(model, backend, max_length, truncate, max_chars, threads, max_batch_tokens, max_batch_size,
-                           pair_truncation=pair_truncation, width_multiple=width_multiple)
+                           pair_truncation=pair_truncation, width_multiple=width_multiple, streams=streams)
     from padless.cli.progress import run_with_progress
 
     summary = run_with_progress(spec, clf, show=sys.stderr.isatty() if progress is None else progress)
@@ -206,6 +210,7 @@ def bench(
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
     width_multiple: WidthOpt = BatchConfig.width_multiple,
+    streams: StreamsOpt = ModelConfig.streams,
 ) -> None:
     """Offline: padless side by side with transformers.pipeline baselines, in one process, interleaved."""
     ctx.obj = {"model": model, "mix": mix, "n": n, "seed": seed, "out_dir": out_dir}
@@ -221,7 +226,7 @@ def bench(
     chosen = [c.strip() for c in configs.split(",")] if configs else None
     result = run_offline_bench(model, mix=mix, n=n, rounds=rounds, seed=seed, configs=chosen, out_dir=out_dir,
                                max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                               width_multiple=width_multiple, progress=True,
+                               width_multiple=width_multiple, streams=streams, progress=True,
                                backends=[b.strip() for b in backend.split(",") if b.strip()])
     Console(width=max(Console().width, 120)).print(render_table(result))  # a pipe's 80 columns truncate the names
     typer.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")

@@ -51,6 +51,7 @@ class ScoreOptions:
     max_batch_tokens: int = BatchConfig.max_batch_tokens
     max_batch_size: int = BatchConfig.max_batch_size
     width_multiple: int = BatchConfig.width_multiple
+    streams: int = ModelConfig.streams
     pair_truncation: str = ModelConfig.pair_truncation
     top_k: int = 1
     raw_scores: bool = False
@@ -60,7 +61,8 @@ class ScoreOptions:
     def validate(self) -> None:
         """Refuse impossible options (one line, :class:`~padless.errors.ConfigError`) before anything starts."""
         ModelConfig(model=self.model, backend=self.backend, max_length=self.max_length, truncate=self.truncate,
-                    max_chars=self.max_chars, threads=self.threads, pair_truncation=self.pair_truncation).validate()
+                    max_chars=self.max_chars, threads=self.threads, streams=self.streams,
+                    pair_truncation=self.pair_truncation).validate()
         BatchConfig(max_batch_tokens=self.max_batch_tokens, max_batch_size=self.max_batch_size,
                     width_multiple=self.width_multiple).validate(self.max_length)
         OutputConfig(top_k=self.top_k, raw_scores=self.raw_scores).validate()
@@ -98,7 +100,7 @@ def classify(ds: Any, model: str = "default", column: str = "text", *, pair_colu
              threads: int | None = None, batch_rows: int = BatchConfig.ray_chunk_rows, max_length: int | None = None,
              truncate: bool = True, max_chars: int = ModelConfig.max_chars,
              max_batch_tokens: int = BatchConfig.max_batch_tokens, max_batch_size: int = BatchConfig.max_batch_size,
-             width_multiple: int = BatchConfig.width_multiple,
+             width_multiple: int = BatchConfig.width_multiple, streams: int = ModelConfig.streams,
              pair_truncation: str = ModelConfig.pair_truncation, output_prefix: str = "",
              progress: Any = None, id_columns: tuple[str, ...] = ()) -> Any:
     """Score ``ds[column]`` (or the pairs ``(column, pair_column)``) with ``model``; returns a lazy Dataset with the
@@ -117,7 +119,7 @@ def classify(ds: Any, model: str = "default", column: str = "text", *, pair_colu
     opts = ScoreOptions(model=model, column=column, pair_column=pair_column, backend=backend, max_length=max_length,
                         truncate=truncate, max_chars=max_chars, threads=threads or 0,
                         max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                        width_multiple=width_multiple, pair_truncation=pair_truncation, top_k=top_k,
+                        width_multiple=width_multiple, streams=streams, pair_truncation=pair_truncation, top_k=top_k,
                         raw_scores=raw_scores, output_prefix=output_prefix, id_columns=id_columns)
     opts.validate()
     if batch_rows < 1:
@@ -181,7 +183,7 @@ class _Scorer:
         self.clf = Classifier(opts.model, backend=opts.backend, max_length=opts.max_length, truncate=opts.truncate,
                               max_chars=opts.max_chars, threads=opts.threads, max_batch_tokens=opts.max_batch_tokens,
                               max_batch_size=opts.max_batch_size, width_multiple=opts.width_multiple,
-                              pair_truncation=opts.pair_truncation)
+                              streams=opts.streams, pair_truncation=opts.pair_truncation)
         import ray
 
         self.worker = ray.get_runtime_context().get_actor_id() or f"pid-{os.getpid()}"

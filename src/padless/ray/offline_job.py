@@ -170,7 +170,7 @@ def run_ray_job(spec: RayJobSpec, on_progress: Callable[[dict[str, list[float]]]
                       batch_rows=spec.batch_rows, max_length=opts.max_length, truncate=opts.truncate,
                       max_chars=opts.max_chars, max_batch_tokens=opts.max_batch_tokens,
                       max_batch_size=opts.max_batch_size, width_multiple=opts.width_multiple,
-                      pair_truncation=opts.pair_truncation,
+                      streams=opts.streams, pair_truncation=opts.pair_truncation,
                       output_prefix=opts.output_prefix, progress=progress, id_columns=ids)
     _run_polling(lambda: scored.write_datasink(io.make_sink(out_dir, out_fs, ids[0]), ray_remote_args={"num_cpus": 0}),
                  lambda: on_progress(ray.get(progress.snapshot.remote())) if on_progress else None, poll_s)

@@ -31,11 +31,13 @@ OPENVINO = {"openvino": (False, "float32"), "openvino-bf16": (False, "bfloat16")
 BACKENDS = ("auto", *TORCH_PRECISION, "onnx", "onnx-int8", *OPENVINO, "dummy")
 
 
-def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, **options: Any) -> Runtime:
+def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, streams: int = 1,
+                 **options: Any) -> Runtime:
     """Instantiate the named backend for a resolved model folder (``auto`` is resolved by the caller).
 
-    The option ``model_dir`` runs another folder's weights (a pruned or distilled student of an optimize folder)
-    with the caller's tokenizer and limits."""
+    ``streams``: batches computed at once, OpenVINO only (0: OpenVINO's THROUGHPUT choice); the other backends
+    run one at a time and ignore it. The option ``model_dir`` runs another folder's weights (a pruned or distilled
+    student of an optimize folder) with the caller's tokenizer and limits."""
     path = str(options.pop("model_dir", path))
     # ``spin`` (ONNX Runtime only): False where the threads share cores with another busy runtime, so that an idle
     # pool sleeps instead of spin-waiting on a core another needs. Other backends take it and ignore it.
@@ -69,7 +71,7 @@ def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, 
         precision = options.pop("precision", precision)
         precision_hint(precision)  # refuse bf16 on this CPU before seconds of conversion and calibration
         ir_file = options.pop("ir_file", None) or ensure_openvino(path, int8=int8)
-        return OpenVinoRuntime(ir_file, info, threads=threads, precision=precision, **options)
+        return OpenVinoRuntime(ir_file, info, threads=threads, precision=precision, streams=streams, **options)
     if backend == "dummy":
         from padless.runtime.dummy import DummyRuntime
 

@@ -9,7 +9,7 @@ planning and post-processing are shared by all backends, so a new backend only h
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,13 @@ from padless.errors import ModelError
 from padless.loader.folders import ModelInfo
 from padless.machine import cpu_flags, usable_cores
 
-__all__ = ["GRAPH_INPUTS", "ModelInfo", "Runtime", "check_graph_inputs", "cpu_flags", "graph_feed", "usable_cores"]
+__all__ = ["GRAPH_INPUTS", "Feed", "ModelInfo", "Runtime", "check_graph_inputs", "cpu_flags", "graph_feed",
+           "usable_cores"]
 
 # What an exported graph (ONNX file, OpenVINO IR) may take; token_type_ids only for models with two segment types.
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# One padded batch as forward() takes it: input_ids, attention_mask, token_type_ids (None: every token in segment 0).
+Feed = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
 class Runtime(ABC):
@@ -35,11 +38,19 @@ class Runtime(ABC):
     # Batch widths the planner should round up to (1: exact widths). A backend sets more only where measured
     # faster: padding costs compute on every backend whose kernels are not tiled (torch/ONNX fp32 lost 4-8% at 16).
     width_multiple: int = 1
+    # Batches this runtime computes at once (OpenVINO's streams, each on its share of the threads): forward_many
+    # keeps that many in flight. 1 everywhere else.
+    streams: int = 1
 
     @abstractmethod
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                 token_type_ids: np.ndarray | None = None) -> np.ndarray:
         """Logits for a right-padded batch (``token_type_ids`` None: every token in segment 0)."""
+
+    def forward_many(self, batches: Iterable[Feed]) -> list[np.ndarray]:
+        """Logits of every batch, in the order given. Here one after another; a runtime with several streams runs
+        them concurrently (the offline engine hands it a whole plan, the costliest batches first)."""
+        return [self.forward(*batch) for batch in batches]
 
     def warmup(self, max_rows: int = 8, max_width: int = 64) -> None:
         """Run a small forward pass so the first real request does not pay one-off start-up costs."""

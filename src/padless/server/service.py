@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from padless.errors import DeadlineExceededError, InputError, ItemError, NotRead
 from padless.postprocess import Prediction
 from padless.server.metrics import Metrics
 from padless.tokenize import TextEncoder
+
+log = logging.getLogger("padless.server")
 
 
 @dataclass
@@ -135,6 +138,11 @@ class Service:
         self.last_success = 0.0
 
     async def start(self) -> None:
+        if self.clf.runtime.streams > 1:
+            # The batcher runs one batch at a time: each batch's rows are split across the streams, and a
+            # one-row request runs on one stream's share of the threads.
+            log.warning("the runtime has %d streams, but the server runs one batch at a time: load the Classifier "
+                        "with streams=1 for the lowest latency (padless serve does)", self.clf.runtime.streams)
         batcher = Batcher(self._forward, batch=self.clf.batch_config, queue=self.queue_config,
                           max_length=self.clf.max_length, observer=self.metrics,
                           width_multiple=self.clf.width_multiple)
