@@ -187,3 +187,19 @@ def test_pair_column_refusals(tiny_model_dir: Path, tmp_path: Path, monkeypatch:
     code, _, err = run_cli(["classify", str(csv_file), "--model", str(tiny_model_dir), "--column", "premise",
                             "--pair-truncation", "shortest", "--backend", "dummy"], monkeypatch, capsys)
     assert code == 2 and "pair truncation" in err
+
+
+def test_streams_refusals_and_the_environment_variable(tiny_model_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    base = ["classify", str(src), "--model", str(tiny_model_dir), "--backend", "dummy"]
+    code, _, err = run_cli([*base, "--streams", "2"], monkeypatch, capsys)
+    assert code == 2 and "streams > 1 needs an OpenVINO backend" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("PADLESS_STREAMS", "-1")
+    code, _, err = run_cli(base, monkeypatch, capsys)
+    assert code == 2 and "streams must be 0" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("PADLESS_STREAMS", "1")  # one stream is every backend's way
+    code, out, err = run_cli(base, monkeypatch, capsys)
+    assert code == 0 and json.loads(out.splitlines()[0])["label"], err
