@@ -355,41 +355,47 @@ def test_a_burst_is_shed_with_padless_429s(dummy_server: Server) -> None:
 
 @pytest.mark.slow
 def test_a_replica_killed_under_load_fails_only_its_requests(dummy_server: Server) -> None:
-    victims = replica_processes(dummy_server, "PadlessTier_short")
-    assert len(victims) == 2, victims
-
-    async def run() -> tuple[list[Any], httpx.Response, float]:
+    async def run(victim: psutil.Process) -> tuple[list[Any], httpx.Response]:
         async with dummy_server.async_client(timeout=40, limits=httpx.Limits(max_connections=64)) as client:
             results: list[Any] = []
             until = time.monotonic() + 10
             load = asyncio.gather(_closed_loop(client, SHORT_TEXT, 8, until, results),
                                   _closed_loop(client, LONG_TEXT, 2, until, results))
             await asyncio.sleep(3)
-            victims[0].kill()  # SIGKILL: a crash, no goodbye
+            victim.kill()  # SIGKILL: a crash, no goodbye
             await asyncio.wait_for(load, timeout=60)  # none hangs: each ends within its 15 s deadline
             end = time.monotonic() + 60
             while True:  # Serve replaces the replica; the service answers 200 again
                 after = await client.post("/predict", json={"inputs": "after the crash"})
                 if after.status_code == 200 and len(replica_processes(dummy_server, "PadlessTier_short")) == 2:
-                    return results, after, time.monotonic()
+                    return results, after
                 assert time.monotonic() < end, after.text
                 await asyncio.sleep(0.5)
 
-    results, after, _ = asyncio.run(run())
-    lost = [r for r, _ in results if not isinstance(r, httpx.Response)]
-    assert not lost, lost[:3]
-    codes = [r.status_code for r, _ in results]
-    print("after the kill:", {c: codes.count(c) for c in sorted(set(codes))},
-          f"slowest {max(s for _, s in results):.1f} s")
-    assert set(codes) <= {200, 429, 503, 504}, sorted(set(codes))
-    assert codes.count(200) > len(codes) // 2
-    failed = [r for r, _ in results if r.status_code != 200]
-    assert failed, "no request was in flight on the killed replica"
-    for r in failed:
-        _envelope(r, r.status_code, {429: "overloaded", 503: "replica_lost", 504: "deadline_exceeded"}[r.status_code])
-    assert max(s for _, s in results) < 15 + 5
-    assert len(after.json()) == 3
-    assert victims[0].pid not in [p.pid for p in replica_processes(dummy_server, "PadlessTier_short")]
+    # A kill can land while the victim holds nothing (seen once: 447 answers, all 200), which proves nothing about
+    # in-flight requests; so up to three kills, each checked in full, until one cuts requests short.
+    failed: list[Any] = []
+    for _ in range(3):
+        victims = replica_processes(dummy_server, "PadlessTier_short")
+        assert len(victims) == 2, victims
+        results, after = asyncio.run(run(victims[0]))
+        lost = [r for r, _ in results if not isinstance(r, httpx.Response)]
+        assert not lost, lost[:3]
+        codes = [r.status_code for r, _ in results]
+        print("after the kill:", {c: codes.count(c) for c in sorted(set(codes))},
+              f"slowest {max(s for _, s in results):.1f} s")
+        assert set(codes) <= {200, 429, 503, 504}, sorted(set(codes))
+        assert codes.count(200) > len(codes) // 2
+        codes_of = {429: "overloaded", 503: "replica_lost", 504: "deadline_exceeded"}
+        for r in (r for r, _ in results if r.status_code != 200):
+            _envelope(r, r.status_code, codes_of[r.status_code])
+        failed += [r for r, _ in results if r.status_code == 503]  # replica_lost: cut short by the kill
+        assert max(s for _, s in results) < 15 + 5
+        assert len(after.json()) == 3
+        assert victims[0].pid not in [p.pid for p in replica_processes(dummy_server, "PadlessTier_short")]
+        if failed:
+            break
+    assert failed, "no request was in flight on a killed replica, in three kills"
 
 
 @pytest.mark.slow
