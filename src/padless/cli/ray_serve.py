@@ -26,6 +26,9 @@ from padless.errors import PadlessError
 from padless.ray.cluster import run_watched
 
 START_TIMEOUT_S = 600.0  # replicas load their models in parallel; a big model on a busy cluster takes minutes
+# After a signal, how long Ray's own processes get to exit before padless decides the cluster is still alive (and
+# shuts Serve down properly) rather than lost with it (a signal to the whole process group).
+CLUSTER_EXIT_S = 2.0
 SHUTDOWN_GRACE_S = 15.0  # Serve's shutdown beyond the replicas' graceful drain before padless stops waiting
 
 
@@ -65,6 +68,7 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
     drain_name = f"padless-drain-{uuid.uuid4().hex[:8]}"
     drain = DrainSignal.options(name=drain_name, namespace=DRAIN_NAMESPACE).remote()  # type: ignore[attr-defined]
     abandoned = False  # a Serve call left running in its thread (see the end)
+    early = False  # stopped by a signal before Serve was ready
     try:
         app = serve_app(model, drain_signal=drain_name, **options)
 
@@ -90,12 +94,14 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
             print("padless serve --ray: draining", file=sys.stderr, flush=True)
             _drain(ray, drain, server.drain_timeout_s)
         else:
+            early = True
             print("padless serve --ray: stopped by a signal before it was ready", file=sys.stderr, flush=True)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         try:
-            if _local_cluster_lost(ray):
+            # Stopped during start-up, Ray's processes may still be on their way out (after a drain they are gone).
+            if _local_cluster_lost(ray, wait_s=CLUSTER_EXIT_S if early else 0.0):
                 print("padless serve --ray: the local Ray cluster's own processes are gone (a signal to the whole "
                       "process group stops them too); skipping Serve's shutdown", file=sys.stderr, flush=True)
             elif not _within(serve.shutdown, bound := server.drain_timeout_s + SHUTDOWN_GRACE_S):
@@ -125,14 +131,26 @@ def _within(work: Callable[[], Any], timeout_s: float) -> bool:
         timer.cancel()
 
 
-def _local_cluster_lost(ray: Any) -> bool:
-    """Whether the cluster this process started has lost its own processes (raylet, GCS); False for a joined
-    cluster, whose processes are not this process's to check."""
-    try:
-        node = ray._private.worker._global_node
-        return bool(node is not None and node.is_head() and node.dead_processes())
-    except Exception:  # noqa: BLE001 - Ray's internals moved: assume alive, the bounded shutdown still ends
-        return False
+def _local_cluster_lost(ray: Any, wait_s: float = 0.0) -> bool:
+    """Whether the cluster this process started has lost its own processes (raylet, GCS), waiting up to ``wait_s``
+    for them to go; False for a joined cluster, whose processes are not this process's to check.
+
+    After a signal the wait matters: a signal to the whole group reaches Ray's processes as it reaches padless, and
+    they take a moment to exit; judged at once they still looked alive (once in five runs here), and Serve's
+    shutdown then waited 30 s for a controller that was already going."""
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            node = ray._private.worker._global_node
+            if node is None or not node.is_head():
+                return False
+            if node.dead_processes():
+                return True
+        except Exception:  # noqa: BLE001 - Ray's internals moved: assume alive, the bounded shutdown still ends
+            return False
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.05)
 
 
 def _wait_ready(url: str, api_key: str | None, stop: threading.Event) -> bool:
