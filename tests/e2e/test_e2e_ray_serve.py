@@ -260,6 +260,7 @@ DUMMY_THRESHOLD = 32
 QUEUE = 48  # inputs the ingress admits at once (the closed loops below stay under it)
 SHORT_TEXT = "short words " * 5  # 12 tokens
 LONG_TEXT = "long words " * 100  # 202 tokens: a 4-row batch costs ~1.6 s
+PROBES, PROBE_S = 5, 8.0  # the tier-routing test's alternating alone / mixed windows
 
 
 @pytest.fixture(scope="module")
@@ -299,15 +300,23 @@ def test_long_inputs_do_not_slow_the_short_tier(dummy_server: Server) -> None:
         async with dummy_server.async_client(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
             await _closed_loop(client, SHORT_TEXT, 4, time.monotonic() + 2, [])  # warm every connection
             alone: list[Any] = []
-            await _closed_loop(client, SHORT_TEXT, 4, time.monotonic() + 8, alone)
             mixed: list[Any] = []
             longs: list[Any] = []
-            until = time.monotonic() + 8
-            await asyncio.gather(_closed_loop(client, SHORT_TEXT, 4, until, mixed),
-                                 _closed_loop(client, LONG_TEXT, 4, until, longs))
+            # Alternating windows, pooled: a p99 is its slowest few samples, so one window each would compare two
+            # handfuls taken at different moments of a busy 2-core machine; five of each, interleaved, compare
+            # ~1,800 samples a side under the same drift (three gave 1.03-1.13x here, too close to the bound).
+            for _ in range(PROBES):
+                await _closed_loop(client, SHORT_TEXT, 4, time.monotonic() + PROBE_S, alone)
+                until = time.monotonic() + PROBE_S
+                await asyncio.gather(_closed_loop(client, SHORT_TEXT, 4, until, mixed),
+                                     _closed_loop(client, LONG_TEXT, 4, until, longs))
             return alone, mixed, longs
 
     alone, mixed, longs = asyncio.run(run())
+    if _p99([s for _, s in mixed]) > 1.2 * _p99([s for _, s in alone]):
+        # Inconclusive near the bound (seen 1.03-1.13x here): measure as much again and judge all of it together.
+        more = asyncio.run(run())
+        alone, mixed, longs = alone + more[0], mixed + more[1], longs + more[2]
     for results in (alone, mixed, longs):
         assert results and all(isinstance(r, httpx.Response) and r.status_code == 200 for r, _ in results), \
             [r if not isinstance(r, httpx.Response) else r.text for r, _ in results][:3]
@@ -316,14 +325,13 @@ def test_long_inputs_do_not_slow_the_short_tier(dummy_server: Server) -> None:
     p99_mixed = _p99([s for _, s in mixed])
     long_median = statistics.median(s for _, s in longs)
     print(f"short p99 alone {p99_alone * 1e3:.0f} ms, with long load {p99_mixed * 1e3:.0f} ms "
-          f"({len(alone)}/{len(mixed)} requests); long median {long_median * 1e3:.0f} ms ({len(longs)})")
+          f"({len(alone)}/{len(mixed)} requests; {p99_mixed / p99_alone:.2f}x); long median {long_median * 1e3:.0f} ms "
+          f"({len(longs)})")
     # Sharing a queue, nearly every short input would wait behind part of a ~1.6 s long batch, so its p99 would be
-    # over a second. In its own tier it waits for none: the p99 may grow only by the CPU the ingress spends on the
-    # long inputs, bounded here at an eighth of one long batch (0.2 s), far below what any wait would add. A bound
-    # relative to p99_alone (first 1.2x) failed on a loaded 2-core CI machine at 105 -> 129 ms: that was noise.
-    long_batch_s = 4 * 202 * DELAY
+    # over a second. In its own tier it waits for none: the p99 grows only by the CPU the ingress and Ray spend on
+    # the long requests. The bound: at most 20%.
     assert long_median > 4 * p99_alone
-    assert p99_mixed < p99_alone + long_batch_s / 8, (p99_alone, p99_mixed)
+    assert p99_mixed <= 1.2 * p99_alone, (p99_alone, p99_mixed)
 
 
 @pytest.mark.slow
