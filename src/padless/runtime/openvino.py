@@ -104,7 +104,6 @@ class OpenVinoRuntime(Runtime):
         # One request, reused: its buffers are allocated once. Requests are not re-entrant, hence the lock (the
         # server's forward thread and a warm-up must not share one at the same moment; forward_many holds it too).
         self.request = compiled.create_infer_request()
-        self._ov = ov
         self.queue = ov.AsyncInferQueue(compiled, self.streams) if self.streams > 1 else None
         self.lock = threading.Lock()
         # NNCF marks what it quantized with FakeQuantize ops; the XML is small (the weights are in the .bin).
@@ -164,7 +163,9 @@ class OpenVinoRuntime(Runtime):
                         queue[i].wait()
                     except Exception:  # noqa: BLE001  # the error already being raised is the one to report
                         pass
-                self.queue = self._ov.AsyncInferQueue(self.compiled, self.streams)
+                from openvino import AsyncInferQueue
+
+                self.queue = AsyncInferQueue(self.compiled, self.streams)
                 raise
         if failures or len(results) != count:
             raise ModelError(f"OpenVINO failed on {count - len(results)} of {count} batches: "
