@@ -157,7 +157,8 @@ class OpenVinoRuntime(Runtime):
             except BaseException:
                 # A request whose inference failed keeps its error and raises it again at every later use (the
                 # next start_async or wait_all), so one bad batch would break every call after it: let whatever
-                # is still running finish, then start from fresh requests.
+                # is still running finish, then start from fresh requests. Known defect: in about half the runs
+                # here the next call still raised the same error (see the xfail test); not yet understood.
                 for i in range(len(queue)):
                     try:
                         queue[i].wait()
