@@ -68,6 +68,7 @@ def precision_hint(precision: str) -> str:
 
 class OpenVinoRuntime(Runtime):
     name = "openvino"
+    queue: Any = None  # an AsyncInferQueue with more than one stream
 
     def __init__(self, ir_file: str | Path, info: ModelInfo, *, threads: int = 0,
                  precision: str = "float32", streams: int = 1) -> None:
@@ -92,19 +93,17 @@ class OpenVinoRuntime(Runtime):
             config["CACHE_DIR"] = str(compile_cache_dir())
         except OSError:  # a read-only cache costs a recompilation per start, nothing else
             pass
+        self.config = config
+        self.streams = 1  # until the compiled model says how many it made
         try:
-            compiled = ov.Core().compile_model(str(self.file), "CPU", config)
+            self._compile()
         except Exception as err:  # RuntimeError with a stack of C++ checks: corrupt file, missing .bin, unsupported CPU
             raise ModelError(f"OpenVINO cannot load {self.file}: {reason(err)}") from None
-        self.input_names = [i.get_any_name() for i in compiled.inputs]
+        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         check_graph_inputs(self.input_names, self.file)
-        self.output = compiled.output("logits")
-        self.compiled = compiled
-        self.streams = max(1, int(compiled.get_property("NUM_STREAMS")))
-        # One request, reused: its buffers are allocated once. Requests are not re-entrant, hence the lock (the
-        # server's forward thread and a warm-up must not share one at the same moment; forward_many holds it too).
-        self.request = compiled.create_infer_request()
-        self.queue = ov.AsyncInferQueue(compiled, self.streams) if self.streams > 1 else None
+        self.streams = max(1, int(self.compiled.get_property("NUM_STREAMS")))
+        if self.streams > 1:
+            self.queue = ov.AsyncInferQueue(self.compiled, self.streams)
         self.lock = threading.Lock()
         # NNCF marks what it quantized with FakeQuantize ops; the XML is small (the weights are in the .bin).
         self.int8 = 'type="FakeQuantize"' in self.file.read_text(errors="replace")
@@ -114,6 +113,23 @@ class OpenVinoRuntime(Runtime):
         # 98.0% to 92.3% at 16; bf16 and int8 with the f32 hint did not change at all).
         if cpu_has_amx() and (precision == "bfloat16") != self.int8:
             self.width_multiple = WIDTH_MULTIPLE_AMX
+
+    def _compile(self) -> None:
+        """Compile the IR (loaded from ``CACHE_DIR`` after the first time) with fresh infer requests.
+
+        Also the recovery from a failed inference. After one, OpenVINO's CPU plugin keeps stale shape state: the next
+        batch of the same shape as the last good one failed with the same error, 10 times in 10, in the same
+        request (one stream) and in fresh requests of the same compiled model (two streams; OpenVINO 2026.4.1). A
+        batch of another shape first, or a new compiled model, cleared it; a recompilation from the cache takes
+        0.04-0.12 s here, paid only after a failure."""
+        import openvino as ov
+
+        self.compiled = ov.Core().compile_model(str(self.file), "CPU", self.config)
+        self.output = self.compiled.output("logits")
+        # One request, reused: its buffers are allocated once. Requests are not re-entrant, hence the lock (the
+        # server's forward thread and a warm-up must not share one at the same moment; forward_many holds it too).
+        self.request = self.compiled.create_infer_request()
+        self.queue = ov.AsyncInferQueue(self.compiled, self.streams) if self.streams > 1 else None
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                 token_type_ids: np.ndarray | None = None) -> np.ndarray:
@@ -127,7 +143,11 @@ class OpenVinoRuntime(Runtime):
         with self.lock:
             # share_inputs: the planned int64 arrays are fed without a copy; the logits are copied out, since the
             # request's output buffer is reused by the next call.
-            result = self.request.infer(feed, share_inputs=True)
+            try:
+                result = self.request.infer(feed, share_inputs=True)
+            except BaseException:
+                self._compile()  # a failed inference leaves stale state behind (see _compile)
+                raise
             return np.array(result[self.output], dtype=np.float32)
 
     def forward_many(self, batches: Iterable[Feed]) -> list[np.ndarray]:
@@ -155,18 +175,15 @@ class OpenVinoRuntime(Runtime):
                                       share_inputs=False)
                 queue.wait_all()
             except BaseException:
-                # A request whose inference failed keeps its error and raises it again at every later use (the
-                # next start_async or wait_all), so one bad batch would break every call after it: let whatever
-                # is still running finish, then start from fresh requests. Known defect: in about half the runs
-                # here the next call still raised the same error (see the xfail test); not yet understood.
+                # A failed request raises its error again at every later use, and fresh requests of the same
+                # compiled model still failed (see _compile): let whatever is still running finish, then start
+                # again from a new compiled model.
                 for i in range(len(queue)):
                     try:
                         queue[i].wait()
                     except Exception:  # noqa: BLE001  # the error already being raised is the one to report
                         pass
-                from openvino import AsyncInferQueue
-
-                self.queue = AsyncInferQueue(self.compiled, self.streams)
+                self._compile()
                 raise
         if failures or len(results) != count:
             raise ModelError(f"OpenVINO failed on {count - len(results)} of {count} batches: "
