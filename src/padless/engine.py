@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ class Stats:
     batches: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0  # tokens computed, padding included
-    model_flops: float = 0.0  # useful FLOPs: 2·P·L + 4·L²·h·layers per item, padding excluded
+    model_flops: float = 0.0  # useful FLOPs (model_flops below) of the items, padding excluded
     tokenize_s: float = 0.0
     forward_s: float = 0.0
 
@@ -86,7 +87,8 @@ class Classifier:
         from transformers import AutoTokenizer
 
         self.path = loader.resolve(model)
-        self.info: ModelInfo = loader.read_info(self.path)
+        self.folder_info = loader.read_info(self.path)
+        self.info: ModelInfo = self.folder_info
         tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         if not getattr(tokenizer, "is_fast", False):
             raise ModelError(f"{self.path} has no fast tokenizer (tokenizer.json); padless needs one")
@@ -124,6 +126,10 @@ class Classifier:
                options: dict[str, Any]) -> None:
         self.backend = backend
         self.variant = variant
+        # A student variant runs another folder's weights (same labels, checked when it was built): its own config
+        # says what it computes, for the useful-FLOPs figures.
+        self.weights_dir = Path(options["model_dir"]) if "model_dir" in options else self.path
+        self.info = self.folder_info if self.weights_dir == self.path else loader.read_info(self.weights_dir)
         self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads,
                                              streams=self.model_config.streams, **options)
         self.stats = Stats()
@@ -248,8 +254,10 @@ class Classifier:
 
 
 def model_flops(info: ModelInfo, length: int) -> float:
-    """Useful forward FLOPs for one text of ``length`` tokens: 2·P·L + 4·L²·h·layers."""
-    return 2.0 * info.non_embedding_params * length + 4.0 * length * length * info.hidden_size * info.num_layers
+    """Useful forward FLOPs for one text of ``length`` tokens: 2·P·L + 4·L²·A, A the attention's inner width summed
+    over layers (hidden size × layers, less the heads a pruned model removed)."""
+    width = info.attention_width or info.hidden_size * info.num_layers
+    return 2.0 * info.non_embedding_params * length + 4.0 * length * length * width
 
 
 def _one_line(err: BaseException) -> str:

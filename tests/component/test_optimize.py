@@ -20,6 +20,7 @@ from padless import engine
 from padless.datasets import load
 from padless.engine import Classifier
 from padless.errors import ModelError
+from padless.machine import cpu_has_native_bf16
 from padless.optimize.gate import GateConfig, compare, label_ids
 from padless.optimize.openvino import AccuracyControl, max_drop_of, split_eval
 from padless.optimize.search import CANDIDATES, OptimizeConfig, optimize
@@ -257,8 +258,9 @@ def test_optimize_gate_on_a_fitted_minilm(trained_minilm_dir: Path, eval_csv: Pa
         assert int8["max_abs_logit_diff"] > 1e-4  # int8 really is another computation
 
 
-def test_a_pruned_student_joins_as_four_gated_candidates(tiny_model_dir: Path, eval_csv: Path,
-                                                          tmp_path: Path) -> None:
+def test_a_pruned_student_joins_as_gated_candidates(tiny_model_dir: Path, eval_csv: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from padless.compress.prune import PruneConfig, prune
     from padless.compress.trainer import TrainSpec
 
@@ -271,7 +273,16 @@ def test_a_pruned_student_joins_as_four_gated_candidates(tiny_model_dir: Path, e
                                                           students=(str(student),), **QUICK), say=lambda _: None)
     by_name = {c["name"]: c for c in m["candidates"]}
     assert set(by_name) == {"torch-fp32", "tiny-pruned-torch-fp32", "tiny-pruned-onnx-fp32", "tiny-pruned-onnx-int8",
-                            "tiny-pruned-openvino-int8"}
+                            "tiny-pruned-openvino-int8", *(["tiny-pruned-openvino-bf16"] if cpu_has_native_bf16()
+                                                           else [])}
+    # Gated on accuracy against the reference, on agreement with the student's own torch fp32 (see gate.py).
+    own = by_name["tiny-pruned-torch-fp32"]["eval"]
+    assert own["agreement"] == 1.0 and own["max_abs_logit_diff"] == 0.0 and 0 <= own["reference_agreement"] <= 1
+    for name in set(by_name) - {"torch-fp32"}:
+        ev = by_name[name]["eval"]
+        assert ev["agreement_of"] == "tiny-pruned-torch-fp32"
+        assert ev["passed"] == (ev["agreement"] >= 0.99 and -ev["accuracy_change_points"] <= 0.5)
+    assert by_name["tiny-pruned-onnx-fp32"]["eval"]["max_abs_logit_diff"] <= 1e-4
     fp32 = by_name["tiny-pruned-onnx-fp32"]
     assert fp32["notes"]["kind"] == "pruned" and fp32["notes"]["heads_per_layer"] == 2
     assert "students/tiny-pruned/model.safetensors" in fp32["files"]
@@ -284,6 +295,26 @@ def test_a_pruned_student_joins_as_four_gated_candidates(tiny_model_dir: Path, e
     assert ov_int8["backend"] == "openvino-int8" and ov_int8["options"]["model_dir"] == "students/tiny-pruned"
     assert set(ov_int8["files"]) >= {"students/tiny-pruned/model.safetensors", ov_int8["options"]["ir_file"],
                                      ov_int8["options"]["ir_file"][:-4] + ".bin"}
+    if cpu_has_native_bf16():
+        ov_bf16 = by_name["tiny-pruned-openvino-bf16"]
+        assert ov_bf16["backend"] == "openvino-bf16" and ov_bf16["options"]["precision"] == "bfloat16"
+        assert ov_bf16["options"]["model_dir"] == "students/tiny-pruned"
+        bf16 = Classifier(str(out), variant="tiny-pruned-openvino-bf16").logits(texts)[0]
+        own, ref = (float(np.abs(bf16 - logits[n]).max()) for n in ("tiny-pruned-torch-fp32", "torch-fp32"))
+        assert own <= 0.1 and own < ref  # its own weights, in bf16
+    # padless verify gates a student's variant as optimize did: agreement with the student's own torch fp32.
+    report = tmp_path / "verify.json"
+    code, _, err = run_cli(["verify", str(out), "--variant", "tiny-pruned-onnx-fp32", "--eval", str(eval_csv),
+                            "--json", str(report)], monkeypatch, capsys)
+    verified = json.loads(report.read_text())
+    assert verified["agreement_of"] == "tiny-pruned torch fp32" and verified["agreement"] == 1.0
+    assert verified["reference_agreement"] == by_name["tiny-pruned-onnx-fp32"]["eval"]["reference_agreement"]
+    assert code == (0 if verified["passed"] else 1), err
+    # A student variant reports its own model: half the heads and neurons, so half the useful FLOPs per text.
+    teacher, pruned = (Classifier(str(out), variant=n) for n in ("torch-fp32", "tiny-pruned-onnx-int8"))
+    assert pruned.info.id2label == teacher.info.id2label
+    assert pruned.info.attention_width * 2 == teacher.info.attention_width
+    assert engine.model_flops(pruned.info, 40) == pytest.approx(engine.model_flops(teacher.info, 40) / 2)
     weights = out / "students" / "tiny-pruned" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ModelError, match="does not match its SHA-256"):

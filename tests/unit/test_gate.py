@@ -70,6 +70,33 @@ def test_thresholds_are_options(case: tuple[np.ndarray, np.ndarray]) -> None:
                                                                           min_agreement=0.98))["passed"] is False
 
 
+def test_a_student_is_judged_on_accuracy_against_the_reference_and_agreement_with_its_own_fp32(
+        case: tuple[np.ndarray, np.ndarray]) -> None:
+    gold, ref_pred = case
+    student = ref_pred.copy()
+    student[100:170] = 1 - student[100:170]  # another model: 50 wrong rows fixed, 20 right rows broken; 93% agreement
+    quantized = student.copy()
+    quantized[500:505] = 1 - quantized[500:505]  # what int8 did to the student: 5 more flips
+    report = compare(_logits(ref_pred), _logits(quantized), gold, GateConfig(max_accuracy_drop=1.0),
+                     agreement_reference=_logits(student), agreement_of="student-torch-fp32")
+    # against the reference's 85%: +5 points fixed, -2 broken by the student, -0.5 by its int8
+    assert report["variant_accuracy"] == 0.875 and report["accuracy_change_points"] == 2.5
+    assert report["agreement"] == 0.995 and report["agreement_of"] == "student-torch-fp32"
+    assert report["reference_agreement"] == pytest.approx(1 - 75 / 1000)
+    assert report["passed"], report["reasons"]
+    # the agreement half still catches damage to the student, and says with what
+    damaged = student.copy()
+    damaged[500:520] = 1 - damaged[500:520]
+    report = compare(_logits(ref_pred), _logits(damaged), gold, GateConfig(max_accuracy_drop=5.0),
+                     agreement_reference=_logits(student), agreement_of="student-torch-fp32")
+    assert report["reasons"] == ["agrees on 98.00% of labels with student-torch-fp32 (needs 99%)"]
+    # and accuracy is the reference's, not the student's: a student that loses points fails on them
+    worse = ref_pred.copy()
+    worse[150:170] = 1 - worse[150:170]
+    report = compare(_logits(ref_pred), _logits(worse), gold, GateConfig(), agreement_reference=_logits(worse))
+    assert report["agreement"] == 1.0 and report["reasons"] == ["loses 2.00 points of accuracy (limit 0.5)"]
+
+
 def test_logit_statistics_ignore_unscored_rows() -> None:
     ref = np.array([[0.0, 1.0], [np.nan, np.nan], [2.0, 0.0]], dtype=np.float32)
     var = np.array([[0.0, 1.5], [np.nan, np.nan], [2.0, -0.5]], dtype=np.float32)

@@ -12,7 +12,8 @@ Configs (all on the same model folder, the same workload, in one process):
 
 Every round times each config on the whole workload with ``time.perf_counter`` (tokenization included); the order
 of configs rotates from round to round so no config always runs first or on a warmer cache. Figures are medians over
-rounds. "% of peak" is useful model FLOPs (padding excluded, :func:`padless.engine.model_flops`) per second over the
+rounds. "% of peak" is useful model FLOPs (padding excluded, :func:`padless.engine.model_flops`, of the model the
+config runs: a pruned student computes less than its teacher for the same texts) per second over the
 best fp32 matmul rate measured in the same run (:mod:`padless.bench.peak`); a bf16 or int8 config is also held
 against the bf16 matmul or ``torch._int_mm`` peak measured in the same run ("% own peak": int8 GOP/s over int8 GOP/s).
 """
@@ -202,6 +203,9 @@ def run_offline_bench(
     lengths = [len(e) for e in encoded]  # type: ignore[arg-type]
     real = sum(lengths)
     useful_flops = sum(model_flops(clf.info, length) for length in lengths)
+    # A config that runs a student (an optimize folder's pruned variant) computes less for the same texts.
+    flops_of = {name: sum(model_flops(extra[name].info, length) for length in lengths)
+                if name in extra and extra[name].info != clf.info else useful_flops for name in names}
 
     runners = _runners(clf, names, extra)
     precision = {name: compute_precision(extra[name].describe().get("dtype", "float32")) if name in extra
@@ -250,10 +254,11 @@ def run_offline_bench(
             "seconds_per_round": secs,
             "texts_per_s": statistics.median(n / s for s in secs),
             "real_tokens_per_s": statistics.median(real / s for s in secs),
-            "model_flops_pct_of_peak": statistics.median(100 * useful_flops / s / (peak * 1e9) for s in secs),
+            "useful_gflops": flops_of[name] / 1e9,
+            "model_flops_pct_of_peak": statistics.median(100 * flops_of[name] / s / (peak * 1e9) for s in secs),
             "precision": precision[name],
             "model_flops_pct_of_precision_peak": statistics.median(
-                100 * useful_flops / s / (own_peak[precision[name]] * 1e9) for s in secs),
+                100 * flops_of[name] / s / (own_peak[precision[name]] * 1e9) for s in secs),
         }
         if name.startswith(PADLESS):
             st = stats[name]

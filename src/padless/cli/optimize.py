@@ -14,7 +14,7 @@ from padless.optimize.openvino import AccuracyControl
 from padless.optimize.search import CANDIDATES, OptimizeConfig
 
 DropOpt = Annotated[float, typer.Option(envvar="PADLESS_MAX_ACCURACY_DROP", help="Gate: most accuracy a variant may lose, in points.")]
-AgreeOpt = Annotated[float, typer.Option(envvar="PADLESS_MIN_AGREEMENT", help="Gate: least share of labels that must equal the reference's.")]
+AgreeOpt = Annotated[float, typer.Option(envvar="PADLESS_MIN_AGREEMENT", help="Gate: least share of labels that must equal the reference's (a student's variants: its own torch fp32's).")]
 ThreadsOpt = Annotated[int, typer.Option(envvar="PADLESS_THREADS", help="CPU threads; 0 = every usable core.")]
 
 
@@ -28,7 +28,7 @@ def optimize(
     bench_texts: Annotated[int, typer.Option(envvar="PADLESS_OPTIMIZE_BENCH_TEXTS", help="Realistic-mix texts per timing round.")] = OptimizeConfig.bench_texts,
     long_texts: Annotated[int, typer.Option(envvar="PADLESS_OPTIMIZE_LONG_TEXTS", help="Long-mix texts per timing round (0 skips the long mix).")] = OptimizeConfig.long_texts,
     rounds: Annotated[int, typer.Option(envvar="PADLESS_OPTIMIZE_ROUNDS", help="Interleaved timing rounds (medians reported).")] = OptimizeConfig.rounds,
-    students: Annotated[str, typer.Option(envvar="PADLESS_STUDENTS", help="Comma-separated folders from padless prune / distill; each joins as torch fp32, ONNX fp32, ONNX int8 and OpenVINO int8 candidates.")] = "",
+    students: Annotated[str, typer.Option(envvar="PADLESS_STUDENTS", help="Comma-separated folders from padless prune / distill; each joins as torch fp32, ONNX fp32, ONNX int8, OpenVINO int8 and (with native bf16) OpenVINO bf16 candidates, gated on accuracy against the reference and agreement with the student's own torch fp32.")] = "",
     max_accuracy_drop: DropOpt = GateConfig.max_accuracy_drop,
     min_agreement: AgreeOpt = GateConfig.min_agreement,
     ac_rows: Annotated[int, typer.Option("--accuracy-control-rows", envvar="PADLESS_ACCURACY_CONTROL_ROWS", help="openvino-int8-accuracy: eval rows held out of the gate to validate on (at most a quarter of the eval set).")] = AccuracyControl.rows,
@@ -96,7 +96,12 @@ def verify(
         from padless.errors import ConfigError
 
         raise ConfigError(f"the variant's labels {var.labels} differ from the reference's {ref.labels}")
-    report = compare(ref.logits(data.texts)[0], var.logits(data.texts)[0], label_ids(data.labels, ref.labels), gate)
+    own, own_name = None, ""
+    if var.weights_dir != var.path:  # a student of an optimize folder: agreement with its own fp32, as optimize gates
+        own_name = f"{var.weights_dir.name} torch fp32"
+        own = Classifier(str(var.weights_dir), backend="torch", threads=threads).logits(data.texts)[0]
+    report = compare(ref.logits(data.texts)[0], var.logits(data.texts)[0], label_ids(data.labels, ref.labels), gate,
+                     agreement_reference=own, agreement_of=own_name)
     report = {"variant": var.describe(), "reference": ref.describe(), "eval_set": data.name, **report}
     table = Table(title=f"padless verify: {'PASS' if report['passed'] else 'FAIL'} on {data.name} "
                         f"({report['rows']} rows)")
@@ -105,6 +110,9 @@ def verify(
     for key in ("reference_accuracy", "variant_accuracy", "accuracy_change_points", "reference_macro_f1",
                 "variant_macro_f1", "agreement", "max_abs_logit_diff", "mean_abs_logit_diff"):
         table.add_row(key.replace("_", " "), f"{report[key]:.4g}")
+        if key == "agreement" and own is not None:
+            table.add_row("agreement of", own_name)
+            table.add_row("agreement with the reference", f"{report['reference_agreement']:.4g}")
     table.add_row("gate", f"≤ {gate.max_accuracy_drop:g} points lost and ≥ {gate.min_agreement:.0%} agreement")
     Console().print(table)
     for reason in report["reasons"]:

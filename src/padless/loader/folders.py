@@ -39,7 +39,8 @@ class ModelInfo:
     model_type: str
     hidden_size: int
     num_layers: int
-    non_embedding_params: int  # for the FLOPs estimate 2·P·L + 4·L²·h·layers
+    non_embedding_params: int  # for the FLOPs estimate 2·P·L + 4·L²·A (padless.engine.model_flops)
+    attention_width: int = 0  # A: the attention's inner width summed over layers (0: hidden_size × num_layers)
 
 
 def cache_dir() -> Path:
@@ -122,8 +123,13 @@ def read_info(path: Path) -> ModelInfo:
     hidden = int(getattr(config, "hidden_size", 0) or 0)
     layers = int(getattr(config, "num_hidden_layers", 0) or 0)
     inter = int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden)
-    # Per layer: Q, K, V, output projections (4h²) and the two FFN matrices (2·h·inter); biases are negligible.
-    non_embedding = layers * (4 * hidden * hidden + 2 * hidden * inter)
+    # A folder from padless prune lists the heads it removed per layer: each layer's Q, K, V and output projections
+    # and its attention are as wide as the heads it kept.
+    heads = int(getattr(config, "num_attention_heads", 0) or 0)
+    removed = {int(k): len(v) for k, v in (getattr(config, "pruned_heads", None) or {}).items()}
+    widths = [hidden * (heads - removed.get(i, 0)) // heads if heads else hidden for i in range(layers)]
+    # Per layer: Q, K, V, output projections (4·h·width) and the two FFN matrices (2·h·inter); biases are negligible.
+    non_embedding = sum(4 * hidden * w + 2 * hidden * inter for w in widths)
     return ModelInfo(
         id2label=id2label,
         problem_type=getattr(config, "problem_type", None),
@@ -131,6 +137,7 @@ def read_info(path: Path) -> ModelInfo:
         hidden_size=hidden,
         num_layers=layers,
         non_embedding_params=non_embedding,
+        attention_width=sum(widths),
     )
 
 

@@ -125,9 +125,10 @@ def _build_fallback(fp32: Path, int8: Path, out: Path, ref: Classifier, cal_text
 
 def build_student(folder: Path, out: Path, ref: Classifier, cal_texts: list[str],
                   control: ov_candidates.AccuracyControl, say: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """A pruned or distilled student joins as four candidates: its own torch fp32 and ONNX fp32, ONNX int8 and
-    OpenVINO int8 (NNCF, on the calibration text). Its files are copied into ``out/students/<name>`` so the folder
-    stays self-contained."""
+    """A pruned or distilled student joins as its own torch fp32 (listed first: its other variants are gated on
+    agreement with it, see :mod:`padless.optimize.gate`), ONNX fp32, ONNX int8, OpenVINO int8 (NNCF, on the
+    calibration text) and, where the CPU computes bf16 natively, OpenVINO bf16. Its files are copied into
+    ``out/students/<name>`` so the folder stays self-contained."""
     import json
 
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in folder.resolve().name)
@@ -145,20 +146,25 @@ def build_student(folder: Path, out: Path, ref: Classifier, cal_texts: list[str]
                                         "matrix_flops_per_token", "method") if k in card)
     fp32 = out / "variants" / f"{name}-onnx-fp32" / "model.onnx"
     int8 = out / "variants" / f"{name}-onnx-int8" / "model.onnx"
-    say(f"building {name}: torch fp32, ONNX fp32, ONNX int8, OpenVINO int8")
+    say(f"building {name}: torch fp32, ONNX fp32, ONNX int8, OpenVINO int8 (and bf16 where the CPU has it)")
     export_notes = export_onnx(target, fp32)
     int8.parent.mkdir(parents=True, exist_ok=True)
     quantize_dynamic_file(fp32, int8)
     student_dir = {"model_dir": _rel(target, out)}
     return {
-        f"{name}-torch-fp32": {"backend": "torch", "options": student_dir, "precision": "float32", "notes": notes},
+        student_fp32_name(name): {"backend": "torch", "options": student_dir, "precision": "float32", "notes": notes},
         f"{name}-onnx-fp32": {"backend": "onnx", "options": {**student_dir, "onnx_file": _rel(fp32, out)},
                               "precision": "float32", "notes": {**notes, **export_notes}},
         f"{name}-onnx-int8": {"backend": "onnx", "options": {**student_dir, "onnx_file": _rel(int8, out),
                                                              "precision": "int8"},
                               "precision": "int8", "notes": {**notes, "per_channel": True, "nodes": "all"}},
-        f"{name}-openvino-int8": ov_candidates.build_student_int8(name, target, out, ref, cal_texts, control),
+        **ov_candidates.build_student(name, target, out, ref, cal_texts, control, notes),
     }
+
+
+def student_fp32_name(student: str) -> str:
+    """The candidate name of a student's own torch fp32, the model its other variants are gated against."""
+    return f"{student}-torch-fp32"
 
 
 def copy_model_folder(src: str | Path, dst: str | Path) -> None:

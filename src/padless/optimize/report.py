@@ -15,11 +15,18 @@ def rows(manifest: dict[str, Any]) -> list[list[str]]:
         ev, tp = c["eval"], c["throughput"]
         out.append([
             c["name"], f"{ev['variant_accuracy']:.2%}", f"{ev['accuracy_change_points']:+.2f}",
-            f"{ev['agreement']:.2%}",
+            _agreement(ev),
             f"{ev['max_abs_logit_diff']:.2g}", f"{tp['realistic']:.1f}", f"{tp.get('long', float('nan')):.1f}",
             f"{c['speedup_vs_torch_fp32']:.2f}×", f"{c.get('build_s', 0.0):.1f}", c["status"],
         ])
     return out
+
+
+def _agreement(ev: dict[str, Any]) -> str:
+    """The gated agreement; for a student, with its own fp32 ("own") and, beside it, with the reference ("ref")."""
+    if "agreement_of" not in ev:
+        return f"{ev['agreement']:.2%}"
+    return f"{ev['agreement']:.2%} own, {ev['reference_agreement']:.2%} ref"
 
 
 def eval_rows(manifest: dict[str, Any]) -> str:
@@ -40,7 +47,9 @@ def write_report(manifest: dict[str, Any], path: Path) -> None:
         f"Eval set: {eval_rows(manifest)}. Calibration: "
         f"{manifest['calibration']['source']} ({manifest['calibration']['rows']} texts). Gate: lose at most "
         f"{gate['max_accuracy_drop']:g} points of accuracy and agree on at least {gate['min_agreement']:.0%} of "
-        f"labels with torch fp32. Throughput: median of {manifest['rounds']} interleaved rounds on "
+        f"labels with torch fp32 (a student: accuracy against the reference, agreement with its own torch fp32, "
+        f"\"own\"; its agreement with the reference, \"ref\", is shown beside it). "
+        f"Throughput: median of {manifest['rounds']} interleaved rounds on "
         f"{manifest['workloads']} texts, one process, {manifest['machine']['usable_cores']} cores "
         f"(CPU capability {manifest['machine']['cpu_capability']}).",
         "",

@@ -123,10 +123,17 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
                Classifier(str(out_dir), backend=spec["backend"], threads=cfg.threads,
                           runtime_options=mf.absolute_files(spec["options"], out_dir))
                for name, spec in built.items()}
-    for name, clf in runners.items():
+    student_fp32: dict[str, Any] = {}  # a student's own torch fp32 logits: what its variants must agree with
+    for name, clf in runners.items():  # build_student lists a student's torch fp32 first
         say(f"scoring {name} on {data.name}")
         logits = ref_eval if name == REFERENCE else clf.logits(gate_texts)[0]
-        built[name]["eval"] = compare(ref_eval, logits, gold, cfg.gate)
+        student = built[name].get("notes", {}).get("student")
+        if student is None:
+            built[name]["eval"] = compare(ref_eval, logits, gold, cfg.gate)
+        else:
+            own = student_fp32.setdefault(student, logits)
+            built[name]["eval"] = compare(ref_eval, logits, gold, cfg.gate, agreement_reference=own,
+                                          agreement_of=cands.student_fp32_name(student))
         if hasattr(clf.runtime, "recomputed_fraction"):
             built[name]["notes"]["fallback_rows_on_eval"] = round(clf.runtime.recomputed_fraction, 4)
 
