@@ -34,6 +34,7 @@ from padless.bench.capacity import find_capacity, step_seconds
 from padless.bench.loadtest import run_load
 from padless.bench.offline import padless_config_name
 from padless.bench.workload import make_workload
+from padless.config import SERVING_STREAMS
 
 SATURATION_IN_FLIGHT = 256
 SATURATION_SECONDS = 15.0  # so that filling the queue at the start and draining it at the end are a small part
@@ -99,7 +100,7 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
     texts: list[str] = []
     for backend in backends:
         # The engine the server will run: for ``auto`` that is what ``padless serve`` resolves it to.
-        clf = Classifier(model_dir, backend=serving_backend(model_dir, backend), streams=1)  # as padless serve
+        clf = Classifier(model_dir, backend=serving_backend(model_dir, backend), streams=SERVING_STREAMS)
         texts = texts or make_workload(clf.encoder.tokenizer, mix, n, seed)
         clf.run(texts[:16])
         started = time.perf_counter()

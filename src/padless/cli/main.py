@@ -16,7 +16,7 @@ import typer
 from padless.cli import compress as compress_commands  # `prune` and `distill`, registered below
 from padless.cli import optimize as optimize_commands  # `optimize` and `verify`, registered below
 from padless.cli.common import build_default_with_progress, ensure_default, quiet_libraries
-from padless.config import BatchConfig, ModelConfig, QueueConfig, ServerConfig
+from padless.config import SERVING_STREAMS, BatchConfig, ModelConfig, QueueConfig, ServerConfig
 from padless.errors import PadlessError
 from padless.faults import crash_point
 
@@ -47,8 +47,8 @@ def _load_classifier(model: str, backend: str, max_length: int | None, truncate:
                      width_multiple: int = BatchConfig.width_multiple, streams: int = ModelConfig.streams) -> object:
     """Validate options first (one clear line for impossible ones), build the default model if needed, load.
     ``serving``: resolve ``auto`` as ``padless serve`` does (:func:`padless.server.run.serving_backend`), and run
-    one stream (the server's batcher hands the runtime one batch at a time)."""
-    streams = 1 if serving else streams
+    :data:`padless.config.SERVING_STREAMS`."""
+    streams = SERVING_STREAMS if serving else streams
     ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
                 threads=threads, streams=streams, pair_truncation=pair_truncation).validate()
     BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from padless.batcher import Batcher, Observer
-from padless.config import QueueConfig
+from padless.config import SERVING_STREAMS, QueueConfig
 from padless.errors import DeadlineExceededError, TooLongError
 from padless.tokenize import PairIds
 
@@ -93,7 +93,7 @@ class TierReplica:
                               max_chars=settings.max_chars, threads=settings.threads,
                               max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
                               width_multiple=settings.width_multiple,
-                              streams=1,  # the batcher hands the runtime one batch at a time
+                              streams=SERVING_STREAMS,
                               pair_truncation=settings.pair_truncation,
                               runtime_options=None if settings.spin else {"spin": False})
         # Warm up before Serve routes anything here: the constructor's end is what makes this replica "running".
