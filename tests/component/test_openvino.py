@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,6 +135,18 @@ def test_streams_compute_whole_batches_at_once_and_change_no_logit(pair_model_di
     assert Classifier(str(pair_model_dir), backend="openvino", threads=1).runtime.streams == 1
     with pytest.raises(ConfigError, match="streams > 1 needs an OpenVINO backend"):
         Classifier(str(pair_model_dir), backend="torch", streams=2)
+
+
+def test_padless_serve_loads_one_stream_where_classify_lets_openvino_choose(pair_model_dir: Path) -> None:  # noqa: F811
+    from padless.cli.main import _load_classifier
+    from padless.config import SERVING_STREAMS
+
+    options = {"max_length": MAX_LENGTH, "truncate": True, "max_chars": 20_000, "threads": 2,
+               "max_batch_tokens": 512, "max_batch_size": 64}
+    served: Any = _load_classifier(str(pair_model_dir), "openvino", serving=True, **options)  # type: ignore[arg-type]
+    offline: Any = _load_classifier(str(pair_model_dir), "openvino", **options)  # type: ignore[arg-type]
+    assert served.runtime.streams == SERVING_STREAMS == 1 and served.model_config.streams == 1
+    assert offline.model_config.streams == 0  # OpenVINO's THROUGHPUT choice (2 streams on 2 threads here)
 
 
 @pytest.mark.parametrize("streams", [1, 2])
