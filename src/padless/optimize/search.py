@@ -131,9 +131,11 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
         if student is None:
             built[name]["eval"] = compare(ref_eval, logits, gold, cfg.gate)
         else:
-            own = student_fp32.setdefault(student, logits)
-            built[name]["eval"] = compare(ref_eval, logits, gold, cfg.gate, agreement_reference=own,
-                                          agreement_of=cands.student_fp32_name(student))
+            own_name = cands.student_fp32_name(student)
+            if name == own_name:
+                student_fp32[student] = logits
+            built[name]["eval"] = compare(ref_eval, logits, gold, cfg.gate, agreement_reference=student_fp32[student],
+                                          agreement_of=own_name)
         if hasattr(clf.runtime, "recomputed_fraction"):
             built[name]["notes"]["fallback_rows_on_eval"] = round(clf.runtime.recomputed_fraction, 4)
 
