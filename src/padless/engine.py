@@ -50,7 +50,7 @@ class Stats:
     padded_tokens: int = 0  # tokens computed, padding included
     model_flops: float = 0.0  # useful FLOPs (model_flops below) of the items, padding excluded
     tokenize_s: float = 0.0
-    forward_s: float = 0.0
+    forward_s: float = 0.0  # padding the batches and running them (logits pads each as the runtime asks for it)
 
     @property
     def padding_fraction(self) -> float:
@@ -199,9 +199,8 @@ class Classifier:
     def forward_padded(self, rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
         """Right-pad ``rows`` to ``width`` and run the runtime on that one batch (the server's batcher calls this);
         updates the stats."""
-        feed = self.pad(rows, width)
         started = time.perf_counter()
-        logits = self.runtime.forward(*feed)
+        logits = self.runtime.forward(*self.pad(rows, width))
         self.stats.forward_s += time.perf_counter() - started
         self._count([len(row) for row in rows], width)
         return logits
