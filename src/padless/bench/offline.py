@@ -203,9 +203,8 @@ def run_offline_bench(
     lengths = [len(e) for e in encoded]  # type: ignore[arg-type]
     real = sum(lengths)
     useful_flops = sum(model_flops(clf.info, length) for length in lengths)
-    # A config that runs a student (an optimize folder's pruned variant) computes less for the same texts.
-    flops_of = {name: sum(model_flops(extra[name].info, length) for length in lengths)
-                if name in extra and extra[name].info != clf.info else useful_flops for name in names}
+    # Each config's own model: one that runs a student (an optimize folder's pruned variant) computes less.
+    flops_of = {name: sum(model_flops(extra.get(name, clf).info, length) for length in lengths) for name in names}
 
     runners = _runners(clf, names, extra)
     precision = {name: compute_precision(extra[name].describe().get("dtype", "float32")) if name in extra

@@ -56,6 +56,11 @@ def _predictions(logits: np.ndarray) -> np.ndarray:
     return pred.astype(np.int64)
 
 
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of rows whose top labels are equal (1.0 for no rows)."""
+    return float((a == b).mean()) if len(a) else 1.0
+
+
 def compare(reference: np.ndarray, variant: np.ndarray, gold: np.ndarray, gate: GateConfig, *,
             agreement_reference: np.ndarray | None = None, agreement_of: str = "") -> dict[str, Any]:
     """Gate report for two ``rows × labels`` logit arrays against gold label ids (``-1``: unscored row).
@@ -69,7 +74,7 @@ def compare(reference: np.ndarray, variant: np.ndarray, gold: np.ndarray, gate: 
     ref_pred, var_pred, own_pred = _predictions(reference), _predictions(variant), _predictions(own)
     ref_acc = float((ref_pred == gold).mean()) if len(gold) else 0.0
     var_acc = float((var_pred == gold).mean()) if len(gold) else 0.0
-    agree = float((own_pred == var_pred).mean()) if len(gold) else 1.0
+    agree = _agreement(own_pred, var_pred)
     scored = ~(np.isnan(own).any(axis=1) | np.isnan(variant).any(axis=1))
     delta = np.abs(own[scored] - variant[scored]) if scored.any() else np.zeros((1, 1))
     drop = (ref_acc - var_acc) * 100
@@ -81,7 +86,7 @@ def compare(reference: np.ndarray, variant: np.ndarray, gold: np.ndarray, gate: 
                        f"(needs {gate.min_agreement:.0%})")
     extra = {} if agreement_reference is None else {
         "agreement_of": agreement_of,
-        "reference_agreement": round(float((ref_pred == var_pred).mean()) if len(gold) else 1.0, 4)}
+        "reference_agreement": round(_agreement(ref_pred, var_pred), 4)}
     return {
         "rows": int(len(gold)),
         "reference_accuracy": round(ref_acc, 4),

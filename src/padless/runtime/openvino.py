@@ -68,7 +68,6 @@ def precision_hint(precision: str) -> str:
 
 class OpenVinoRuntime(Runtime):
     name = "openvino"
-    queue: Any = None  # an AsyncInferQueue with more than one stream
 
     def __init__(self, ir_file: str | Path, info: ModelInfo, *, threads: int = 0,
                  precision: str = "float32", streams: int = 1) -> None:
@@ -94,16 +93,12 @@ class OpenVinoRuntime(Runtime):
         except OSError:  # a read-only cache costs a recompilation per start, nothing else
             pass
         self.config = config
-        self.streams = 1  # until the compiled model says how many it made
         try:
             self._compile()
         except Exception as err:  # RuntimeError with a stack of C++ checks: corrupt file, missing .bin, unsupported CPU
             raise ModelError(f"OpenVINO cannot load {self.file}: {reason(err)}") from None
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         check_graph_inputs(self.input_names, self.file)
-        self.streams = max(1, int(self.compiled.get_property("NUM_STREAMS")))
-        if self.streams > 1:
-            self.queue = ov.AsyncInferQueue(self.compiled, self.streams)
         self.lock = threading.Lock()
         # NNCF marks what it quantized with FakeQuantize ops; the XML is small (the weights are in the .bin).
         self.int8 = 'type="FakeQuantize"' in self.file.read_text(errors="replace")
@@ -129,6 +124,7 @@ class OpenVinoRuntime(Runtime):
         # One request, reused: its buffers are allocated once. Requests are not re-entrant, hence the lock (the
         # server's forward thread and a warm-up must not share one at the same moment; forward_many holds it too).
         self.request = self.compiled.create_infer_request()
+        self.streams = max(1, int(self.compiled.get_property("NUM_STREAMS")))  # what OpenVINO made of the hint
         self.queue = ov.AsyncInferQueue(self.compiled, self.streams) if self.streams > 1 else None
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
