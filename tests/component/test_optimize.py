@@ -307,8 +307,10 @@ def test_a_pruned_student_joins_as_gated_candidates(tiny_model_dir: Path, eval_c
     code, _, err = run_cli(["verify", str(out), "--variant", "tiny-pruned-onnx-fp32", "--eval", str(eval_csv),
                             "--json", str(report)], monkeypatch, capsys)
     verified = json.loads(report.read_text())
-    assert verified["agreement_of"] == "tiny-pruned torch fp32" and verified["agreement"] == 1.0
-    assert verified["reference_agreement"] == by_name["tiny-pruned-onnx-fp32"]["eval"]["reference_agreement"]
+    optimized = by_name["tiny-pruned-onnx-fp32"]["eval"]
+    assert verified["agreement_of"] == optimized["agreement_of"] == "tiny-pruned-torch-fp32"
+    assert verified["agreement"] == 1.0
+    assert verified["reference_agreement"] == optimized["reference_agreement"]
     assert code == (0 if verified["passed"] else 1), err
     # A student variant reports its own model: half the heads and neurons, so half the useful FLOPs per text.
     teacher, pruned = (Classifier(str(out), variant=n) for n in ("torch-fp32", "tiny-pruned-onnx-int8"))

@@ -98,7 +98,9 @@ def verify(
         raise ConfigError(f"the variant's labels {var.labels} differ from the reference's {ref.labels}")
     own, own_name = None, ""
     if var.weights_dir != var.path:  # a student of an optimize folder: agreement with its own fp32, as optimize gates
-        own_name = f"{var.weights_dir.name} torch fp32"
+        from padless.optimize.candidates import student_fp32_name
+
+        own_name = student_fp32_name(var.weights_dir.name)  # the name optimize's manifest gives it
         own = Classifier(str(var.weights_dir), backend="torch", threads=threads).logits(data.texts)[0]
     report = compare(ref.logits(data.texts)[0], var.logits(data.texts)[0], label_ids(data.labels, ref.labels), gate,
                      agreement_reference=own, agreement_of=own_name)
