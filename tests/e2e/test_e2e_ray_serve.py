@@ -117,6 +117,54 @@ def test_impossible_options_are_refused_before_anything_starts(tiny_model_dir: P
     assert not ray.is_initialized()
 
 
+def test_ray_proxy_refusals_and_choices(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from padless.cli.main import main
+    from padless.errors import ConfigError
+    from padless.ray.serve import controller_env
+
+    for args, words in ((["--ray-proxy", "haproxy"], "--ray-proxy need --ray"),
+                        (["--ray", "--ray-proxy", "nginx"], "--ray-proxy must be one of auto, haproxy, python")):
+        monkeypatch.setattr(sys, "argv", ["padless", "serve", "--model", str(tiny_model_dir), "--backend", "dummy",
+                                          *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    local = controller_env("auto", local_cluster=True)
+    assert local is not None and local["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    # a local cluster's HAProxy listens on ports of its own, so two on one machine do not collide
+    ports = {local["RAY_SERVE_HAPROXY_STATS_PORT"], local["RAY_SERVE_HAPROXY_METRICS_PORT"]}
+    assert len(ports) == 2 and not ports & {"8404", "9101"}
+    assert controller_env("auto", local_cluster=False) is None  # a joined cluster keeps its own setting
+    assert controller_env("python", local_cluster=True) == {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    assert controller_env("haproxy", local_cluster=False) == {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    with pytest.raises(ConfigError):
+        controller_env("", local_cluster=True)
+    assert not ray.is_initialized()  # refused before any cluster started
+
+
+@pytest.mark.slow
+def test_serve_python_proxy(tiny_model_dir: Path, tmp_path: Path, local_probs: Callable[..., np.ndarray]) -> None:
+    """``--ray-proxy python``: Serve's own proxy actor in front, the same answers, envelopes and one request id."""
+    server = start_ray_server(tiny_model_dir, tmp_path / "python-proxy", "--max-length", "16", "--long-threshold",
+                              str(THRESHOLD), "--cache-size", "0", "--ray-proxy", "python", backend="torch")
+    try:
+        with server.client() as client:
+            info = client.get("/info").json()
+            r = client.post("/predict", json={"inputs": [[SHORT], [LONG]]})
+            refused = client.post("/predict", json={"inputs": LONG, "truncate": False})
+    finally:
+        assert stop_ray_server(server) == 0
+    assert info["ray"]["http_proxy"] == "python"
+    assert r.status_code == 200, r.text
+    for scores, text in zip(r.json(), (SHORT, LONG)):
+        _check(scores, local_probs(text))
+    _envelope(refused, 422, "too_long")
+
+
 # -- start-up ----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -248,9 +296,12 @@ def test_same_routes_limits_and_envelopes_as_padless_serve(torch_server: Server)
     assert info["labels"] == LABELS and info["max_input_length"] == 16 and info["max_client_batch_size"] == 8
     assert info["backend"]["backend"] == "torch"
     assert info["ray"]["long_threshold"] == THRESHOLD and set(info["ray"]["tiers"]) == {"short", "long"}
+    assert info["ray"]["http_proxy"] == "haproxy"  # the default on a cluster padless starts
     # Default threads: the one short replica divides the node's CPUs with no one; the long one may use them all too.
     tiers = info["ray"]["tiers"]
     assert tiers["short"]["threads"] == tiers["long"]["threads"] >= 1, tiers
+    # sharing the cores, the long tier runs only on CPU time the short one leaves
+    assert (tiers["short"]["cpu_priority"], tiers["long"]["cpu_priority"]) == ("normal", "idle"), tiers
 
 
 # -- the dummy backend: fixed cost per token, two short replicas, one long ---------------------------------------------

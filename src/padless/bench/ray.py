@@ -120,7 +120,8 @@ def run_offline(model: str, model_dir: str, backend: str, rows: int, workers: in
 
 def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, long_threshold: int, seed: int,
                 out: Path, say: Callable[[str], None], p99_limit_ms: float, duration: float,
-                budget_s: float, min_requests: int, compare_requests: int = 1500) -> dict[str, Any]:
+                budget_s: float, min_requests: int, compare_requests: int = 1500,
+                ray_proxy: str = "auto") -> dict[str, Any]:
     """The serving half of the module docstring."""
     from transformers import AutoTokenizer
 
@@ -132,7 +133,8 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
     groups = ["long" if length > long_threshold else "short" for length in lengths]
     # Each configuration with padless's default threads: one pool divides the cores among its replicas; with tiers
     # the short tier divides them among its own and the long tier borrows them all at a lower priority.
-    common = ["serve", "--ray", "--model", model, "--backend", backend, "--cache-size", "0", "--log-level", "warning"]
+    common = ["serve", "--ray", "--model", model, "--backend", backend, "--cache-size", "0", "--log-level", "warning",
+              "--ray-proxy", ray_proxy]
     configs = {
         "one-pool": ["--replicas", str(workers)],
         "tiers": ["--replicas", str(workers - 1), "--long-threshold", str(long_threshold), "--long-replicas", "1"],
@@ -151,7 +153,7 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
             cap = asyncio.run(find_capacity(url, texts=texts, p99_limit_ms=p99_limit_ms, duration=duration,
                                             start_rate=10.0, budget_s=budget_s, seed=seed, min_requests=min_requests))
             result["servers"][name] = {"capacity_rps": cap["rate"], "capacity_trials": cap["trials"],
-                                       "tiers": _tiers(url)}
+                                       **_ray_info(url)}
             say(f"{name}: capacity {cap['rate']} req/s at p99 <= {p99_limit_ms:.0f} ms")
             # Only one Ray Serve app at a time: two would share the cores and each other's cluster.
             _stop(procs.pop(name))
@@ -183,21 +185,24 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
     return result
 
 
-def _tiers(url: str) -> Any:
-    """What each tier runs (backend, threads, spin-waiting), as the server's ``/info`` reports it."""
+def _ray_info(url: str) -> dict[str, Any]:
+    """What each tier runs (backend, threads, spin-waiting) and Serve's front door, as the server's ``/info``
+    reports them."""
     import httpx
 
     try:
-        return httpx.get(f"{url}/info", timeout=10).json().get("ray", {}).get("tiers")
+        ray_info = httpx.get(f"{url}/info", timeout=10).json().get("ray", {})
     except (httpx.HTTPError, ValueError):
-        return None
+        ray_info = {}
+    return {"tiers": ray_info.get("tiers"), "http_proxy": ray_info.get("http_proxy")}
 
 
 def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: int = 20000, n: int = 400,
                   workers: int = 2, seed: int = 0, out_dir: Path = Path("bench-results"), offline: bool = True,
                   baseline: bool = True, serve: bool = True, long_threshold: int = 128, p99_limit_ms: float = 200.0,
                   duration: float = 8.0, budget_s: float = 180.0, min_requests: int = 300,
-                  compare_requests: int = 1500, say: Callable[[str], None] = print) -> dict[str, Any]:
+                  compare_requests: int = 1500, ray_proxy: str = "auto",
+                  say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the parts asked for; write ``bench-ray.json`` in ``out_dir`` and return the result."""
     from padless.bench.offline import _machine
 
@@ -208,6 +213,6 @@ def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: in
         result["offline"] = run_offline(model, model_dir, backend, rows, workers, seed, out, say, baseline)
     if serve:
         result["serving"] = run_serving(model, model_dir, backend, n, workers, long_threshold, seed, out, say,
-                                        p99_limit_ms, duration, budget_s, min_requests, compare_requests)
+                                        p99_limit_ms, duration, budget_s, min_requests, compare_requests, ray_proxy)
     (out / "bench-ray.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result

@@ -283,6 +283,7 @@ def bench_ray(
     budget: Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")] = 180.0,
     min_requests: Annotated[int, typer.Option(envvar="PADLESS_BENCH_MIN_REQUESTS", help="Requests per load step at least.")] = 300,
     compare_requests: Annotated[int, typer.Option(envvar="PADLESS_BENCH_COMPARE_REQUESTS", help="Requests per same-load step of the tier comparison (its short p99 needs 1,000+ short requests).")] = 1500,
+    ray_proxy: Annotated[str, typer.Option(envvar="PADLESS_RAY_PROXY", help="Serve's front door in both serving configurations (as padless serve --ray --ray-proxy).")] = "auto",
 ) -> None:
     """padless on Ray vs local padless and vs Ray's own map_batches + pipeline recipe; serving with and without
     length tiers. Takes --model, -n, --seed and --out-dir from `padless bench` (before `ray`)."""
@@ -295,6 +296,10 @@ def bench_ray(
     opts = ctx.obj
     if rows < 1 or workers < 1 or compare_requests < 1:
         raise PadlessError("--rows, --workers and --compare-requests must be positive")
+    if serve:
+        from padless.ray.serve import controller_env
+
+        controller_env(ray_proxy, local_cluster=True)  # a misspelt --ray-proxy: one line now, not after the offline part
     if serve and workers < 2:
         raise PadlessError("--serve compares one pool with tiers and needs --workers 2 or more; or pass --no-serve")
     ensure_default(opts["model"])
@@ -303,7 +308,7 @@ def bench_ray(
                            n=opts["n"], workers=workers, seed=opts["seed"], out_dir=opts["out_dir"], offline=offline,
                            baseline=baseline, serve=serve, long_threshold=long_threshold, p99_limit_ms=p99_limit_ms,
                            duration=duration, budget_s=budget, min_requests=min_requests,
-                           compare_requests=compare_requests, say=console.print)
+                           compare_requests=compare_requests, ray_proxy=ray_proxy, say=console.print)
     typer.echo(json.dumps({part: result[part]["ratios"] for part in ("offline", "serving") if part in result},
                           indent=2))
     typer.echo(f"wrote {opts['out_dir'] / 'bench-ray.json'}")
@@ -380,6 +385,7 @@ def serve(
     long_model: Annotated[str | None, typer.Option(envvar="PADLESS_LONG_MODEL", help="With --ray: the long tier's model (same tokenizer and labels) [default: --model].", show_default=False)] = None,
     long_backend: Annotated[str | None, typer.Option(envvar="PADLESS_LONG_BACKEND", help="With --ray: the long tier's backend [default: --backend].", show_default=False)] = None,
     long_threads: Annotated[int, typer.Option(envvar="PADLESS_LONG_THREADS", help="With --ray: threads per long-tier replica; 0 = every CPU of a node (long batches use the cores the short tier leaves idle).")] = 0,
+    ray_proxy: Annotated[str, typer.Option(envvar="PADLESS_RAY_PROXY", help="With --ray: Serve's front door: haproxy (Ray Serve's HAProxy in front of the ingress replicas), python (Serve's proxy actor), or auto = haproxy on a cluster padless starts, the cluster's own setting on a joined one.")] = "auto",
 ) -> None:
     """Serve a model over HTTP with continuous token-budget batching."""
     server_cfg = ServerConfig(host=host, port=port, api_key=api_key, cors_origins=cors_origins,
@@ -398,12 +404,12 @@ def serve(
                       width_multiple=width_multiple, threads=threads, pair_truncation=pair_truncation, queue=queue_cfg, server=server_cfg, address=ray_address,
                       replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
                       long_model=long_model, long_backend=long_backend, long_threads=long_threads,
-                      log_level=log_level)
+                      proxy=ray_proxy, log_level=log_level)
         return
     if (ray_address or replicas != 1 or long_threshold or long_replicas != 1 or long_model or long_backend
-            or long_threads):
+            or long_threads or ray_proxy != "auto"):
         raise PadlessError("--ray-address, --replicas, --long-threshold, --long-replicas, --long-model, "
-                           "--long-backend and --long-threads need --ray")
+                           "--long-backend, --long-threads and --ray-proxy need --ray")
     clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size,
                            serving=True, pair_truncation=pair_truncation, width_multiple=width_multiple)
     from padless.server.run import serve as run_server

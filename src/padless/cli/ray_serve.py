@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -23,7 +24,7 @@ import httpx
 from padless.cli.common import ensure_default, quiet_libraries
 from padless.config import QueueConfig, ServerConfig
 from padless.errors import PadlessError
-from padless.ray.cluster import run_watched
+from padless.ray.cluster import free_port, run_watched
 
 START_TIMEOUT_S = 600.0  # replicas load their models in parallel; a big model on a busy cluster takes minutes
 # After a signal, how long Ray's own processes get to exit before padless decides the cluster is still alive (and
@@ -36,11 +37,13 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
                   max_batch_size: int, width_multiple: int, threads: int, pair_truncation: str, queue: QueueConfig,
                   server: ServerConfig,
                   address: str | None, replicas: int, long_threshold: int, long_replicas: int,
-                  long_model: str | None, long_backend: str | None, long_threads: int, log_level: str) -> None:
-    """Serve until a signal, then drain (see the module docstring). Options are ``padless serve``'s."""
+                  long_model: str | None, long_backend: str | None, long_threads: int, proxy: str,
+                  log_level: str) -> None:
+    """Serve until a signal, then drain (see the module docstring). Options are ``padless serve``'s; ``proxy`` is
+    Serve's front door (:func:`padless.ray.serve.controller_env`)."""
     quiet_libraries()
-    from padless.ray.cluster import init_ray
-    from padless.ray.serve import APP_NAME, DrainSignal, ServeOptions, preflight, serve_app
+    from padless.ray.cluster import cluster_address, init_ray
+    from padless.ray.serve import APP_NAME, DrainSignal, ServeOptions, controller_env, preflight, serve_app
     from padless.ray.serve_router import DRAIN_NAMESPACE
 
     options: dict[str, Any] = dict(
@@ -50,6 +53,9 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
         width_multiple=width_multiple, threads=threads,
         pair_truncation=pair_truncation, queue=queue, server=server)
     ServeOptions(model=model, **options).validate()  # before minutes of building the default model
+    proxy_env = controller_env(proxy, local_cluster=cluster_address(address) is None)
+    if server.port == 0:  # "any free port": chosen here, since HAProxy cannot bind port 0, and said when ready
+        server = replace(server, port=free_port())
     ensure_default(model)
     if long_model:
         ensure_default(long_model)
@@ -74,7 +80,8 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
 
         def start() -> None:
             serve.start(http_options={"host": server.host, "port": server.port},
-                        logging_config={"log_level": log_level.upper(), "enable_access_log": False})
+                        logging_config={"log_level": log_level.upper(), "enable_access_log": False},
+                        controller_options={"runtime_env": {"env_vars": proxy_env}} if proxy_env else None)
             try:
                 serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
                           logging_config={"log_level": log_level.upper(), "enable_access_log": False})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     ray = import_ray()
     if ray.is_initialized():
         return ray
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = cluster_address(address)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False,
                               "address": address or "local"}
     if kwargs["address"] == "local" and num_cpus is not None:
@@ -42,6 +43,18 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise PadlessError(f"cannot start or join Ray at {address or 'a new local cluster'}: {err}") from err
     return ray
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster :func:`init_ray` joins for ``address``: it, else ``RAY_ADDRESS``; None = it starts a local one."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def free_port() -> int:
+    """A TCP port free on every interface of this machine now (the OS's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
 
 
 def biggest_node_cpus() -> int | None:

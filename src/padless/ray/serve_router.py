@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from padless.tokenize import type_ids_of
 log = logging.getLogger("padless.ray.serve")
 TIERS = ("short", "long")
 PROBE_TIMEOUT_S = 3.0  # readiness asks each tier for a live replica within this
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"  # Ray Serve's switch for its HAProxy front door (Ray 2.5x)
 
 
 class ReplicaLostError(NotReadyError):
@@ -295,7 +297,8 @@ class RayService(Service):
         if short is not None:
             out["backend"] = short
             out["model_dtype"] = short.get("dtype")
-        out["ray"] = {"long_threshold": self.long_threshold, "tiers": dict(self.router.backends)}
+        out["ray"] = {"long_threshold": self.long_threshold, "tiers": dict(self.router.backends),
+                      "http_proxy": serve_http_proxy()}
         return out
 
     async def _drain_on_signal(self) -> None:
@@ -323,6 +326,14 @@ class RayService(Service):
 
 
 DRAIN_NAMESPACE = "padless"
+
+
+def serve_http_proxy() -> str:
+    """Which front door Serve runs in this cluster, as this replica sees it: "haproxy" (HAProxy forwarding to the
+    ingress replicas' own HTTP servers) or "python" (Serve's Python proxy actor). Serve's controller hands its
+    environment (``serve.start``'s ``controller_options``, see :func:`padless.ray.serve.controller_env`) to the
+    actors it starts, this replica included."""
+    return "haproxy" if os.environ.get(HAPROXY_ENV) == "1" else "python"
 
 
 class RemoteRuntime(Runtime):

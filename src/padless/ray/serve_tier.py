@@ -47,7 +47,7 @@ class TierSettings:
     queue: QueueConfig
     width_multiple: int = 0  # 0: the backend's choice (Runtime.width_multiple)
     spin: bool = True  # False when the tiers' threads share cores: an idle pool must not spin on a lent core
-    nice: int = 0  # CPU priority offset of the replica's threads (the long tier's, when it borrows the short's cores)
+    background: bool = False  # run only on CPU time nobody else wants (the long tier's, when it shares the cores)
 
 
 @dataclass
@@ -87,8 +87,8 @@ class TierReplica:
 
         hf_logging.set_verbosity_error()
         self.settings = settings
-        if settings.nice:
-            lower_priority(settings.nice)  # before the runtime starts its threads: they inherit it
+        # Before the runtime starts its threads: they inherit it.
+        self.priority = run_in_background() if settings.background else "normal"
         self.clf = Classifier(settings.model, backend=settings.backend, max_length=settings.max_length,
                               max_chars=settings.max_chars, threads=settings.threads,
                               max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
@@ -142,7 +142,7 @@ class TierReplica:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=5.0)
             self.last_success = time.monotonic()
         return {"replica": self.stats.replica, "max_length": self.clf.max_length,
-                "backend": self.clf.describe_backend()}
+                "backend": {**self.clf.describe_backend(), "cpu_priority": self.priority}}
 
     def check_health(self) -> None:
         """Serve's health check: a replica whose forward pass got stuck is replaced."""
@@ -150,19 +150,27 @@ class TierReplica:
             raise RuntimeError(f"the {self.settings.name} tier's model worker is unhealthy")
 
 
-def lower_priority(nice: int) -> None:
-    """Lower the CPU priority of every thread of this process by ``nice`` (threads started later inherit it).
+def run_in_background() -> str:
+    """Let every thread of this process (and those it starts later: they inherit it) run only on CPU time that no
+    other thread wants: Linux's ``SCHED_IDLE``, under which a waking thread of any other process takes the core at
+    once. Returns what was applied ("idle", "nice+19" where ``SCHED_IDLE`` is missing, or "none": a failure only
+    loses the priority, never the replica).
 
-    Linux keeps a nice value per thread (``setpriority(PRIO_PROCESS, tid)``), so each thread is set; elsewhere
-    ``os.nice`` sets the process's. A failure only loses the priority, never the replica."""
+    Why not a nice level: under nice +10 (padless's earlier way) a short-tier thread that woke on a core held by a
+    long-tier thread still waited for that thread's time slice to end (Linux's EEVDF scheduler lets the running task
+    reach its deadline first), at every parallel section of a forward pass; nice +19 was no better."""
     try:
         tids = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:
-        tids = []
+        tids = [0]  # 0: the calling thread
+    idle = getattr(os, "SCHED_IDLE", None)
     try:
-        if not tids:
-            os.nice(nice)
-        for tid in tids:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        if idle is not None:
+            for tid in tids:
+                os.sched_setscheduler(tid, idle, os.sched_param(0))
+            return "idle"
+        os.nice(19)
+        return "nice+19"
     except (OSError, AttributeError) as err:
         log.warning("could not lower the CPU priority of this replica: %s", err)
+        return "none"
