@@ -206,6 +206,11 @@ def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: in
     """Run the parts asked for; write ``bench-ray.json`` in ``out_dir`` and return the result."""
     from padless.bench.offline import _machine
 
+    if serve:
+        from padless.ray.serve import controller_env
+
+        controller_env(ray_proxy, local_cluster=True)  # a misspelt proxy: refused now, not after the offline part
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"benchmark": "ray", "model": model, "backend": backend, "machine": _machine()}

@@ -296,10 +296,6 @@ def bench_ray(
     opts = ctx.obj
     if rows < 1 or workers < 1 or compare_requests < 1:
         raise PadlessError("--rows, --workers and --compare-requests must be positive")
-    if serve:
-        from padless.ray.serve import controller_env
-
-        controller_env(ray_proxy, local_cluster=True)  # a misspelt --ray-proxy: one line now, not after the offline part
     if serve and workers < 2:
         raise PadlessError("--serve compares one pool with tiers and needs --workers 2 or more; or pass --no-serve")
     ensure_default(opts["model"])
