@@ -507,3 +507,34 @@ def test_find_capacity_against_a_single_worker_server() -> None:
     console = Console(file=io.StringIO(), width=200, record=True)
     console.print(render_capacity(result))
     assert "capacity" in console.export_text()
+
+
+def _report(p99: float, thirds: list[float | None]) -> dict[str, Any]:
+    outcomes = dict.fromkeys(OUTCOMES, 0)
+    outcomes["ok"] = 300
+    return {"outcomes": outcomes, "latency_ms": {"p99": p99}, "latency_p50_ms_by_third": thirds}
+
+
+def test_a_run_whose_queue_grows_fails_even_under_the_p99_limit() -> None:
+    # Limit 200 ms: a climb must be over 2x and over 25 ms to count as a growing queue.
+    assert capacity._verdict(_report(150, [20, 30, 90]), 200) == (
+        False, "did not keep up: median latency rose from 20.0 ms (first third) to 90.0 ms (last third)")
+    assert capacity._verdict(_report(150, [10, 15, 21]), 200)[0]  # doubled, but by 11 ms: jitter on an idle server
+    assert capacity._verdict(_report(150, [50, 60, 95]), 200)[0]  # up 45 ms, but not doubled
+    assert capacity._verdict(_report(150, [20, None, None]), 200)[0]  # nothing to compare with
+    assert capacity._verdict(_report(250, [20, 20, 20]), 200) == (False, "p99 250.0 ms > 200 ms")
+
+
+def test_medians_by_third_climb_only_when_the_server_falls_behind() -> None:
+    # One request at a time, 50 ms each (20 req/s). 60 req/s for 1.5 s: a queue that grows to the end.
+    with serve(StandIn(service_time=0.05)) as url:
+        over = asyncio.run(run_load(url, rate=60, duration=1.5, texts=["a b"], timeout=10.0, seed=1))
+        under = asyncio.run(run_load(url, rate=5, duration=3.0, texts=["a b"], timeout=10.0, seed=1))
+    first, middle, last = over["latency_p50_ms_by_third"]
+    assert first < middle < last and last > 2 * first + 500
+    assert over["outcomes"]["ok"] == over["scheduled"]
+    # A generous p99 limit passes the overloaded run on p99 alone; the climb fails it.
+    passed, reason = capacity._verdict(over, p99_limit_ms=5_000)
+    assert not passed and reason.startswith("did not keep up")
+    low = [m for m in under["latency_p50_ms_by_third"] if m is not None]
+    assert len(low) == 3 and max(low) < 200 and capacity._verdict(under, p99_limit_ms=500)[0]

@@ -269,6 +269,8 @@ async def run_load(
       per second over that window;
     * ``latency_ms``: ``count, mean, p50, p90, p99, max`` of successful (``ok``) requests, from scheduled send to the
       end of the response; ``latency_all_ms``: the same over every request that got any HTTP response;
+    * ``latency_p50_ms_by_third``: the median latency of the ok requests scheduled in each third of the run, in
+      order (None for a third without one): a server that does not keep up builds a queue, and its medians climb;
     * ``send_lag_ms``: ``p50, p99, max`` of how late the client started each request against its schedule (large
       values mean the load generator itself was the bottleneck); ``client_cpu_percent``: this process's CPU time
       over the window (all threads); ``peak_in_flight``;
@@ -407,6 +409,7 @@ async def run_load(
     def group_of(i: int) -> str | None:
         return None if groups is None else groups[(i * inputs_per_request) % n_texts]
 
+    thirds: list[list[float]] = [[], [], []]  # ok latencies by the third of the schedule a request was sent in
     for i, slot in enumerate(tasks):
         group = group_of(i)
         if group is not None:
@@ -427,6 +430,7 @@ async def run_load(
             all_latencies.append(result.latency)
             if result.outcome == "ok":
                 ok_latencies.append(result.latency)
+                thirds[min(2, int(3 * offsets[i] / duration))].append(result.latency)
                 if group is not None:
                     by_group[group].append(result.latency)
         if result.error_type:
@@ -481,6 +485,7 @@ async def run_load(
         "throughput_texts_per_s": ok * inputs_per_request / window,
         "latency_ms": _latency_summary(ok_latencies),
         "latency_all_ms": _latency_summary(all_latencies),
+        "latency_p50_ms_by_third": [_latency_summary(part)["p50"] for part in thirds],
         "send_lag_ms": lag_summary,
         "client_cpu_percent": cpu_percent,
         "peak_in_flight": peak,
