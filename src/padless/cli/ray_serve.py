@@ -24,7 +24,7 @@ import httpx
 from padless.cli.common import ensure_default, quiet_libraries
 from padless.config import QueueConfig, ServerConfig
 from padless.errors import PadlessError
-from padless.ray.cluster import free_port, run_watched
+from padless.ray.cluster import free_port, run_watched, stop_leftover_haproxy
 
 START_TIMEOUT_S = 600.0  # replicas load their models in parallel; a big model on a busy cluster takes minutes
 # After a signal, how long Ray's own processes get to exit before padless decides the cluster is still alive (and
@@ -44,7 +44,7 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
     quiet_libraries()
     from padless.ray.cluster import cluster_address, init_ray
     from padless.ray.serve import APP_NAME, DrainSignal, ServeOptions, controller_env, preflight, serve_app
-    from padless.ray.serve_router import DRAIN_NAMESPACE
+    from padless.ray.serve_router import DRAIN_NAMESPACE, HAPROXY_ENV
 
     options: dict[str, Any] = dict(
         backend=backend, replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
@@ -69,6 +69,10 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
 
     ray = init_ray(address)  # no address: RAY_ADDRESS, else a cluster of our own (never a stale /tmp/ray entry)
     from ray import serve
+
+    # HAProxy on a cluster of our own: the node whose leftover HAProxy processes are ours to stop at the end.
+    ours = cluster_address(address) is None and (proxy_env or {}).get(HAPROXY_ENV) == "1"
+    haproxy_node = ray.get_runtime_context().get_node_id() if ours else None
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     drain_name = f"padless-drain-{uuid.uuid4().hex[:8]}"
@@ -117,6 +121,8 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
                       file=sys.stderr, flush=True)
         finally:
             ray.shutdown()
+            if haproxy_node is not None:
+                stop_leftover_haproxy(haproxy_node)
     print("padless serve --ray: stopped", file=sys.stderr, flush=True)
     if abandoned:
         # A thread still inside Serve's start-up or shutdown (on a dead cluster) can hold the interpreter's exit

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,3 +92,54 @@ def run_watched(work: Callable[[], Any], *, every_s: float, tick: Callable[[], A
     if failure:
         raise failure[0]
     return not thread.is_alive()
+
+
+def stop_leftover_haproxy(node_id: str, grace_s: float = 2.0) -> list[int]:
+    """Stop the HAProxy processes that Ray Serve started for ``node_id`` (the head node of a local cluster this
+    process started) and that outlived the cluster; the PIDs found.
+
+    Serve's HAProxy manager actor stops its HAProxy when Serve shuts down, but when the actor itself dies at once (a
+    signal to the whole process group stops the raylet, and its workers exit without cleaning up) HAProxy is left
+    running, holding the server's port. Serve gives each node's HAProxy its own config file,
+    ``…/<node_id>/haproxy.cfg``, and that is how they are found here (as Ray itself recognises its own); SIGTERM,
+    then SIGKILL after ``grace_s``. Linux only (``/proc``); elsewhere nothing is found."""
+    marker = f"/{node_id}/haproxy.cfg"
+    found: list[int] = []
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if args and os.path.basename(args[0]) == "haproxy" and any(a.endswith(marker) for a in args):
+            found.append(int(entry))
+    _terminate(found, grace_s)
+    return found
+
+
+def _terminate(pids: list[int], grace_s: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        end = time.monotonic() + grace_s
+        while time.monotonic() < end and any(_running(pid) for pid in pids):
+            time.sleep(0.05)
+        pids = [pid for pid in pids if _running(pid)]
+        if not pids:
+            return
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (an exited one its parent has not reaped yet does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
