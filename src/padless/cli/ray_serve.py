@@ -53,7 +53,8 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
         width_multiple=width_multiple, threads=threads,
         pair_truncation=pair_truncation, queue=queue, server=server)
     ServeOptions(model=model, **options).validate()  # before minutes of building the default model
-    proxy_env = controller_env(proxy, local_cluster=cluster_address(address) is None)
+    local = cluster_address(address) is None  # a cluster this process starts (and so owns)
+    proxy_env = controller_env(proxy, local_cluster=local)
     if server.port == 0:  # "any free port": chosen here, since HAProxy cannot bind port 0, and said when ready
         server = replace(server, port=free_port())
     ensure_default(model)
@@ -71,7 +72,7 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
     from ray import serve
 
     # HAProxy on a cluster of our own: the node whose leftover HAProxy processes are ours to stop at the end.
-    ours = cluster_address(address) is None and (proxy_env or {}).get(HAPROXY_ENV) == "1"
+    ours = local and (proxy_env or {}).get(HAPROXY_ENV) == "1"
     haproxy_node = ray.get_runtime_context().get_node_id() if ours else None
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
