@@ -95,6 +95,7 @@ def test_impossible_options_are_refused_before_anything_starts(tiny_model_dir: P
         ("long-threshold (600) must be below the token limit (512)", dict(long_threshold=600)),
         ("long-threshold (16) must be below the token limit (16)", dict(long_threshold=16, max_length=16)),
         ("replicas must be at least 1", dict(replicas=0)),
+        ("long-promote-ms must be 0 (never) or positive, got -5", dict(long_threshold=8, long_promote_ms=-5)),
     ]
     for message, options in refused:
         with pytest.raises(ConfigError, match=re.escape(message)):
@@ -112,7 +113,8 @@ def test_impossible_options_are_refused_before_anything_starts(tiny_model_dir: P
     with pytest.raises(ConfigError, match="replicas must be an integer"):
         build_app({"model": model, "replicas": "two"})
     # `serve run padless.ray.serve:build_app model=DIR ...`: an application, built without a cluster
-    app = build_app({"model": model, "backend": "dummy", "replicas": "2", "long-threshold": "8"})
+    app = build_app({"model": model, "backend": "dummy", "replicas": "2", "long-threshold": "8",
+                     "long-promote-ms": "50"})
     assert type(app).__name__ == "Application"
     assert not ray.is_initialized()
 
@@ -126,6 +128,7 @@ def test_ray_proxy_refusals_and_choices(tiny_model_dir: Path, capsys: pytest.Cap
     from padless.ray.serve import controller_env
 
     for args, words in ((["--ray-proxy", "haproxy"], "--ray-proxy need --ray"),
+                        (["--long-promote-ms", "50"], "--long-promote-ms and --ray-proxy need --ray"),
                         (["--ray", "--ray-proxy", "nginx"], "--ray-proxy must be one of auto, haproxy, python")):
         monkeypatch.setattr(sys, "argv", ["padless", "serve", "--model", str(tiny_model_dir), "--backend", "dummy",
                                           *args])
@@ -290,6 +293,7 @@ def test_a_request_with_both_tiers_is_split_and_rejoined_in_order(torch_server: 
             - metric(before, "padless_tier_inputs_total", tier=t, status="ok") for t in ("short", "long")}
     assert sent == {"short": 4, "long": 4}  # (SHORT, pair) is 11 tokens: long; ("x", "y") is 5: short
     assert metric(after, "padless_tier_batches", tier="long") > 0
+    assert ("padless_tier_promotions", (("tier", "long"),)) in after  # lifts of the long tier out of SCHED_IDLE
 
 
 @pytest.mark.slow
@@ -322,6 +326,8 @@ def test_same_routes_limits_and_envelopes_as_padless_serve(torch_server: Server)
     assert tiers["short"]["threads"] == tiers["long"]["threads"] >= 1, tiers
     # sharing the cores, the long tier runs only on CPU time the short one leaves
     assert (tiers["short"]["cpu_priority"], tiers["long"]["cpu_priority"]) == ("normal", "idle"), tiers
+    # ... until one of its requests has waited --long-promote-ms (default 100)
+    assert tiers["long"]["promote_after_ms"] == 100 and "promote_after_ms" not in tiers["short"], tiers
 
 
 # -- the dummy backend: fixed cost per token, two short replicas, one long ---------------------------------------------

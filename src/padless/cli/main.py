@@ -381,6 +381,7 @@ def serve(
     long_model: Annotated[str | None, typer.Option(envvar="PADLESS_LONG_MODEL", help="With --ray: the long tier's model (same tokenizer and labels) [default: --model].", show_default=False)] = None,
     long_backend: Annotated[str | None, typer.Option(envvar="PADLESS_LONG_BACKEND", help="With --ray: the long tier's backend [default: --backend].", show_default=False)] = None,
     long_threads: Annotated[int, typer.Option(envvar="PADLESS_LONG_THREADS", help="With --ray: threads per long-tier replica; 0 = every CPU of a node (long batches use the cores the short tier leaves idle).")] = 0,
+    long_promote_ms: Annotated[int, typer.Option(envvar="PADLESS_LONG_PROMOTE_MS", help="With --ray, when the long tier borrows the short tier's cores at a lower CPU priority: a long request this old (ms) lifts its replica to normal priority until none is left; 0 = never.")] = 100,
     ray_proxy: Annotated[str, typer.Option(envvar="PADLESS_RAY_PROXY", help="With --ray: Serve's front door: haproxy (Ray Serve's HAProxy in front of the ingress replicas), python (Serve's proxy actor), or auto = haproxy on a cluster padless starts, the cluster's own setting on a joined one.")] = "auto",
 ) -> None:
     """Serve a model over HTTP with continuous token-budget batching."""
@@ -400,12 +401,12 @@ def serve(
                       width_multiple=width_multiple, threads=threads, pair_truncation=pair_truncation, queue=queue_cfg, server=server_cfg, address=ray_address,
                       replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
                       long_model=long_model, long_backend=long_backend, long_threads=long_threads,
-                      proxy=ray_proxy, log_level=log_level)
+                      long_promote_ms=long_promote_ms, proxy=ray_proxy, log_level=log_level)
         return
     if (ray_address or replicas != 1 or long_threshold or long_replicas != 1 or long_model or long_backend
-            or long_threads or ray_proxy != "auto"):
+            or long_threads or long_promote_ms != 100 or ray_proxy != "auto"):
         raise PadlessError("--ray-address, --replicas, --long-threshold, --long-replicas, --long-model, "
-                           "--long-backend, --long-threads and --ray-proxy need --ray")
+                           "--long-backend, --long-threads, --long-promote-ms and --ray-proxy need --ray")
     clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size,
                            serving=True, pair_truncation=pair_truncation, width_multiple=width_multiple)
     from padless.server.run import serve as run_server

@@ -37,7 +37,7 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
                   max_batch_size: int, width_multiple: int, threads: int, pair_truncation: str, queue: QueueConfig,
                   server: ServerConfig,
                   address: str | None, replicas: int, long_threshold: int, long_replicas: int,
-                  long_model: str | None, long_backend: str | None, long_threads: int, proxy: str,
+                  long_model: str | None, long_backend: str | None, long_threads: int, long_promote_ms: int, proxy: str,
                   log_level: str) -> None:
     """Serve until a signal, then drain (see the module docstring). Options are ``padless serve``'s; ``proxy`` is
     Serve's front door (:func:`padless.ray.serve.controller_env`)."""
@@ -48,7 +48,8 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
 
     options: dict[str, Any] = dict(
         backend=backend, replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
-        long_model=long_model, long_backend=long_backend, long_threads=long_threads, max_length=max_length,
+        long_model=long_model, long_backend=long_backend, long_threads=long_threads, long_promote_ms=long_promote_ms,
+        max_length=max_length,
         max_chars=max_chars, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
         width_multiple=width_multiple, threads=threads,
         pair_truncation=pair_truncation, queue=queue, server=server)

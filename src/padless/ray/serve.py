@@ -151,6 +151,7 @@ class ServeOptions:
     width_multiple: int = BatchConfig.width_multiple  # 0: each tier's backend's choice
     threads: int = 0  # per short-tier (or only-tier) replica; 0: the cluster's CPUs / its replicas, at most a node's
     long_threads: int = 0  # per long-tier replica; 0: every CPU of the biggest node (the cores the short tier idles)
+    long_promote_ms: int = 100  # a long-tier request this old lifts its replica to normal CPU priority; 0: never
     pair_truncation: str = ModelConfig.pair_truncation
     queue: QueueConfig = field(default_factory=QueueConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -166,6 +167,8 @@ class ServeOptions:
         if not self.long_threshold and (self.long_model or self.long_backend or self.long_threads):
             raise ConfigError("--long-model, --long-backend and --long-threads need --long-threshold (there is no "
                               "long tier without)")
+        if self.long_promote_ms < 0:
+            raise ConfigError(f"long-promote-ms must be 0 (never) or positive, got {self.long_promote_ms}")
         if self.long_threads < 0:
             raise ConfigError(f"long-threads must be 0 (every CPU of a node) or positive, got {self.long_threads}")
         for backend in (self.backend, self.long_backend or self.backend):
@@ -189,6 +192,8 @@ def serve_app(model: str = "default", **options: Any) -> Any:
     that tier's replicas, at most a node's),
     ``long_threads`` (per long-tier replica; 0 = every CPU of the biggest node, so long batches use the cores an
     idle short tier leaves, at a lower CPU priority; threads that share cores do not spin-wait),
+    ``long_promote_ms`` (a long-tier replica that holds a request this old runs at normal priority until none is
+    left; 0 = never: see :mod:`padless.ray.tier_priority`),
     ``pair_truncation``, ``queue`` (:class:`~padless.config.QueueConfig`), ``server``
     (:class:`~padless.config.ServerConfig`; host and port are ``serve.start``'s), ``ingress_replicas``. Impossible
     combinations raise :class:`~padless.errors.ConfigError`.
@@ -209,8 +214,8 @@ def serve_app(model: str = "default", **options: Any) -> Any:
     long_threads = (opts.long_threads or node_cpus) if opts.long_threshold else 0
     # Threads that share cores must not spin-wait for work (ONNX Runtime's default, libgomp's first moments):
     # a spinning idle pool would take the cores it is meant to lend. And the long tier borrows only CPU time that
-    # nothing else wants (serve_tier.run_in_background), so that a short batch arriving on a shared core runs at
-    # once and the long one takes what is left.
+    # nothing else wants (padless.ray.tier_priority), so that a short batch arriving on a shared core runs at
+    # once and the long one takes what is left, until one of its requests has waited long_promote_ms.
     shared = threads * opts.replicas + long_threads * (opts.long_replicas if opts.long_threshold else 0) > cpus
 
     def tier(name: str, path: str, backend: str, replicas: int, threads: int) -> Any:
@@ -218,7 +223,8 @@ def serve_app(model: str = "default", **options: Any) -> Any:
                                 max_chars=opts.max_chars, threads=threads, max_batch_tokens=opts.max_batch_tokens,
                                 max_batch_size=opts.max_batch_size, pair_truncation=opts.pair_truncation,
                                 queue=opts.queue, width_multiple=opts.width_multiple, spin=not shared,
-                                background=shared and name == "long")
+                                background=shared and name == "long",
+                                promote_after_s=opts.long_promote_ms / 1000)
         # Ray's reservation: what a replica really uses, but never more than a fair share (fractions are fine), so
         # every replica of every tier can be placed on a small machine.
         num_cpus = min(float(threads), cpus / total)
@@ -273,7 +279,7 @@ def build_app(args: dict[str, str]) -> Any:
     :func:`serve_app`'s options; numbers as text)."""
     kinds = {f: int for f in ("replicas", "long_threshold", "long_replicas", "max_length", "max_chars",
                               "max_batch_tokens", "max_batch_size", "width_multiple", "threads", "long_threads",
-                              "ingress_replicas")}
+                              "long_promote_ms", "ingress_replicas")}
     values: dict[str, Any] = {}
     for key, raw in args.items():
         key = key.replace("-", "_")

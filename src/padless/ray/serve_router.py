@@ -67,7 +67,8 @@ class TierMetrics:
         live = Gauge("padless_tier_live", "1 if the tier answered the last readiness probe", ["tier"], registry=r)
         sums = {name: Gauge(f"padless_tier_{name}", f"Replica counter {name}, summed over the tier's replicas",
                             ["tier"], registry=r)
-                for name in ("batches", "rows", "real_tokens", "padded_tokens", "forward_s", "queue_s", "expired")}
+                for name in ("batches", "rows", "real_tokens", "padded_tokens", "forward_s", "queue_s", "expired",
+                             "promotions")}
         padding = Gauge("padless_tier_padding_fraction", "Padded / computed tokens of the tier's replicas", ["tier"],
                         registry=r)
         for t in tiers:

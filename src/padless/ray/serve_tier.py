@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ import numpy as np
 from padless.batcher import Batcher, Observer
 from padless.config import SERVING_STREAMS, QueueConfig
 from padless.errors import DeadlineExceededError, TooLongError
+from padless.ray.tier_priority import Promoter
 from padless.tokenize import PairIds
 
 log = logging.getLogger("padless.ray.serve")
@@ -48,6 +48,7 @@ class TierSettings:
     width_multiple: int = 0  # 0: the backend's choice (Runtime.width_multiple)
     spin: bool = True  # False when the tiers' threads share cores: an idle pool must not spin on a lent core
     background: bool = False  # run only on CPU time nobody else wants (the long tier's, when it shares the cores)
+    promote_after_s: float = 0.0  # with background: a request this old lifts the replica to normal priority; 0: never
 
 
 @dataclass
@@ -62,6 +63,7 @@ class TierStats(Observer):
     forward_s: float = 0.0
     queue_s: float = 0.0
     expired: int = 0  # queued inputs dropped unrun: cancelled or past their deadline
+    promotions: int = 0  # times a background replica was lifted to normal priority (padless.ray.tier_priority)
 
     def batch(self, rows: int, padded_tokens: int, real_tokens: int, forward_s: float) -> None:
         self.batches += 1
@@ -88,7 +90,11 @@ class TierReplica:
         hf_logging.set_verbosity_error()
         self.settings = settings
         # Before the runtime starts its threads: they inherit it.
-        self.priority = run_in_background() if settings.background else "normal"
+        self.promoter: Promoter | None = None
+        self.priority = "normal"
+        if settings.background:
+            self.promoter = Promoter(settings.promote_after_s)
+            self.priority = self.promoter.start()
         self.clf = Classifier(settings.model, backend=settings.backend, max_length=settings.max_length,
                               max_chars=settings.max_chars, threads=settings.threads,
                               max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
@@ -118,6 +124,7 @@ class TierReplica:
         # Admission as padless serve's, with the real lengths (tokenized at the ingress) instead of a bound.
         ticket = self.batcher.reserve(len(rows), sum(len(r) for r in rows),
                                       f"the {self.settings.name} tier is at capacity; retry shortly")
+        key = self.promoter.enter() if self.promoter is not None else None
         try:
             futures = self.batcher.submit(rows, deadline=time.monotonic() + timeout_s, request_id=request_id)
             try:
@@ -129,7 +136,11 @@ class TierReplica:
                     f.cancel()
         finally:
             self.batcher.release(ticket)
+            if key is not None and self.promoter is not None:
+                self.promoter.leave(key)
         self.last_success = time.monotonic()
+        if self.promoter is not None:
+            self.stats.promotions = self.promoter.promotions
         return np.stack(logits).astype(np.float32), asdict(self.stats)
 
     async def ping(self) -> dict[str, Any]:
@@ -142,35 +153,11 @@ class TierReplica:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=5.0)
             self.last_success = time.monotonic()
         return {"replica": self.stats.replica, "max_length": self.clf.max_length,
-                "backend": {**self.clf.describe_backend(), "cpu_priority": self.priority}}
+                "backend": {**self.clf.describe_backend(), "cpu_priority": self.priority,
+                            **(self.promoter.describe() if self.promoter is not None else {})}}
 
     def check_health(self) -> None:
         """Serve's health check: a replica whose forward pass got stuck is replaced."""
         if not self.batcher.healthy:
             raise RuntimeError(f"the {self.settings.name} tier's model worker is unhealthy")
 
-
-def run_in_background() -> str:
-    """Let every thread of this process (and those it starts later: they inherit it) run only on CPU time that no
-    other thread wants: Linux's ``SCHED_IDLE``, under which a waking thread of any other process takes the core at
-    once. Returns what was applied ("idle", "nice+19" where ``SCHED_IDLE`` is missing, or "none": a failure only
-    loses the priority, never the replica).
-
-    Why not a nice level: under nice +10 (padless's earlier way) a short-tier thread that woke on a core held by a
-    long-tier thread still waited for that thread's time slice to end (Linux's EEVDF scheduler lets the running task
-    reach its deadline first), at every parallel section of a forward pass; nice +19 was no better."""
-    try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        tids = [0]  # 0: the calling thread
-    idle = getattr(os, "SCHED_IDLE", None)
-    try:
-        if idle is not None:
-            for tid in tids:
-                os.sched_setscheduler(tid, idle, os.sched_param(0))
-            return "idle"
-        os.nice(19)
-        return "nice+19"
-    except (OSError, AttributeError) as err:
-        log.warning("could not lower the CPU priority of this replica: %s", err)
-        return "none"
