@@ -25,6 +25,19 @@ def cpu_flags() -> frozenset[str] | None:
         return None
 
 
+# The flags that change what a benchmark measures here: vector width, int8 and bf16 dot products, matrix tiles.
+_SIMD_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4")
+
+
+def simd_flags(flags: frozenset[str] | None = None) -> list[str] | None:
+    """The SIMD and matrix flags among ``flags`` (default: this CPU's), sorted: what a benchmark figure is recorded
+    beside, since bf16 and int8 gains differ 2x between CPUs of one kind. None where the flags are unknown."""
+    flags = cpu_flags() if flags is None else flags
+    if flags is None:
+        return None
+    return sorted(f for f in flags if f.startswith(_SIMD_PREFIXES) or "vnni" in f)
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 in hardware (emulated bf16 is slower than fp32, so it is never chosen)."""
     flags = cpu_flags() or frozenset()

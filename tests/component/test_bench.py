@@ -11,6 +11,7 @@ import pytest
 from padless.bench.offline import chunk_padded_tokens, run_offline_bench
 from padless.bench.workload import MIXES, make_workload, token_lengths
 from padless.errors import ConfigError
+from padless.machine import simd_flags
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +52,7 @@ def test_offline_bench_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
         assert entry["agreement_with_pipeline_b1"] == 1.0  # same fp32 model: same labels
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["ratios"].keys() == {"padless_vs_pipeline-b1", "padless_vs_pipeline-b32", "padless_vs_pad512-b32"}
+    assert saved["machine"]["cpu_flags"] == simd_flags()  # the flags its figures were measured with
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 

@@ -20,7 +20,7 @@ from padless import engine
 from padless.datasets import load
 from padless.engine import Classifier
 from padless.errors import ModelError
-from padless.machine import cpu_has_native_bf16
+from padless.machine import cpu_has_native_bf16, simd_flags
 from padless.optimize.gate import GateConfig, compare, label_ids
 from padless.optimize.openvino import AccuracyControl, max_drop_of, split_eval
 from padless.optimize.search import CANDIDATES, OptimizeConfig, optimize
@@ -365,6 +365,7 @@ def test_openvino_candidates_are_built_gated_hashed_and_reloaded(ov_tiny: Path) 
         got = clf.logits(m["check"]["texts"])[0]
         assert np.abs(got - np.array(c["check"]["logits"])).max() <= c["check"]["tolerance"]
     assert "openvino" in m["machine"] and "nncf" in m["machine"]
+    assert m["machine"]["cpu_flags"] == simd_flags()  # the flags its figures were measured with
     assert "| openvino-fp32 |" in (ov_tiny / "report.md").read_text()
 
 

@@ -37,6 +37,7 @@ from padless.config import OPENVINO_BACKENDS, BatchConfig, ModelConfig
 from padless.default_model import ensure_default
 from padless.engine import Classifier, Stats, model_flops
 from padless.errors import ConfigError, ItemError
+from padless.machine import simd_flags
 from padless.runtime.base import usable_cores
 
 if TYPE_CHECKING:
@@ -127,7 +128,8 @@ def _machine() -> dict[str, Any]:
         pass
     import transformers
 
-    return {"cpu": cpu, "usable_cores": usable_cores(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+    return {"cpu": cpu, "cpu_flags": simd_flags(), "usable_cores": usable_cores(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
             "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform()}
 

@@ -32,7 +32,7 @@ import httpx
 
 from padless.bench.capacity import find_capacity, step_seconds
 from padless.bench.loadtest import run_load
-from padless.bench.offline import padless_config_name
+from padless.bench.offline import _machine, padless_config_name
 from padless.bench.workload import make_workload
 from padless.config import SERVING_STREAMS
 
@@ -116,7 +116,8 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
     def length(rate: float) -> float:
         return step_seconds(rate, duration, min_requests)
 
-    result: dict[str, Any] = {"benchmark": "serve", "model": model_dir, "mix": mix, "n": n, "seed": seed,
+    result: dict[str, Any] = {"benchmark": "serve", "model": model_dir, "machine": _machine(), "mix": mix, "n": n,
+                              "seed": seed,
                               "p99_limit_ms": p99_limit_ms, "duration_s": duration, "min_requests": min_requests,
                               "saturation_in_flight": SATURATION_IN_FLIGHT,
                               "offline_texts_per_s": offline, "offline_texts_per_s_by_backend": offline_by,

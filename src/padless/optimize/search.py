@@ -228,9 +228,10 @@ def _machine() -> dict[str, Any]:
     import openvino
     import torch
 
-    from padless.machine import usable_cores
+    from padless.machine import simd_flags, usable_cores
     from padless.runtime.torch import cpu_has_native_bf16
 
-    return {"usable_cores": usable_cores(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+    return {"usable_cores": usable_cores(), "cpu_flags": simd_flags(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
             "openvino": openvino.__version__, "nncf": nncf.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16()}
