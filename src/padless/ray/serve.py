@@ -351,6 +351,11 @@ def controller_env(proxy: str, *, local_cluster: bool) -> dict[str, str] | None:
         # second local cluster on the same machine would find them taken, so each takes free ones.
         env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
         env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
+        # HAProxy's backup route is Serve's "fallback" proxy actor, on fixed ports (8500 HTTP, 9500 gRPC) that it
+        # binds with SO_REUSEPORT: with a second local cluster on the machine both bound 8500, and until HAProxy
+        # listed this app's own ingress replica it sent requests, /ready included, to the other cluster's app.
+        env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] = str(free_port())
+        env["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"] = str(free_port())
         # A stopping ingress replica stays reachable this long so that load balancers in front can drop it (Ray's
         # default, 30 s, is for balancers on other machines). Here HAProxy is the only one, on the same machine,
         # and reloads within a second; with 30 s every stop of padless serve --ray waited 30 s after its own drain.
