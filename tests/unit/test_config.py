@@ -188,3 +188,12 @@ def test_from_env_does_not_validate_but_validate_catches_it():
     assert cfg.backend == "tensorrt"
     with pytest.raises(ConfigError, match="unknown backend"):
         cfg.validate()
+
+
+def test_server_keep_alive_must_be_at_least_a_second() -> None:
+    from padless.config import ServerConfig
+
+    assert ServerConfig().keep_alive_s == 90  # above httpx's 5 s and aiohttp's 15 s pool expiry
+    ServerConfig(keep_alive_s=1).validate()
+    with pytest.raises(ConfigError, match="keep-alive must be at least 1 s, got 0"):
+        ServerConfig(keep_alive_s=0).validate()

@@ -367,6 +367,7 @@ def serve(
     forward_timeout: Annotated[float, typer.Option(envvar="PADLESS_FORWARD_TIMEOUT", help="Seconds before a stuck forward pass fails its batch.")] = QueueConfig.forward_timeout_s,
     request_timeout: Annotated[float, typer.Option(envvar="PADLESS_REQUEST_TIMEOUT", help="Per-request deadline (s); X-Request-Timeout may shorten it.")] = ServerConfig.request_timeout_s,
     drain_timeout: Annotated[float, typer.Option(envvar="PADLESS_DRAIN_TIMEOUT", help="Seconds to finish accepted work on SIGTERM.")] = ServerConfig.drain_timeout_s,
+    keep_alive: Annotated[int, typer.Option(envvar="PADLESS_KEEP_ALIVE", help="Seconds an idle HTTP connection stays open (above clients' pool expiry, so reuse never races the close).")] = ServerConfig.keep_alive_s,
     max_inputs_per_request: Annotated[int, typer.Option(envvar="PADLESS_MAX_INPUTS_PER_REQUEST", help="Inputs per request before 422.")] = ServerConfig.max_inputs_per_request,
     max_body_bytes: Annotated[int, typer.Option(envvar="PADLESS_MAX_BODY_BYTES", help="Request body limit (413 beyond).")] = ServerConfig.max_body_bytes,
     cache_size: Annotated[int, typer.Option(envvar="PADLESS_CACHE_SIZE", help="Result cache entries; 0 disables.")] = ServerConfig.cache_size,
@@ -387,7 +388,8 @@ def serve(
     """Serve a model over HTTP with continuous token-budget batching."""
     server_cfg = ServerConfig(host=host, port=port, api_key=api_key, cors_origins=cors_origins,
                               max_body_bytes=max_body_bytes, max_inputs_per_request=max_inputs_per_request,
-                              request_timeout_s=request_timeout, drain_timeout_s=drain_timeout, cache_size=cache_size)
+                              request_timeout_s=request_timeout, drain_timeout_s=drain_timeout, cache_size=cache_size,
+                              keep_alive_s=keep_alive)
     queue_cfg = QueueConfig(max_wait_ms=max_wait_ms, max_queue_inputs=max_queue_inputs,
                             max_queue_tokens=max_queue_tokens, lookahead=lookahead, forward_timeout_s=forward_timeout)
     server_cfg.validate()

@@ -85,7 +85,8 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
         app = serve_app(model, drain_signal=drain_name, **options)
 
         def start() -> None:
-            serve.start(http_options={"host": server.host, "port": server.port},
+            serve.start(http_options={"host": server.host, "port": server.port,
+                                      "keep_alive_timeout_s": server.keep_alive_s},
                         logging_config={"log_level": log_level.upper(), "enable_access_log": False},
                         controller_options={"runtime_env": {"env_vars": proxy_env}} if proxy_env else None)
             try:

@@ -90,5 +90,6 @@ def serve(classifier: Classifier, server: ServerConfig, queue: QueueConfig, *, l
     log_config["loggers"]["padless"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
     config = uvicorn.Config(app, host=server.host, port=server.port, log_level=log_level, access_log=False,
                             log_config=log_config, timeout_graceful_shutdown=max(1, int(server.drain_timeout_s)),
+                            timeout_keep_alive=server.keep_alive_s,
                             lifespan="on")
     DrainingServer(config, service, server.drain_timeout_s).run()
