@@ -27,6 +27,10 @@ PAIR_TRUNCATIONS = ("longest_first", "only_first", "only_second")
 # thread of 2: 1.8x at 16 and 256 tokens).
 SERVING_STREAMS = 1
 
+# padless serve --ray: a long-tier request this old (ms) lifts its replica out of SCHED_IDLE
+# (padless.ray.tier_priority); one default for the CLI and serve_app.
+LONG_PROMOTE_MS = 100
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:

@@ -16,7 +16,7 @@ import typer
 from padless.cli import compress as compress_commands  # `prune` and `distill`, registered below
 from padless.cli import optimize as optimize_commands  # `optimize` and `verify`, registered below
 from padless.cli.common import build_default_with_progress, ensure_default, quiet_libraries
-from padless.config import SERVING_STREAMS, BatchConfig, ModelConfig, QueueConfig, ServerConfig
+from padless.config import LONG_PROMOTE_MS, SERVING_STREAMS, BatchConfig, ModelConfig, QueueConfig, ServerConfig
 from padless.errors import PadlessError
 from padless.faults import crash_point
 
@@ -382,7 +382,7 @@ def serve(
     long_model: Annotated[str | None, typer.Option(envvar="PADLESS_LONG_MODEL", help="With --ray: the long tier's model (same tokenizer and labels) [default: --model].", show_default=False)] = None,
     long_backend: Annotated[str | None, typer.Option(envvar="PADLESS_LONG_BACKEND", help="With --ray: the long tier's backend [default: --backend].", show_default=False)] = None,
     long_threads: Annotated[int, typer.Option(envvar="PADLESS_LONG_THREADS", help="With --ray: threads per long-tier replica; 0 = every CPU of a node (long batches use the cores the short tier leaves idle).")] = 0,
-    long_promote_ms: Annotated[int, typer.Option(envvar="PADLESS_LONG_PROMOTE_MS", help="With --ray, when the long tier borrows the short tier's cores at a lower CPU priority: a long request this old (ms) lifts its replica to normal priority until none is left; 0 = never.")] = 100,
+    long_promote_ms: Annotated[int, typer.Option(envvar="PADLESS_LONG_PROMOTE_MS", help="With --ray, when the long tier borrows the short tier's cores at a lower CPU priority: a long request this old (ms) lifts its replica to normal priority until none is left; 0 = never.")] = LONG_PROMOTE_MS,
     ray_proxy: Annotated[str, typer.Option(envvar="PADLESS_RAY_PROXY", help="With --ray: Serve's front door: haproxy (Ray Serve's HAProxy in front of the ingress replicas), python (Serve's proxy actor), or auto = haproxy on a cluster padless starts, the cluster's own setting on a joined one.")] = "auto",
 ) -> None:
     """Serve a model over HTTP with continuous token-budget batching."""
@@ -406,7 +406,7 @@ def serve(
                       long_promote_ms=long_promote_ms, proxy=ray_proxy, log_level=log_level)
         return
     if (ray_address or replicas != 1 or long_threshold or long_replicas != 1 or long_model or long_backend
-            or long_threads or long_promote_ms != 100 or ray_proxy != "auto"):
+            or long_threads or long_promote_ms != LONG_PROMOTE_MS or ray_proxy != "auto"):
         raise PadlessError("--ray-address, --replicas, --long-threshold, --long-replicas, --long-model, "
                            "--long-backend, --long-threads, --long-promote-ms and --ray-proxy need --ray")
     clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from padless.config import BatchConfig, ModelConfig, QueueConfig, ServerConfig
+from padless.config import LONG_PROMOTE_MS, BatchConfig, ModelConfig, QueueConfig, ServerConfig
 from padless.errors import ConfigError
 from padless.ray.cluster import biggest_node_cpus, free_port, import_ray
 from padless.ray.serve_router import HAPROXY_ENV, RayService, RemoteRuntime
@@ -151,7 +151,7 @@ class ServeOptions:
     width_multiple: int = BatchConfig.width_multiple  # 0: each tier's backend's choice
     threads: int = 0  # per short-tier (or only-tier) replica; 0: the cluster's CPUs / its replicas, at most a node's
     long_threads: int = 0  # per long-tier replica; 0: every CPU of the biggest node (the cores the short tier idles)
-    long_promote_ms: int = 100  # a long-tier request this old lifts its replica to normal CPU priority; 0: never
+    long_promote_ms: int = LONG_PROMOTE_MS  # a long request this old lifts its replica to normal priority; 0: never
     pair_truncation: str = ModelConfig.pair_truncation
     queue: QueueConfig = field(default_factory=QueueConfig)
     server: ServerConfig = field(default_factory=ServerConfig)

@@ -90,11 +90,9 @@ class TierReplica:
         hf_logging.set_verbosity_error()
         self.settings = settings
         # Before the runtime starts its threads: they inherit it.
-        self.promoter: Promoter | None = None
-        self.priority = "normal"
-        if settings.background:
-            self.promoter = Promoter(settings.promote_after_s)
-            self.priority = self.promoter.start()
+        self.promoter = Promoter(settings.promote_after_s) if settings.background else None
+        if self.promoter is not None:
+            self.promoter.start()
         self.clf = Classifier(settings.model, backend=settings.backend, max_length=settings.max_length,
                               max_chars=settings.max_chars, threads=settings.threads,
                               max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
@@ -153,8 +151,8 @@ class TierReplica:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=5.0)
             self.last_success = time.monotonic()
         return {"replica": self.stats.replica, "max_length": self.clf.max_length,
-                "backend": {**self.clf.describe_backend(), "cpu_priority": self.priority,
-                            **(self.promoter.describe() if self.promoter is not None else {})}}
+                "backend": {**self.clf.describe_backend(),
+                            **(self.promoter.describe() if self.promoter is not None else {"cpu_priority": "normal"})}}
 
     def check_health(self) -> None:
         """Serve's health check: a replica whose forward pass got stuck is replaced."""
