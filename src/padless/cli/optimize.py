@@ -9,13 +9,13 @@ from typing import Annotated
 import typer
 
 from padless.cli.common import ensure_default, quiet_libraries
+from padless.cli.options import ThreadsOpt
 from padless.optimize.gate import GateConfig
 from padless.optimize.openvino import AccuracyControl
 from padless.optimize.search import CANDIDATES, OptimizeConfig
 
 DropOpt = Annotated[float, typer.Option(envvar="PADLESS_MAX_ACCURACY_DROP", help="Gate: most accuracy a variant may lose, in points.")]
 AgreeOpt = Annotated[float, typer.Option(envvar="PADLESS_MIN_AGREEMENT", help="Gate: least share of labels that must equal the reference's (a student's variants: its own torch fp32's).")]
-ThreadsOpt = Annotated[int, typer.Option(envvar="PADLESS_THREADS", help="CPU threads; 0 = every usable core.")]
 
 
 def optimize(
