@@ -173,9 +173,9 @@ def test_serve_python_proxy(tiny_model_dir: Path, tmp_path: Path, local_probs: C
 
 @pytest.mark.slow
 def test_a_group_signal_during_start_up_ends_the_process(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """systemd (KillMode=control-group) or `timeout` signal the whole group: Ray's own processes die with padless.
-    Caught while Serve is starting, padless used to retry the dead cluster for a minute at full CPU; it must end
-    promptly, in one line, leaving none of its processes behind."""
+    """`timeout` or `kill -- -PGID` signal the whole group. Caught while Serve is starting (Ray's own processes
+    used to die with padless, and it retried the dead cluster for a minute at full CPU; now they hold the SIGTERM
+    and padless stops them), padless must end promptly, in one line, leaving none of its processes behind."""
     log = tmp_path / "stderr.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PADLESS_", "RAY_"))}
     env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0",
@@ -197,7 +197,11 @@ def test_a_group_signal_during_start_up_ends_the_process(tiny_model_dir: Path, t
         took = time.monotonic() - signalled
         text = log.read_text(errors="replace")
         assert took < 30, (took, text[-2000:])
-        assert "padless serve --ray: stopped" in text and "Traceback" not in text.split("Started Serve")[-1], text
+        assert "padless serve --ray: stopped" in text, text[-3000:]
+        # padless's own lines carry no traceback. Ray's actors' logs come through prefixed "(Name pid=N)": stopped
+        # while Serve is deploying, its HAProxy manager may log a reload cut short by the shutdown (seen once).
+        own = [line for line in text.split("Started Serve")[-1].splitlines() if not _RAY_LOG_LINE.match(line)]
+        assert not any("Traceback" in line for line in own), "\n".join(own)[-3000:]
         # Ray's workers run in sessions of their own, so the group signal does not reach them: they exit when they
         # find their raylet gone, and one that was still starting (importing Ray on a busy machine) notices late;
         # it took over 3 s once in a full `make test` run, whose processes share the 2 cores.
@@ -212,6 +216,7 @@ def test_a_group_signal_during_start_up_ends_the_process(tiny_model_dir: Path, t
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+_RAY_LOG_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\([A-Za-z_:.]+ pid=\d+")  # Ray's "(Actor pid=N)" prefix, maybe coloured
 LEFTOVER_EXIT_S = 15.0  # how long the processes a stopped server started get to exit on their own
 
 
@@ -517,7 +522,10 @@ def test_a_replica_killed_under_load_fails_only_its_requests(dummy_server: Serve
 
 @pytest.mark.slow
 def test_sigterm_drains_and_exits_0(dummy_server: Server) -> None:
-    """Last in the module: it stops the dummy server."""
+    """Last in the module: it stops the dummy server. The SIGTERM goes to the whole process group (as `timeout` and
+    `kill -- -PGID` send it), so it reaches the local cluster's GCS and raylet too: they hold it, and padless drains
+    as when it alone is signalled (docker, Kubernetes). Without that they died at once, the drain could not reach
+    the ingress (readiness stayed 200), and padless said the cluster was gone."""
     async def run() -> tuple[list[Any], list[int], httpx.Response | None, float]:
         async with dummy_server.async_client(timeout=40, limits=httpx.Limits(max_connections=64)) as client, \
                 httpx.AsyncClient(base_url=dummy_server.url, timeout=5) as probe:
@@ -525,7 +533,7 @@ def test_sigterm_drains_and_exits_0(dummy_server: Server) -> None:
                      for i in range(6)]
             await asyncio.sleep(1.0)  # admitted: the long tier is busy with them for several seconds
             assert not all(t.done() for t in tasks)
-            dummy_server.proc.send_signal(signal.SIGTERM)
+            os.killpg(dummy_server.proc.pid, signal.SIGTERM)  # padless leads its own group (start_new_session)
             signalled = time.monotonic()
             ready: list[tuple[float, int]] = []  # (seconds after the signal, status)
             late = None
@@ -551,4 +559,6 @@ def test_sigterm_drains_and_exits_0(dummy_server: Server) -> None:
     assert all(status == 503 for _, status in ready[ready.index(next(p for p in ready if p[1] == 503)):]), ready
     assert late is not None
     _envelope(late, 503, "not_ready")
-    assert "stopped" in dummy_server.logs()
+    logs = dummy_server.logs()
+    assert "stopped" in logs, logs[-3000:]
+    assert "did not answer the drain" not in logs and "processes are gone" not in logs, logs[-3000:]

@@ -1,6 +1,6 @@
-"""``padless.ray.cluster.stop_leftover_haproxy``: after a local cluster died at once (a signal to the whole process
-group), the HAProxy processes Serve started for its node are stopped, found by their per-node config file; nobody
-else's are touched. Stand-ins: Python processes whose ``argv[0]`` is ``haproxy``."""
+"""``padless.ray.cluster.stop_leftover_haproxy``: after a local cluster died at once (its raylet killed, so its
+workers could not clean up), the HAProxy processes Serve started for its node are stopped, found by their per-node
+config file; nobody else's are touched. Stand-ins: Python processes whose ``argv[0]`` is ``haproxy``."""
 
 from __future__ import annotations
 

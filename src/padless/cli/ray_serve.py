@@ -8,6 +8,7 @@ once (it waits on a :class:`~padless.ray.serve.DrainSignal` actor, no polling), 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -24,11 +25,11 @@ import httpx
 from padless.cli.common import ensure_default, quiet_libraries
 from padless.config import QueueConfig, ServerConfig
 from padless.errors import PadlessError
-from padless.ray.cluster import free_port, run_watched, stop_leftover_haproxy
+from padless.ray.cluster import free_port, run_watched, sigterm_held_by_children, stop_leftover_haproxy
 
 START_TIMEOUT_S = 600.0  # replicas load their models in parallel; a big model on a busy cluster takes minutes
 # After a signal, how long Ray's own processes get to exit before padless decides the cluster is still alive (and
-# shuts Serve down properly) rather than lost with it (a signal to the whole process group).
+# shuts Serve down properly) rather than lost with it (a signal they do not hold, such as SIGHUP to the group).
 CLUSTER_EXIT_S = 2.0
 SHUTDOWN_GRACE_S = 15.0  # Serve's shutdown beyond the replicas' graceful drain before padless stops waiting
 
@@ -69,7 +70,9 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
             raise KeyboardInterrupt  # a second Ctrl-C: do not wait for the drain
         stop.set()
 
-    ray = init_ray(address)  # no address: RAY_ADDRESS, else a cluster of our own (never a stale /tmp/ray entry)
+    # A cluster of our own does not die of a signal meant for padless (see sigterm_held_by_children): padless drains.
+    with sigterm_held_by_children() if local else contextlib.nullcontext():
+        ray = init_ray(address)  # no address: RAY_ADDRESS, else a cluster of our own (never a stale /tmp/ray entry)
     from ray import serve
 
     # HAProxy on a cluster of our own: the node whose leftover HAProxy processes are ours to stop at the end.
@@ -95,8 +98,8 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
             except RuntimeError as err:  # a replica's constructor failed (its error is in the log above)
                 raise PadlessError(f"the Ray Serve application did not start: {str(err).splitlines()[0]}") from None
 
-        # Started in a thread that a signal does not wait for: Serve's start-up blocks on the cluster, and a
-        # signal to the whole process group stops the cluster too, which left it retrying for a minute at full CPU.
+        # Started in a thread that a signal does not wait for: Serve's start-up blocks on the cluster, and a cluster
+        # lost meanwhile (its processes killed with padless's) left it retrying for a minute at full CPU.
         url = f"http://{server.host}:{server.port}"
         started = run_watched(start, every_s=0.1, stop=stop, name="padless-serve-start")
         abandoned = not started
@@ -116,8 +119,8 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
         try:
             # Stopped during start-up, Ray's processes may still be on their way out (after a drain they are gone).
             if _local_cluster_lost(ray, wait_s=CLUSTER_EXIT_S if early else 0.0):
-                print("padless serve --ray: the local Ray cluster's own processes are gone (a signal to the whole "
-                      "process group stops them too); skipping Serve's shutdown", file=sys.stderr, flush=True)
+                print("padless serve --ray: the local Ray cluster's own processes are gone (killed along with "
+                      "padless?); skipping Serve's shutdown", file=sys.stderr, flush=True)
             elif not _within(serve.shutdown, bound := server.drain_timeout_s + SHUTDOWN_GRACE_S):
                 abandoned = True
                 print(f"padless serve --ray: Serve did not shut down within {bound:.0f}s; stopping Ray",
@@ -151,9 +154,10 @@ def _local_cluster_lost(ray: Any, wait_s: float = 0.0) -> bool:
     """Whether the cluster this process started has lost its own processes (raylet, GCS), waiting up to ``wait_s``
     for them to go; False for a joined cluster, whose processes are not this process's to check.
 
-    After a signal the wait matters: a signal to the whole group reaches Ray's processes as it reaches padless, and
-    they take a moment to exit; judged at once they still looked alive (once in five runs here), and Serve's
-    shutdown then waited 30 s for a controller that was already going."""
+    After a signal the wait matters: one sent to the whole group that Ray's processes do not hold (they hold SIGINT
+    and SIGTERM, see :func:`~padless.ray.cluster.sigterm_held_by_children`; not SIGHUP) reaches them as it reaches
+    padless, and they take a moment to exit; judged at once they still looked alive (once in five runs here), and
+    Serve's shutdown then waited 30 s for a controller that was already going."""
     end = time.monotonic() + wait_s
     while True:
         try:
@@ -190,9 +194,8 @@ def _wait_ready(url: str, api_key: str | None, stop: threading.Event) -> bool:
 def _drain(ray: Any, drain: Any, timeout_s: float) -> None:
     """Tell every ingress replica to drain and wait (bounded) until one has reported back.
 
-    A signal sent to the whole process group (systemd's default KillMode, ``timeout``, ``kill -- -PGID``) also
-    stops the local cluster's own processes, so the cluster may be gone already: that is said in one line, and the
-    shutdown goes on rather than ending in a traceback."""
+    The cluster may be gone already (its processes killed along with padless, or a joined cluster lost): that is
+    said in one line, and the shutdown goes on rather than ending in a traceback."""
     try:
         ray.get(drain.set.remote(), timeout=10)
         end = time.monotonic() + timeout_s + 5.0
@@ -201,6 +204,6 @@ def _drain(ray: Any, drain: Any, timeout_s: float) -> None:
                 break
             time.sleep(0.05)
     except ray.exceptions.RayError as err:
-        print(f"padless serve --ray: the cluster did not answer the drain ({type(err).__name__}); a signal to the "
-              "whole process group stops Ray's own processes too, so in-flight requests may have been lost",
+        print(f"padless serve --ray: the cluster did not answer the drain ({type(err).__name__}); in-flight "
+              "requests may have been lost",
               file=sys.stderr, flush=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from padless.errors import PadlessError
@@ -45,6 +46,28 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise PadlessError(f"cannot start or join Ray at {address or 'a new local cluster'}: {err}") from err
     return ray
+
+
+@contextlib.contextmanager
+def sigterm_held_by_children() -> Iterator[None]:
+    """Block SIGTERM in this thread while the body runs, so that the processes it starts (a local cluster's GCS and
+    raylet, and through them every worker, replica and HAProxy: a blocked signal is inherited across fork and exec)
+    hold a SIGTERM pending instead of dying of it. Ray does the same for SIGINT in every process it starts.
+
+    Why: a signal sent to the whole process group (``kill -- -PGID``, ``timeout``) or to every process of a service
+    (systemd's default ``KillMode=control-group``) reached Ray's processes as it reached padless, and they died at
+    once, losing the requests in flight before padless could drain them. Held, it reaches padless alone among them;
+    padless drains and then stops the cluster itself (``ray.shutdown`` sends SIGTERM and, a second later, SIGKILL).
+    A no-op where ``pthread_sigmask`` is missing (Windows)."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:
+        yield
+        return
+    previous = block(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, previous)
 
 
 def cluster_address(address: str | None) -> str | None:
@@ -98,8 +121,8 @@ def stop_leftover_haproxy(node_id: str, grace_s: float = 2.0) -> list[int]:
     """Stop the HAProxy processes that Ray Serve started for ``node_id`` (the head node of a local cluster this
     process started) and that outlived the cluster; the PIDs found.
 
-    Serve's HAProxy manager actor stops its HAProxy when Serve shuts down, but when the actor itself dies at once (a
-    signal to the whole process group stops the raylet, and its workers exit without cleaning up) HAProxy is left
+    Serve's HAProxy manager actor stops its HAProxy when Serve shuts down, but when the actor itself dies at once (the
+    raylet killed, by a signal its processes do not hold, and its workers exit without cleaning up) HAProxy is left
     running, holding the server's port. Serve gives each node's HAProxy its own config file,
     ``…/<node_id>/haproxy.cfg``, and that is how they are found here (as Ray itself recognises its own); SIGTERM,
     then SIGKILL after ``grace_s``. Linux only (``/proc``); elsewhere nothing is found."""
