@@ -202,9 +202,9 @@ def test_a_group_signal_during_start_up_ends_the_process(tiny_model_dir: Path, t
         # while Serve is deploying, its HAProxy manager may log a reload cut short by the shutdown (seen once).
         own = [line for line in text.split("Started Serve")[-1].splitlines() if not _RAY_LOG_LINE.match(line)]
         assert not any("Traceback" in line for line in own), "\n".join(own)[-3000:]
-        # Ray's workers run in sessions of their own, so the group signal does not reach them: they exit when they
-        # find their raylet gone, and one that was still starting (importing Ray on a busy machine) notices late;
-        # it took over 3 s once in a full `make test` run, whose processes share the 2 cores.
+        # Ray's workers run in sessions of their own and exit when they find their raylet gone (padless's
+        # ray.shutdown stops it); one that was still starting (importing Ray on a busy machine) notices late: it
+        # took over 3 s once in a full `make test` run, whose processes share the 2 cores.
         left = _alive(started)
         settle_end = time.monotonic() + LEFTOVER_EXIT_S
         while left and time.monotonic() < settle_end:

@@ -16,6 +16,12 @@ from padless.cli.options import ModelOpt, RowsOpt, StreamsOpt, TokensOpt, WidthO
 from padless.config import BatchConfig, ModelConfig
 from padless.errors import PadlessError
 
+# The capacity search's options, shared by `bench serve` and `bench ray` (each with its own defaults).
+P99Opt = Annotated[float, typer.Option(envvar="PADLESS_BENCH_P99_MS", help="Latency bound for capacity.")]
+StepOpt = Annotated[float, typer.Option(envvar="PADLESS_BENCH_DURATION", help="Seconds per load step.")]
+BudgetOpt = Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")]
+MinRequestsOpt = Annotated[int, typer.Option(envvar="PADLESS_BENCH_MIN_REQUESTS", help="Requests per load step at least (a low rate runs longer), so each p99 rests on enough requests.")]
+
 bench_app = typer.Typer(help="Benchmarks: offline (default), `bench serve` and `bench ray`.")
 
 
@@ -63,10 +69,10 @@ def _check_mix(mix: str) -> None:
 @bench_app.command("serve")
 def bench_serve(
     ctx: typer.Context,
-    p99_limit_ms: Annotated[float, typer.Option(envvar="PADLESS_BENCH_P99_MS", help="Latency bound for capacity.")] = 200.0,
-    duration: Annotated[float, typer.Option(envvar="PADLESS_BENCH_DURATION", help="Seconds per load step.")] = 8.0,
-    budget: Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")] = 240.0,
-    min_requests: Annotated[int, typer.Option(envvar="PADLESS_BENCH_MIN_REQUESTS", help="Requests per load step at least (a low rate runs longer), so each p99 rests on enough requests.")] = 400,
+    p99_limit_ms: P99Opt = 200.0,
+    duration: StepOpt = 8.0,
+    budget: BudgetOpt = 240.0,
+    min_requests: MinRequestsOpt = 400,
     backend: Annotated[str, typer.Option(envvar="PADLESS_BENCH_BACKENDS", help="Comma-separated backends, one padless server each (auto: what `padless serve` runs; torch is named padless).")] = "auto,torch",
 ) -> None:
     """padless serve vs a FastAPI server calling transformers.pipeline per request, on one machine, one run.
@@ -101,10 +107,10 @@ def bench_ray(
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", envvar="PADLESS_BENCH_RAY_BASELINE", help="Include the Ray docs' map_batches + pipeline baseline (the slowest part).")] = True,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", envvar="PADLESS_BENCH_RAY_SERVE", help="Run the length-tier serving comparison (-n texts, mix realistic-512).")] = True,
     long_threshold: Annotated[int, typer.Option(envvar="PADLESS_LONG_THRESHOLD", help="Tokens above which a request goes to the long tier.")] = 128,
-    p99_limit_ms: Annotated[float, typer.Option(envvar="PADLESS_BENCH_P99_MS", help="Latency bound for capacity.")] = 200.0,
-    duration: Annotated[float, typer.Option(envvar="PADLESS_BENCH_DURATION", help="Seconds per load step.")] = 8.0,
-    budget: Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")] = 180.0,
-    min_requests: Annotated[int, typer.Option(envvar="PADLESS_BENCH_MIN_REQUESTS", help="Requests per load step at least.")] = 300,
+    p99_limit_ms: P99Opt = 200.0,
+    duration: StepOpt = 8.0,
+    budget: BudgetOpt = 180.0,
+    min_requests: MinRequestsOpt = 300,
     compare_requests: Annotated[int, typer.Option(envvar="PADLESS_BENCH_COMPARE_REQUESTS", help="Requests per same-load step of the tier comparison (its short p99 needs 1,000+ short requests).")] = 1500,
     ray_proxy: Annotated[str, typer.Option(envvar="PADLESS_RAY_PROXY", help="Serve's front door in both serving configurations (as padless serve --ray --ray-proxy).")] = "auto",
 ) -> None:

@@ -51,13 +51,14 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
 @contextlib.contextmanager
 def sigterm_held_by_children() -> Iterator[None]:
     """Block SIGTERM in this thread while the body runs, so that the processes it starts (a local cluster's GCS and
-    raylet, and through them every worker, replica and HAProxy: a blocked signal is inherited across fork and exec)
-    hold a SIGTERM pending instead of dying of it. Ray does the same for SIGINT in every process it starts.
+    raylet, and through them every worker and replica: a blocked signal is inherited across fork and exec) hold a
+    SIGTERM pending instead of dying of it. Ray does the same for SIGINT in every process it starts.
 
-    Why: a signal sent to the whole process group (``kill -- -PGID``, ``timeout``) or to every process of a service
-    (systemd's default ``KillMode=control-group``) reached Ray's processes as it reached padless, and they died at
-    once, losing the requests in flight before padless could drain them. Held, it reaches padless alone among them;
-    padless drains and then stops the cluster itself (``ray.shutdown`` sends SIGTERM and, a second later, SIGKILL).
+    Why: a SIGTERM sent to the whole process group (``kill -- -PGID``, ``timeout``) reached the GCS and raylet as it
+    reached padless, and they died at once: padless's drain could not reach the ingress. Held, it reaches padless
+    alone among them; padless drains and then stops the cluster itself (``ray.shutdown`` sends SIGTERM and, a second
+    later, SIGKILL). Serve's HAProxy sets its own signal mask and does not hold it, so a SIGTERM to every process
+    of a service (systemd's default ``KillMode=control-group``) still cuts its connections: use ``KillMode=mixed``.
     A no-op where ``pthread_sigmask`` is missing (Windows)."""
     block = getattr(signal, "pthread_sigmask", None)
     if block is None:
