@@ -331,11 +331,19 @@ def test_latency_is_reported_per_group_of_texts() -> None:
     n = len(poisson_schedule(rate, duration, seed))
     long_requests = sum(1 for i in range(n) if i % 3 == 1)
     with serve(StandIn()) as url:
-        report = asyncio.run(run_load(url, rate=rate, duration=duration, texts=texts, groups=groups, seed=seed))
+        report = asyncio.run(run_load(url, rate=rate, duration=duration, texts=texts, groups=groups, seed=seed,
+                                      keep_latencies=True))
     assert report["requests_by_group"] == {"long": long_requests, "short": n - long_requests}
     by_group = report["latency_ms_by_group"]
     assert by_group["long"]["count"] == long_requests and by_group["short"]["count"] == n - long_requests
     assert by_group["long"]["p50"] >= 300 > by_group["short"]["p99"]  # the sleeping texts are the long group
+    # keep_latencies: the raw values behind each group's summary, in ms.
+    raw = report["ok_latencies_ms_by_group"]
+    for group, values in raw.items():
+        assert len(values) == by_group[group]["count"]
+        assert max(values) == by_group[group]["max"] and min(values) > 0
+    assert "ok_latencies_ms_by_group" not in asyncio.run(
+        run_load("http://127.0.0.1:9", rate=5, duration=0.2, texts=texts, groups=groups, timeout=0.5))
     with pytest.raises(ValueError, match="one group per text"):
         asyncio.run(run_load("http://127.0.0.1:9", rate=1, duration=1, texts=texts, groups=["short"]))
 

@@ -244,6 +244,7 @@ async def run_load(
     max_in_flight: int = 2000,
     headers: dict[str, str] | None = None,
     groups: list[str] | None = None,
+    keep_latencies: bool = False,
 ) -> dict[str, Any]:
     """Offer ``rate`` requests/s of Poisson arrivals to ``POST {url}/predict`` for ``duration`` seconds.
 
@@ -280,7 +281,8 @@ async def run_load(
     * ``errors_sample``: up to 5 distinct client-side exception messages;
     * with ``groups`` (one name per text, e.g. "short"/"long"): ``latency_ms_by_group``, the ``latency_ms`` summary
       of the ok requests whose first text is in each group, and ``requests_by_group``, every scheduled request's
-      group counted (so a tier's tail can be read apart from the rest of the traffic).
+      group counted (so a tier's tail can be read apart from the rest of the traffic); with ``keep_latencies`` too,
+      ``ok_latencies_ms_by_group``: every ok request's latency in ms, per group, so runs can be pooled.
     """
     if not texts:
         raise ValueError("texts must not be empty")
@@ -460,10 +462,12 @@ async def run_load(
                         "requests were already outstanding")
     server = server_stats(metrics_before, metrics_after) if metrics_before is not None and metrics_after else None
 
-    grouped = {} if groups is None else {
+    grouped: dict[str, Any] = {} if groups is None else {
         "latency_ms_by_group": {g: _latency_summary(v) for g, v in sorted(by_group.items())},
         "requests_by_group": dict(sorted(group_counts.items())),
     }
+    if groups is not None and keep_latencies:
+        grouped["ok_latencies_ms_by_group"] = {g: [x * 1000.0 for x in v] for g, v in sorted(by_group.items())}
     return {
         **grouped,
         "url": predict_url,

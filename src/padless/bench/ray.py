@@ -17,7 +17,12 @@ and tiers (W − 1 short replicas, one long replica, ``--long-threshold``; by de
 core, at a lower CPU priority, so it borrows the short tier's idle cores). For each: the capacity at p99 ≤ the limit
 (:func:`padless.bench.capacity.find_capacity`), then both at the same offered rates (half and all of the one pool's
 capacity), where the short requests' p99 is read apart from the long ones' (``groups`` in
-:func:`padless.bench.loadtest.run_load`), over ``compare_requests`` requests per step.
+:func:`padless.bench.loadtest.run_load`), over ``compare_requests`` requests per step. The same-load comparison runs in
+``rounds`` rounds, each configuration started afresh in each, in ABBA order (one pool, tiers; tiers, one pool; …),
+both configurations on the same arrival times within a round; each configuration's requests at a rate are pooled
+over the rounds before its p99 is read, and every round's own figures are kept. On a shared 2-core machine one
+step's p99 moved by 1.5× between identical runs, and the machine's speed drifts over a run: single, sequential
+measurements of the two configurations compared that drift, not the tiers.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from padless.bench.capacity import find_capacity, step_seconds
+from padless.bench.loadstats import percentile
 from padless.bench.loadtest import run_load
 from padless.bench.serve import _free_port, _start, _stop, _summary
 from padless.bench.workload import describe_lengths, make_workload
@@ -121,12 +127,14 @@ def run_offline(model: str, model_dir: str, backend: str, rows: int, workers: in
 def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, long_threshold: int, seed: int,
                 out: Path, say: Callable[[str], None], p99_limit_ms: float, duration: float,
                 budget_s: float, min_requests: int, compare_requests: int = 1500,
-                ray_proxy: str = "auto") -> dict[str, Any]:
+                ray_proxy: str = "auto", rounds: int = 2) -> dict[str, Any]:
     """The serving half of the module docstring."""
     from transformers import AutoTokenizer
 
     if workers < 2:
         raise ValueError("the tier comparison needs at least 2 replicas (one short, one long)")
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = make_workload(tokenizer, "realistic-512", n, seed)
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
@@ -158,21 +166,29 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
             # Only one Ray Serve app at a time: two would share the cores and each other's cluster.
             _stop(procs.pop(name))
         base = result["servers"]["one-pool"]["capacity_rps"] or 1.0
-        result["same_load"] = {}
-        for name, extra in configs.items():
-            port = _free_port()
-            url = f"http://127.0.0.1:{port}"
-            procs[name] = _start([*PADLESS, *common, *extra, "--port", str(port)], url, "/ready", out / f"{name}-2.log")
-            for share in (0.5, 1.0):
-                rate = base * share
-                # A p99 of a few hundred short requests is their two or three slowest: too few to compare on.
-                rep = asyncio.run(run_load(url, rate=rate, duration=step_seconds(rate, duration, compare_requests),
-                                           texts=texts, groups=groups, seed=seed + 5))
-                entry = {**_summary(rep), "by_group": rep["latency_ms_by_group"]}
-                result["same_load"].setdefault(f"{share:.0%} of one-pool capacity", {})[name] = entry
-                short = rep["latency_ms_by_group"].get("short", {}).get("p99")
-                say(f"{name} at {rate:.1f} req/s: short p99 {short} ms")
-            _stop(procs.pop(name))
+        shares = (0.5, 1.0)
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {f"{s:.0%} of one-pool capacity": {} for s in shares}
+        for round_no in range(rounds):
+            # ABBA order: a machine that drifts slower (or faster) during the run does not favour either side.
+            for name in (list(configs) if round_no % 2 == 0 else list(reversed(configs))):
+                port = _free_port()
+                url = f"http://127.0.0.1:{port}"
+                procs[name] = _start([*PADLESS, *common, *configs[name], "--port", str(port)], url, "/ready",
+                                     out / f"{name}-round{round_no + 1}.log")
+                for share in shares:
+                    rate = base * share
+                    # A p99 of a few hundred short requests is their two or three slowest: too few to compare on.
+                    # Both configurations get the same arrival times within a round (the same seed).
+                    rep = asyncio.run(run_load(url, rate=rate, duration=step_seconds(rate, duration, compare_requests),
+                                               texts=texts, groups=groups, seed=seed + 5 + round_no,
+                                               keep_latencies=True))
+                    runs[f"{share:.0%} of one-pool capacity"].setdefault(name, []).append(rep)
+                    short = rep["latency_ms_by_group"].get("short", {}).get("p99")
+                    say(f"round {round_no + 1}, {name} at {rate:.1f} req/s: short p99 {short} ms")
+                _stop(procs.pop(name))
+        result["rounds"] = rounds
+        result["same_load"] = {load: {name: pool_rounds(reps) for name, reps in by_name.items()}
+                               for load, by_name in runs.items()}
     finally:
         for proc in procs.values():
             _stop(proc)
@@ -182,7 +198,33 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
         short = {k: (v["by_group"].get("short") or {}).get("p99") for k, v in entries.items()}
         if short.get("tiers") and short.get("one-pool"):
             result["ratios"][f"short_p99_one_pool_over_tiers at {load}"] = short["one-pool"] / short["tiers"]
+        every = {k: v["p99_ms"] for k, v in entries.items()}
+        if every.get("tiers") and every.get("one-pool"):
+            result["ratios"][f"all_p99_tiers_over_one_pool at {load}"] = every["tiers"] / every["one-pool"]
     return result
+
+
+def pool_rounds(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's :func:`run_load` reports at one rate (one per round, each with ``keep_latencies``),
+    pooled: the latency summaries (all ok requests, and per group) over every round's requests together, outcomes
+    summed, and each round's own summary under ``rounds`` so the spread between rounds stays visible."""
+    if not reports:
+        raise ValueError("no reports to pool")
+    by_group: dict[str, list[float]] = {}
+    for rep in reports:
+        for group, values in rep["ok_latencies_ms_by_group"].items():
+            by_group.setdefault(group, []).extend(values)
+    every = sorted(v for values in by_group.values() for v in values)
+    outcomes: dict[str, int] = {}
+    for rep in reports:
+        for outcome, count in rep["outcomes"].items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + count
+    return {"offered_rate": reports[0]["offered_rate"], "requests": sum(r["scheduled"] for r in reports),
+            "p50_ms": percentile(every, 50), "p99_ms": percentile(every, 99), "max_ms": every[-1] if every else None,
+            "outcomes": outcomes,
+            "by_group": {g: {"count": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99)}
+                         for g, v in sorted(by_group.items())},
+            "rounds": [{**_summary(rep), "by_group": rep["latency_ms_by_group"]} for rep in reports]}
 
 
 def _ray_info(url: str) -> dict[str, Any]:
@@ -201,7 +243,7 @@ def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: in
                   workers: int = 2, seed: int = 0, out_dir: Path = Path("bench-results"), offline: bool = True,
                   baseline: bool = True, serve: bool = True, long_threshold: int = 128, p99_limit_ms: float = 200.0,
                   duration: float = 8.0, budget_s: float = 180.0, min_requests: int = 300,
-                  compare_requests: int = 1500, ray_proxy: str = "auto",
+                  compare_requests: int = 1500, ray_proxy: str = "auto", rounds: int = 2,
                   say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the parts asked for; write ``bench-ray.json`` in ``out_dir`` and return the result."""
     from padless.bench.offline import _machine
@@ -218,6 +260,7 @@ def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: in
         result["offline"] = run_offline(model, model_dir, backend, rows, workers, seed, out, say, baseline)
     if serve:
         result["serving"] = run_serving(model, model_dir, backend, n, workers, long_threshold, seed, out, say,
-                                        p99_limit_ms, duration, budget_s, min_requests, compare_requests, ray_proxy)
+                                        p99_limit_ms, duration, budget_s, min_requests, compare_requests, ray_proxy,
+                                        rounds)
     (out / "bench-ray.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result

@@ -113,6 +113,7 @@ def bench_ray(
     min_requests: MinRequestsOpt = 300,
     compare_requests: Annotated[int, typer.Option(envvar="PADLESS_BENCH_COMPARE_REQUESTS", help="Requests per same-load step of the tier comparison (its short p99 needs 1,000+ short requests).")] = 1500,
     ray_proxy: Annotated[str, typer.Option(envvar="PADLESS_RAY_PROXY", help="Serve's front door in both serving configurations (as padless serve --ray --ray-proxy).")] = "auto",
+    rounds: Annotated[int, typer.Option(envvar="PADLESS_BENCH_RAY_ROUNDS", help="Rounds of the same-load tier comparison (ABBA order, requests pooled over rounds).")] = 2,
 ) -> None:
     """padless on Ray vs local padless and vs Ray's own map_batches + pipeline recipe; serving with and without
     length tiers. Takes --model, -n, --seed and --out-dir from `padless bench` (before `ray`)."""
@@ -123,8 +124,8 @@ def bench_ray(
     from padless.bench.ray import run_ray_bench
 
     opts = ctx.obj
-    if rows < 1 or workers < 1 or compare_requests < 1:
-        raise PadlessError("--rows, --workers and --compare-requests must be positive")
+    if rows < 1 or workers < 1 or compare_requests < 1 or rounds < 1:
+        raise PadlessError("--rows, --workers, --compare-requests and --rounds must be positive")
     if serve and workers < 2:
         raise PadlessError("--serve compares one pool with tiers and needs --workers 2 or more; or pass --no-serve")
     ensure_default(opts["model"])
@@ -133,7 +134,8 @@ def bench_ray(
                            n=opts["n"], workers=workers, seed=opts["seed"], out_dir=opts["out_dir"], offline=offline,
                            baseline=baseline, serve=serve, long_threshold=long_threshold, p99_limit_ms=p99_limit_ms,
                            duration=duration, budget_s=budget, min_requests=min_requests,
-                           compare_requests=compare_requests, ray_proxy=ray_proxy, say=console.print)
+                           compare_requests=compare_requests, ray_proxy=ray_proxy, rounds=rounds,
+                           say=console.print)
     typer.echo(json.dumps({part: result[part]["ratios"] for part in ("offline", "serving") if part in result},
                           indent=2))
     typer.echo(f"wrote {opts['out_dir'] / 'bench-ray.json'}")

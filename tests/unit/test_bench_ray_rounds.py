@@ -1,0 +1,41 @@
+"""``padless bench ray``'s pooling of the same-load rounds (pure: reports in, one pooled summary out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from padless.bench.loadstats import percentile
+from padless.bench.ray import pool_rounds
+
+
+def _report(short: list[float], long: list[float], rate: float = 10.0, timeouts: int = 0) -> dict[str, Any]:
+    every = sorted(short + long)
+    return {"offered_rate": rate, "scheduled": len(every) + timeouts,
+            "outcomes": {"ok": len(every), "timeout": timeouts},
+            "latency_ms": {"p50": percentile(every, 50), "p99": percentile(every, 99), "max": every[-1]},
+            "latency_ms_by_group": {"long": {"p99": percentile(long, 99)}, "short": {"p99": percentile(short, 99)}},
+            "ok_latencies_ms_by_group": {"long": long, "short": short}}
+
+
+def test_rounds_are_pooled_before_the_percentile_is_read() -> None:
+    # Round 1 fast, round 2 slow: the pooled p99 is the p99 of all 200 short requests, not a mean of two p99s.
+    fast = _report([10.0] * 99 + [50.0], [100.0] * 10)
+    slow = _report([20.0] * 97 + [300.0, 400.0, 500.0], [200.0] * 10, timeouts=1)
+    pooled = pool_rounds([fast, slow])
+    short = [10.0] * 99 + [50.0] + [20.0] * 97 + [300.0, 400.0, 500.0]
+    assert pooled["by_group"]["short"] == {"count": 200, "p50": percentile(short, 50), "p99": percentile(short, 99)}
+    assert pooled["by_group"]["short"]["p99"] == 300.0  # the 198th of 200; the rounds' own p99s are 10 and 400
+    assert pooled["by_group"]["long"]["count"] == 20 and pooled["by_group"]["long"]["p99"] == 200.0
+    assert pooled["p99_ms"] == percentile(short + [100.0] * 10 + [200.0] * 10, 99)
+    assert pooled["max_ms"] == 500.0
+    assert pooled["requests"] == 221 and pooled["outcomes"] == {"ok": 220, "timeout": 1}
+    # Each round's own figures stay, in order.
+    assert [r["by_group"]["short"]["p99"] for r in pooled["rounds"]] == [10.0, 400.0]
+    assert pooled["offered_rate"] == 10.0
+
+
+def test_no_reports_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no reports"):
+        pool_rounds([])
