@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from padless.bench.loadstats import percentile
-from padless.bench.ray import pool_rounds
+from padless.bench.ray import comparison_base, pool_rounds
 
 
 def _report(short: list[float], long: list[float], rate: float = 10.0, timeouts: int = 0) -> dict[str, Any]:
@@ -39,3 +39,11 @@ def test_rounds_are_pooled_before_the_percentile_is_read() -> None:
 def test_no_reports_is_an_error() -> None:
     with pytest.raises(ValueError, match="no reports"):
         pool_rounds([])
+
+
+def test_the_comparison_runs_at_one_pools_capacity_or_says_what_it_ran_at_instead() -> None:
+    assert comparison_base({"one-pool": 28.3, "tiers": 33.6}) == (28.3, "one-pool capacity")
+    # One pool held no rate: the tiers' capacity, named as theirs (not a made-up rate labelled as one pool's).
+    assert comparison_base({"one-pool": None, "tiers": 14.1}) == (14.1, "tiers capacity")
+    rate, name = comparison_base({"one-pool": None, "tiers": None})
+    assert rate == 1.0 and "no configuration held" in name

@@ -12,15 +12,15 @@ Ratios are rows/s over rows/s; the Ray run's labels and scores are checked again
 the stable row id), so the speed is not bought with different answers.
 
 Serving (``--serve``): the ``realistic-512`` mix (5% of requests at 480–512 tokens, the rest the realistic mix), one
-text per request, two configurations of ``padless serve --ray`` on the same total replicas: one pool of W replicas,
-and tiers (W − 1 short replicas, one long replica, ``--long-threshold``; by default the long replica may use every
-core, at a lower CPU priority, so it borrows the short tier's idle cores). For each: the capacity at p99 ≤ the limit
-(:func:`padless.bench.capacity.find_capacity`), then both at the same offered rates (half and all of the one pool's
-capacity), where the short requests' p99 is read apart from the long ones' (``groups`` in
-:func:`padless.bench.loadtest.run_load`), over ``compare_requests`` requests per step. The same-load comparison runs in
-``rounds`` rounds, each configuration started afresh in each, in ABBA order (one pool, tiers; tiers, one pool; …),
-both configurations on the same arrival times within a round; each configuration's requests at a rate are pooled
-over the rounds before its p99 is read, and every round's own figures are kept. On a shared 2-core machine one
+text per request, two configurations of ``padless serve --ray`` on the same total replicas: one pool of W replicas, and
+tiers (W − 1 short replicas, one long replica, ``--long-threshold``; by default the long replica may use every core, at
+a lower CPU priority, so it borrows the short tier's idle cores). For each: the capacity at p99 ≤ the limit
+(:func:`padless.bench.capacity.find_capacity`), then both at the same offered rates (half and all of one pool's
+capacity, or of the tiers' if one pool held no rate), where the short requests' p99 is read apart from the long ones'
+(``groups`` in :func:`padless.bench.loadtest.run_load`), over ``compare_requests`` requests per step. The same-load
+comparison runs in ``rounds`` rounds, each configuration started afresh in each, in ABBA order (one pool, tiers; tiers,
+one pool; …), both configurations on the same arrival times within a round; each configuration's requests at a rate are
+pooled over the rounds before its p99 is read, and every round's own figures are kept. On a shared 2-core machine one
 step's p99 moved by 1.5× between identical runs, and the machine's speed drifts over a run: single, sequential
 measurements of the two configurations compared that drift, not the tiers.
 """
@@ -165,9 +165,10 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
             say(f"{name}: capacity {cap['rate']} req/s at p99 <= {p99_limit_ms:.0f} ms")
             # Only one Ray Serve app at a time: two would share the cores and each other's cluster.
             _stop(procs.pop(name))
-        base = result["servers"]["one-pool"]["capacity_rps"] or 1.0
+        base, base_name = comparison_base({k: v["capacity_rps"] for k, v in result["servers"].items()})
+        result["same_load_base"] = {"rate": base, "from": base_name}
         shares = (0.5, 1.0)
-        runs: dict[str, dict[str, list[dict[str, Any]]]] = {f"{s:.0%} of one-pool capacity": {} for s in shares}
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {f"{s:.0%} of {base_name}": {} for s in shares}
         for round_no in range(rounds):
             # ABBA order: a machine that drifts slower (or faster) during the run does not favour either side.
             for name in (list(configs) if round_no % 2 == 0 else list(reversed(configs))):
@@ -182,7 +183,7 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
                     rep = asyncio.run(run_load(url, rate=rate, duration=step_seconds(rate, duration, compare_requests),
                                                texts=texts, groups=groups, seed=seed + 5 + round_no,
                                                keep_latencies=True))
-                    runs[f"{share:.0%} of one-pool capacity"].setdefault(name, []).append(rep)
+                    runs[f"{share:.0%} of {base_name}"].setdefault(name, []).append(rep)
                     short = rep["latency_ms_by_group"].get("short", {}).get("p99")
                     say(f"round {round_no + 1}, {name} at {rate:.1f} req/s: short p99 {short} ms")
                 _stop(procs.pop(name))
@@ -202,6 +203,16 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
         if every.get("tiers") and every.get("one-pool"):
             result["ratios"][f"all_p99_tiers_over_one_pool at {load}"] = every["tiers"] / every["one-pool"]
     return result
+
+
+def comparison_base(capacities: dict[str, float | None]) -> tuple[float, str]:
+    """The rate the same-load comparison is run at (half and all of it) and where it came from: one pool's capacity;
+    if one pool held no rate, the tiers' (a comparison at a made-up 1 req/s would hardly queue either side, and
+    would be labelled as one pool's capacity); if neither held one, 1 req/s, named as such."""
+    for name in ("one-pool", "tiers"):
+        if capacities.get(name):
+            return float(capacities[name] or 0.0), f"{name} capacity"
+    return 1.0, "1 req/s (no configuration held the p99 limit)"
 
 
 def pool_rounds(reports: list[dict[str, Any]]) -> dict[str, Any]:
