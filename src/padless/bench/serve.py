@@ -64,7 +64,12 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], path: str, timeout: flo
 def _start(cmd: list[str], url: str, ready_path: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ})
-    _wait_ready(url, proc, ready_path)
+    try:
+        _wait_ready(url, proc, ready_path)
+    except BaseException:
+        # Not ready, or the benchmark itself stopped (SystemExit on SIGTERM): the caller has no handle to stop it.
+        _stop(proc)
+        raise
     return proc
 
 

@@ -6,6 +6,8 @@ Each imports its benchmark module only when it runs, so ``padless --help`` stays
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -66,6 +68,13 @@ def _check_mix(mix: str) -> None:
         raise PadlessError(f"unknown mix {mix!r}; choose realistic or long")
 
 
+def _stop_servers_on_sigterm() -> None:
+    """A SIGTERM to the benchmark (a timeout, a CI job cancelled) exits through its ``finally`` blocks, which stop the
+    servers it started; Python's default would end the process there and leave a ``padless serve --ray`` and its
+    Ray cluster running (seen when ``timeout`` stopped a ``bench ray``)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 @bench_app.command("serve")
 def bench_serve(
     ctx: typer.Context,
@@ -85,6 +94,7 @@ def bench_serve(
     from padless.bench.serve import run_serve_bench
 
     opts = ctx.obj
+    _stop_servers_on_sigterm()
     _check_mix(opts["mix"])
     ensure_default(opts["model"])
     path = str(loader.resolve(opts["model"]))
@@ -124,6 +134,7 @@ def bench_ray(
     from padless.bench.ray import run_ray_bench
 
     opts = ctx.obj
+    _stop_servers_on_sigterm()
     if rows < 1 or workers < 1 or compare_requests < 1 or rounds < 1:
         raise PadlessError("--rows, --workers, --compare-requests and --rounds must be positive")
     if serve and workers < 2:
