@@ -44,7 +44,7 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def _latency_summary(seconds: Sequence[float]) -> dict[str, float | int | None]:
+def latency_summary(seconds: Sequence[float]) -> dict[str, float | int | None]:
     """count, mean, p50, p90, p99, max of latencies given in seconds, reported in milliseconds."""
     ms = sorted(s * 1000.0 for s in seconds)
     if not ms:

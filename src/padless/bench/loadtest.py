@@ -37,7 +37,7 @@ import httpx
 
 from padless.bench.loadstats import (
     OUTCOMES,
-    _latency_summary,
+    latency_summary,
     parse_prometheus,
     percentile,
     render_capacity,
@@ -282,7 +282,8 @@ async def run_load(
     * with ``groups`` (one name per text, e.g. "short"/"long"): ``latency_ms_by_group``, the ``latency_ms`` summary
       of the ok requests whose first text is in each group, and ``requests_by_group``, every scheduled request's
       group counted (so a tier's tail can be read apart from the rest of the traffic); with ``keep_latencies`` too,
-      ``ok_latencies_ms_by_group``: every ok request's latency in ms, per group, so runs can be pooled.
+      ``ok_latencies_s_by_group``: every ok request's latency in seconds, per group, so runs can be pooled
+      (:func:`~padless.bench.loadstats.latency_summary` of a pooled list).
     """
     if not texts:
         raise ValueError("texts must not be empty")
@@ -463,11 +464,11 @@ async def run_load(
     server = server_stats(metrics_before, metrics_after) if metrics_before is not None and metrics_after else None
 
     grouped: dict[str, Any] = {} if groups is None else {
-        "latency_ms_by_group": {g: _latency_summary(v) for g, v in sorted(by_group.items())},
+        "latency_ms_by_group": {g: latency_summary(v) for g, v in sorted(by_group.items())},
         "requests_by_group": dict(sorted(group_counts.items())),
     }
     if groups is not None and keep_latencies:
-        grouped["ok_latencies_ms_by_group"] = {g: [x * 1000.0 for x in v] for g, v in sorted(by_group.items())}
+        grouped["ok_latencies_s_by_group"] = {g: list(v) for g, v in sorted(by_group.items())}
     return {
         **grouped,
         "url": predict_url,
@@ -487,9 +488,9 @@ async def run_load(
         "window_s": window,
         "throughput_rps": ok / window,
         "throughput_texts_per_s": ok * inputs_per_request / window,
-        "latency_ms": _latency_summary(ok_latencies),
-        "latency_all_ms": _latency_summary(all_latencies),
-        "latency_p50_ms_by_third": [_latency_summary(part)["p50"] for part in thirds],
+        "latency_ms": latency_summary(ok_latencies),
+        "latency_all_ms": latency_summary(all_latencies),
+        "latency_p50_ms_by_third": [latency_summary(part)["p50"] for part in thirds],
         "send_lag_ms": lag_summary,
         "client_cpu_percent": cpu_percent,
         "peak_in_flight": peak,

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from padless.bench.capacity import find_capacity, step_seconds
-from padless.bench.loadstats import percentile
+from padless.bench.loadstats import latency_summary
 from padless.bench.loadtest import run_load
 from padless.bench.serve import _free_port, _start, _stop, _summary
 from padless.bench.workload import describe_lengths, make_workload
@@ -140,7 +140,7 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
     groups = ["long" if length > long_threshold else "short" for length in lengths]
     # Each configuration with padless's default threads: one pool divides the cores among its replicas; with tiers
-    # the short tier divides them among its own and the long tier borrows them all at a lower priority.
+    # the short tier divides them less one among its own and the long tier borrows them all at a lower priority.
     common = ["serve", "--ray", "--model", model, "--backend", backend, "--cache-size", "0", "--log-level", "warning",
               "--ray-proxy", ray_proxy]
     configs = {
@@ -193,13 +193,14 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
     finally:
         for proc in procs.values():
             _stop(proc)
-    caps = {k: v["capacity_rps"] or 0.0 for k, v in result["servers"].items()}
-    result["ratios"] = {"capacity_tiers_vs_one_pool": caps["tiers"] / (caps["one-pool"] or float("inf"))}
+    ratio, verdict = capacity_ratio({k: v["capacity_rps"] for k, v in result["servers"].items()})
+    result["ratios"] = {"capacity_tiers_vs_one_pool": ratio}
+    result["capacity_verdict"] = verdict
     for load, entries in result["same_load"].items():
         short = {k: (v["by_group"].get("short") or {}).get("p99") for k, v in entries.items()}
         if short.get("tiers") and short.get("one-pool"):
             result["ratios"][f"short_p99_one_pool_over_tiers at {load}"] = short["one-pool"] / short["tiers"]
-        every = {k: v["p99_ms"] for k, v in entries.items()}
+        every = {k: v["latency_ms"]["p99"] for k, v in entries.items()}
         if every.get("tiers") and every.get("one-pool"):
             result["ratios"][f"all_p99_tiers_over_one_pool at {load}"] = every["tiers"] / every["one-pool"]
     return result
@@ -215,26 +216,39 @@ def comparison_base(capacities: dict[str, float | None]) -> tuple[float, str]:
     return 1.0, "1 req/s (no configuration held the p99 limit)"
 
 
+def capacity_ratio(capacities: dict[str, float | None]) -> tuple[float | None, str]:
+    """Tiers' capacity over one pool's, and the verdict in words. A configuration that held no rate in its search has
+    no capacity to divide by (or into): the ratio is then None, and the verdict says which held one. (It used to be
+    0.0 when one pool held none, which read as the tiers being worse.)"""
+    one, tiers = capacities.get("one-pool"), capacities.get("tiers")
+    if one and tiers:
+        return tiers / one, f"tiers {tiers:.1f} / one pool {one:.1f} req/s"
+    if tiers:
+        return None, f"one pool held no rate in its search; tiers held {tiers:.1f} req/s (tiers higher)"
+    if one:
+        return None, f"tiers held no rate in their search; one pool held {one:.1f} req/s (tiers lower)"
+    return None, "neither configuration held the p99 limit at any rate tried"
+
+
 def pool_rounds(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One configuration's :func:`run_load` reports at one rate (one per round, each with ``keep_latencies``),
-    pooled: the latency summaries (all ok requests, and per group) over every round's requests together, outcomes
-    summed, and each round's own summary under ``rounds`` so the spread between rounds stays visible."""
+    pooled: ``latency_ms`` (every ok request) and ``by_group`` (per group) summarised over every round's requests
+    together, outcomes summed, and each round's own summary under ``rounds`` so the spread between rounds stays
+    visible."""
     if not reports:
         raise ValueError("no reports to pool")
     by_group: dict[str, list[float]] = {}
     for rep in reports:
-        for group, values in rep["ok_latencies_ms_by_group"].items():
-            by_group.setdefault(group, []).extend(values)
-    every = sorted(v for values in by_group.values() for v in values)
+        for group, seconds in rep["ok_latencies_s_by_group"].items():
+            by_group.setdefault(group, []).extend(seconds)
     outcomes: dict[str, int] = {}
     for rep in reports:
         for outcome, count in rep["outcomes"].items():
             outcomes[outcome] = outcomes.get(outcome, 0) + count
     return {"offered_rate": reports[0]["offered_rate"], "requests": sum(r["scheduled"] for r in reports),
-            "p50_ms": percentile(every, 50), "p99_ms": percentile(every, 99), "max_ms": every[-1] if every else None,
+            "latency_ms": latency_summary([s for seconds in by_group.values() for s in seconds]),
             "outcomes": outcomes,
-            "by_group": {g: {"count": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99)}
-                         for g, v in sorted(by_group.items())},
+            "by_group": {g: latency_summary(v) for g, v in sorted(by_group.items())},
             "rounds": [{**_summary(rep), "by_group": rep["latency_ms_by_group"]} for rep in reports]}
 
 

@@ -30,6 +30,7 @@ from padless.errors import ConfigError
 from padless.ray.cluster import biggest_node_cpus, free_port, import_ray
 from padless.ray.serve_router import HAPROXY_ENV, RayService, RemoteRuntime
 from padless.ray.serve_tier import TierReplica, TierSettings
+from padless.ray.tier_priority import short_tier_threads
 
 ray = import_ray()
 from ray import serve  # noqa: E402  (after import_ray, which turns Ray's usage statistics off first)
@@ -149,7 +150,7 @@ class ServeOptions:
     max_batch_tokens: int = BatchConfig.max_batch_tokens
     max_batch_size: int = BatchConfig.max_batch_size
     width_multiple: int = BatchConfig.width_multiple  # 0: each tier's backend's choice
-    threads: int = 0  # per short-tier (or only-tier) replica; 0: the cluster's CPUs / its replicas, at most a node's
+    threads: int = 0  # per short-tier (or only-tier) replica; 0: short_tier_threads(...)
     long_threads: int = 0  # per long-tier replica; 0: every CPU of the biggest node (the cores the short tier idles)
     long_promote_ms: int = LONG_PROMOTE_MS  # a long request this old lifts its replica to normal priority; 0: never
     pair_truncation: str = ModelConfig.pair_truncation
@@ -188,8 +189,9 @@ def serve_app(model: str = "default", **options: Any) -> Any:
     variant, else ONNX Runtime fp32), ``replicas`` (short tier), ``long_threshold`` (0: one tier; else inputs of
     more tokens go to the long tier), ``long_replicas``, ``long_model`` (same tokenizer and labels required),
     ``long_backend``, ``max_length``, ``max_chars``, ``max_batch_tokens``, ``max_batch_size``, ``width_multiple``
-    (0: each tier's backend's choice), ``threads`` (per short-tier replica; 0 = the cluster's CPUs divided among
-    that tier's replicas, at most a node's),
+    (0: each tier's backend's choice), ``threads`` (per short-tier replica; 0 = the cluster's CPUs, less one
+    with tiers, divided among that tier's replicas, at most a node's: see
+    :func:`~padless.ray.tier_priority.short_tier_threads`),
     ``long_threads`` (per long-tier replica; 0 = every CPU of the biggest node, so long batches use the cores an
     idle short tier leaves, at a lower CPU priority; threads that share cores do not spin-wait),
     ``long_promote_ms`` (a long-tier replica that holds a request this old runs at normal priority until none is
@@ -206,11 +208,12 @@ def serve_app(model: str = "default", **options: Any) -> Any:
     total = opts.replicas + (opts.long_replicas if opts.long_threshold else 0)
     cpus = _cluster_cpus()
     node_cpus = max(1, int(_node_cpus() or cpus))  # one replica's threads cannot span nodes
-    # By default the short tier (or the one tier) divides the cores among its own replicas, and the long tier may
-    # use every core of its node. Fixed shares cap a long burst at the long tier's share while the short tier's
-    # cores idle: on 2 cores with 1 + 1 replicas at 1 thread each, tiers reached 0.71x one pool's capacity. Shared
-    # cores are work-conserving, and a short batch still never queues behind a long one.
-    threads = opts.threads or max(1, min(node_cpus, int(cpus // opts.replicas)))
+    # By default the short tier divides the cores among its own replicas (less one, with tiers: see
+    # short_tier_threads), and the long tier may use every core of its node. Fixed shares cap a long burst at the
+    # long tier's share while the short tier's cores idle: on 2 cores with 1 + 1 replicas at 1 thread each, tiers
+    # reached 0.71x one pool's capacity. Shared cores are work-conserving, and a short batch still never queues
+    # behind a long one.
+    threads = opts.threads or short_tier_threads(cpus, node_cpus, opts.replicas, tiers=bool(opts.long_threshold))
     long_threads = (opts.long_threads or node_cpus) if opts.long_threshold else 0
     # Threads that share cores must not spin-wait for work (ONNX Runtime's default, libgomp's first moments):
     # a spinning idle pool would take the cores it is meant to lend. And the long tier borrows only CPU time that
