@@ -149,15 +149,19 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
     }
     result: dict[str, Any] = {"n": n, "mix": "realistic-512", "long_threshold": long_threshold,
                               "long_share": groups.count("long") / n, "p99_limit_ms": p99_limit_ms, "servers": {}}
-    urls: dict[str, str] = {}
     procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def serve(name: str, log: str) -> str:
+        """Start configuration ``name`` on a free port (kept in ``procs`` until stopped); returns its URL once ready."""
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        procs[name] = _start([*PADLESS, *common, *configs[name], "--port", str(port)], url, "/ready", out / log)
+        return url
+
     try:
         for name, extra in configs.items():
-            port = _free_port()
-            url = f"http://127.0.0.1:{port}"
             say(f"{name}: starting padless serve --ray {' '.join(extra)} …")
-            procs[name] = _start([*PADLESS, *common, *extra, "--port", str(port)], url, "/ready", out / f"{name}.log")
-            urls[name] = url
+            url = serve(name, f"{name}.log")
             cap = asyncio.run(find_capacity(url, texts=texts, p99_limit_ms=p99_limit_ms, duration=duration,
                                             start_rate=10.0, budget_s=budget_s, seed=seed, min_requests=min_requests))
             result["servers"][name] = {"capacity_rps": cap["rate"], "capacity_trials": cap["trials"],
@@ -172,10 +176,7 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
         for round_no in range(rounds):
             # ABBA order: a machine that drifts slower (or faster) during the run does not favour either side.
             for name in (list(configs) if round_no % 2 == 0 else list(reversed(configs))):
-                port = _free_port()
-                url = f"http://127.0.0.1:{port}"
-                procs[name] = _start([*PADLESS, *common, *configs[name], "--port", str(port)], url, "/ready",
-                                     out / f"{name}-round{round_no + 1}.log")
+                url = serve(name, f"{name}-round{round_no + 1}.log")
                 for share in shares:
                     rate = base * share
                     # A p99 of a few hundred short requests is their two or three slowest: too few to compare on.
