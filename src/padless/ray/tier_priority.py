@@ -9,9 +9,11 @@ Idle time alone has no floor: under sustained short load there is none, and the 
 requests, so they set the all-request p99 that capacity is judged on) waited without bound, which cost the tiers
 0.71x one pool's capacity. So once a request has been in the replica for ``promote_after_s`` the whole replica runs
 at normal priority (the batch already running included: the threads change class in place) until no request that
-old is left, then goes back to ``SCHED_IDLE``. A watchdog thread of normal priority, started before the replica
-lowers its own priority, makes the switch. Leaving ``SCHED_IDLE`` needs ``CAP_SYS_NICE`` (or an ``RLIMIT_NICE`` of
-20): without it the first promotion fails, is logged once, and the replica stays in the background.
+old is left, then goes back to ``SCHED_IDLE``. "Normal" is ``SCHED_OTHER`` at the process's own nice value, which
+under Ray is the raylet's ``worker_niceness`` (15 by default, as for every other Ray worker, the short tier's
+included). A watchdog thread of normal priority, started before the replica lowers its own priority, makes the
+switch. Leaving ``SCHED_IDLE`` needs ``CAP_SYS_NICE`` (or an ``RLIMIT_NICE`` of at least 20 minus that nice value):
+without it the first promotion fails, is logged once, and the replica stays in the background.
 """
 
 from __future__ import annotations
