@@ -282,6 +282,31 @@ def test_metrics_parsing_on_a_fixed_sample() -> None:
     assert restarted is not None and restarted["padding_fraction"] is None and restarted["batches"] is None
 
 
+def _ray_exposition(short: tuple[int, int, int, int], long: tuple[int, int, int, int]) -> str:
+    """What padless serve --ray's ingress exposes: its own batch metrics idle at zero, and per-tier replica counters
+    (batches, rows, real tokens, padded tokens)."""
+    lines = ["padless_batch_size_sum 0.0", "padless_batch_size_count 0.0", "padless_batch_tokens_sum 0.0",
+             "padless_batch_tokens_count 0.0", "padless_batch_real_tokens_total 0.0",
+             "padless_batch_padded_tokens_total 0.0"]
+    for tier, values in (("short", short), ("long", long)):
+        for name, value in zip(("batches", "rows", "real_tokens", "padded_tokens"), values):
+            lines.append(f'padless_tier_{name}{{tier="{tier}"}} {float(value)}')
+    return "\n".join(lines) + "\n"
+
+
+def test_server_stats_of_a_ray_server_come_from_its_tiers() -> None:
+    before = parse_prometheus(_ray_exposition((10, 20, 400, 500), (2, 2, 900, 1000)))
+    after = parse_prometheus(_ray_exposition((40, 100, 2400, 3000), (6, 8, 3900, 5000)))
+    stats = server_stats(before, after)
+    assert stats is not None
+    # Both tiers summed over the window: 30 + 4 batches, 80 + 6 rows, 2000 + 3000 real of 2500 + 4000 padded.
+    assert stats["batches"] == 34.0 and stats["rows"] == 86.0
+    assert stats["mean_batch_size"] == pytest.approx(86 / 34)
+    assert stats["mean_batch_tokens"] == pytest.approx(6500 / 34)
+    assert stats["real_tokens"] == 5000.0 and stats["padded_tokens"] == 6500.0
+    assert stats["padding_fraction"] == pytest.approx(1 - 5000 / 6500)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Against the stand-in server
 

@@ -27,6 +27,10 @@ _M_ROWS = "padless_batch_size"
 _M_TOKENS = "padless_batch_tokens"
 _M_REAL = "padless_batch_real_tokens_total"
 _M_PADDED = "padless_batch_padded_tokens_total"
+# padless serve --ray: its ingress runs no batch (the metrics above stay at zero there); its tiers' replicas report
+# their own running counters, summed over replicas (and, here, over tiers): padless.ray.serve_router.TierMetrics.
+_T_BATCHES, _T_ROWS = "padless_tier_batches", "padless_tier_rows"
+_T_REAL, _T_PADDED = "padless_tier_real_tokens", "padless_tier_padded_tokens"
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -116,9 +120,10 @@ def server_stats(before: dict[str, float], after: dict[str, float]) -> dict[str,
 
     Keys: ``batches``, ``rows``, ``mean_batch_size``, ``mean_batch_tokens``, ``real_tokens``, ``padded_tokens``,
     ``padding_fraction`` (``1 − real/padded``). A figure is ``None`` when its metrics are absent or did not move;
-    the whole result is ``None`` when none of the padless metrics is present. Counters are differenced because the
-    server's totals include everything it served before the window. Anything else the server did during the
-    window (another client) is included too; metrics cannot tell requests apart.
+    the whole result is ``None`` when none of the padless metrics is present. For ``padless serve --ray`` the
+    figures are its tiers' replica counters summed over both tiers (its ingress batches nothing). Counters are
+    differenced because the server's totals include everything it served before the window. Anything else the
+    server did during the window (another client) is included too; metrics cannot tell requests apart.
     """
     def delta(name: str) -> float | None:
         if name not in after:
@@ -128,11 +133,16 @@ def server_stats(before: dict[str, float], after: dict[str, float]) -> dict[str,
         return d if d >= 0 else None
 
     names = (f"{_M_ROWS}_count", f"{_M_ROWS}_sum", f"{_M_TOKENS}_count", f"{_M_TOKENS}_sum", _M_REAL, _M_PADDED)
-    if not any(n in after for n in names):
+    if _T_BATCHES in after:  # a Ray server: the tiers' counters, not the ingress's idle batch metrics
+        batches, rows = delta(_T_BATCHES), delta(_T_ROWS)
+        real, padded = delta(_T_REAL), delta(_T_PADDED)
+        token_batches, tokens = batches, padded  # a batch's padded tokens are what a tier counts per batch
+    elif any(n in after for n in names):
+        batches, rows = delta(f"{_M_ROWS}_count"), delta(f"{_M_ROWS}_sum")
+        token_batches, tokens = delta(f"{_M_TOKENS}_count"), delta(f"{_M_TOKENS}_sum")
+        real, padded = delta(_M_REAL), delta(_M_PADDED)
+    else:
         return None
-    batches, rows = delta(f"{_M_ROWS}_count"), delta(f"{_M_ROWS}_sum")
-    token_batches, tokens = delta(f"{_M_TOKENS}_count"), delta(f"{_M_TOKENS}_sum")
-    real, padded = delta(_M_REAL), delta(_M_PADDED)
     return {
         "batches": batches if batches is not None else token_batches,
         "rows": rows,
