@@ -112,11 +112,12 @@ class Batcher(Admission):
     """See the module docstring. Create inside a running event loop; call :meth:`start`, then :meth:`stop`."""
 
     def __init__(self, forward: Forward, *, batch: BatchConfig, queue: QueueConfig, max_length: int,
-                 observer: Observer | None = None, width_multiple: int = 1) -> None:
+                 observer: Observer | None = None, width_multiple: int = 1, batch_overhead_tokens: int = 32) -> None:
         self._forward = forward
         self.batch_config = batch
         # 0 in the config defers to the runtime's choice (callers pass Classifier.width_multiple).
         self.width_multiple = batch.width_multiple or width_multiple
+        self.batch_overhead_tokens = batch_overhead_tokens  # the runtime's (Classifier.batch_overhead_tokens)
         self.queue_config = queue
         self.max_length = max_length
         self.observer = observer or Observer()
@@ -243,7 +244,7 @@ class Batcher(Admission):
         window = [self._queue[i] for i in range(min(len(self._queue), self.queue_config.lookahead))]
         batches = plan([len(item.ids) for item in window], max_batch_tokens=self.batch_config.max_batch_tokens,
                        max_batch_size=self.batch_config.max_batch_size, width_multiple=self.width_multiple,
-                       max_width=self.max_length)
+                       max_width=self.max_length, batch_overhead_tokens=self.batch_overhead_tokens)
         chosen = next(b for b in batches if 0 in b.indices)  # the oldest item's batch: no starvation
         picked = [window[i] for i in chosen.indices]
         picked_ids = {id(item) for item in picked}

@@ -144,6 +144,12 @@ class Classifier:
         return self.batch_config.width_multiple or self.runtime.width_multiple
 
     @property
+    def batch_overhead_tokens(self) -> int:
+        """The runtime's fixed cost of one forward call in tokens (the planner's price of one more batch); the
+        server's batcher and the Ray tiers plan with it too."""
+        return self.runtime.batch_overhead_tokens
+
+    @property
     def labels(self) -> list[str]:
         return self.post.labels
 
@@ -194,7 +200,7 @@ class Classifier:
     def plan(self, lengths: Sequence[int]) -> list[Batch]:
         return plan(lengths, max_batch_tokens=self.batch_config.max_batch_tokens,
                     max_batch_size=self.batch_config.max_batch_size, width_multiple=self.width_multiple,
-                    max_width=self.max_length)
+                    max_width=self.max_length, batch_overhead_tokens=self.batch_overhead_tokens)
 
     def forward_padded(self, rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
         """Right-pad ``rows`` to ``width`` and run the runtime on that one batch (the server's batcher calls this);

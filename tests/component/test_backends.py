@@ -134,6 +134,29 @@ def test_fp16_on_cpu_is_refused_in_one_line(tiny_model_dir: Path) -> None:
 
 
 @pytest.mark.gpu
+def test_torch_int8_stays_on_the_cpu_of_a_gpu_machine(tiny_model_dir: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    assert Classifier(str(tiny_model_dir), backend="torch").describe()["device"] == "cuda"
+    # dynamic int8 is a CPU kernel: refusing it because a GPU is present would leave the backend unusable there
+    assert Classifier(str(tiny_model_dir), backend="torch-int8").describe()["device"] == "cpu"
+
+
+def test_a_gpu_plans_fewer_larger_batches(tiny_model_dir: Path) -> None:
+    from padless.runtime.torch import CUDA_BATCH_OVERHEAD_TOKENS
+
+    lengths = [3 + (17 * i) % 290 for i in range(2000)]  # a spread of lengths, as in the realistic mix
+    cpu = Classifier(str(tiny_model_dir), backend="onnx")
+    assert cpu.batch_overhead_tokens == 32
+    many, few = cpu.plan(lengths), cpu.with_options()
+    few.runtime = type("Priced", (), {"batch_overhead_tokens": CUDA_BATCH_OVERHEAD_TOKENS, "width_multiple": 1})()
+    fewer = few.plan(lengths)
+    assert len(fewer) < len(many) / 2  # the GPU's price of a call buys far fewer cuts, at a little more padding
+    if torch.cuda.is_available():
+        assert Classifier(str(tiny_model_dir), backend="torch").batch_overhead_tokens == CUDA_BATCH_OVERHEAD_TOKENS
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["torch-fp16", "torch-bf16"])
 def test_half_precision_on_gpu(backend: str, trained_minilm_dir: Path, texts: list[str],
                                reference: np.ndarray) -> None:

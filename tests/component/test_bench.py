@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 
 from padless.bench.offline import chunk_padded_tokens, run_offline_bench
 from padless.bench.workload import MIXES, make_workload, token_lengths
@@ -53,6 +54,8 @@ def test_offline_bench_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["ratios"].keys() == {"padless_vs_pipeline-b1", "padless_vs_pipeline-b32", "padless_vs_pad512-b32"}
     assert saved["machine"]["cpu_flags"] == simd_flags()  # the flags its figures were measured with
+    here = "cuda" if torch.cuda.is_available() else "cpu"  # padless's torch device "auto"; the baselines follow it
+    assert {entry["device"] for entry in configs.values()} == {here} and set(saved["peak"]["by_device"]) == {here}
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 
@@ -80,9 +83,11 @@ def test_offline_bench_runs_padless_on_several_backends(tiny_model_dir: Path) ->
 def test_int8_config_is_held_against_the_int8_matmul_peak(tiny_model_dir: Path) -> None:
     result = run_offline_bench(str(tiny_model_dir), n=30, rounds=1, seed=0, peak_size=256,
                                configs=["padless", "padless-onnx-int8"], backends=["torch", "onnx-int8"])
-    peaks = result["peak"]["by_precision"]
-    assert set(peaks) == {"float32", "int8"} and all(p["gflops"] > 0 for p in peaks.values())
     int8 = result["configs"]["padless-onnx-int8"]
+    # ONNX Runtime computes on the CPU; the torch reference beside it on a GPU where there is one
+    peaks = result["peak"]["by_device"][int8["device"]]
+    assert int8["device"] == "cpu" and set(peaks) >= {"float32", "int8"}
+    assert all(p["gflops"] > 0 for p in peaks.values())
     assert int8["precision"] == "int8" and result["configs"]["padless"]["precision"] == "float32"
     # the same useful work over the same seconds, divided by the int8 peak instead of the fp32 one
     useful = result["workload"]["useful_gflops"]
@@ -90,3 +95,23 @@ def test_int8_config_is_held_against_the_int8_matmul_peak(tiny_model_dir: Path) 
         100 * useful / int8["seconds"] / peaks["int8"]["gflops"])
     assert result["configs"]["padless"]["model_flops_pct_of_precision_peak"] == pytest.approx(
         result["configs"]["padless"]["model_flops_pct_of_peak"])
+
+
+@pytest.mark.gpu
+def test_offline_bench_on_a_gpu_runs_every_torch_config_there(tiny_model_dir: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    result = run_offline_bench(str(tiny_model_dir), n=30, rounds=1, seed=0, peak_size=256,
+                               configs=["pipeline-b32", "pad512-b32", "padless", "padless-torch-fp16", "padless-onnx"],
+                               backends=["torch", "torch-fp16", "onnx"])
+    configs = result["configs"]
+    assert {name: entry["device"] for name, entry in configs.items()} == {
+        "pipeline-b32": "cuda", "pad512-b32": "cuda", "padless": "cuda", "padless-torch-fp16": "cuda",
+        "padless-onnx": "cpu"}
+    peaks = result["peak"]["by_device"]
+    assert set(peaks) == {"cuda", "cpu"} and set(peaks["cuda"]) == {"float32", "float16"}
+    assert result["peak"]["gflops"] == peaks["cuda"]["float32"]["gflops"]
+    useful = result["workload"]["useful_gflops"]
+    onnx = configs["padless-onnx"]  # held against the CPU it ran on, not the GPU beside it
+    cpu_fp32 = peaks["cpu"]["float32"]["gflops"]
+    assert onnx["model_flops_pct_of_peak"] == pytest.approx(100 * useful / onnx["seconds"] / cpu_fp32)

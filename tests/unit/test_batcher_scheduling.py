@@ -89,3 +89,34 @@ def test_served_batches_get_the_planners_rounded_width() -> None:
     _run(main())
     # Rounded up to a multiple of 16, but never past the model's limit (99 → 100, not 112).
     assert widths == [(3, 16), (16, 16), (17, 32), (99, 100)]
+
+
+def test_the_runtimes_price_of_a_call_decides_how_much_rides_along() -> None:
+    def first_batch_after_a_held_one(batch_overhead_tokens: int) -> list[int]:
+        seen: list[list[int]] = []
+        gate = threading.Event()
+
+        def forward(rows, width):
+            gate.wait(5)
+            seen.append([len(r) for r in rows])
+            return np.zeros((len(rows), 2), dtype=np.float32)
+
+        async def main() -> None:
+            b = Batcher(forward, batch=BatchConfig(max_batch_tokens=600, max_batch_size=8),
+                        queue=QueueConfig(max_wait_ms=0), max_length=512, batch_overhead_tokens=batch_overhead_tokens)
+            b.start()
+            deadline = time.monotonic() + 10
+            first = b.submit([[1] * 4], deadline=deadline, request_id="first")
+            await asyncio.sleep(0.05)
+            futures = [f for n in [40, 5, 5, 5, 5] for f in b.submit([[1] * n], deadline=deadline, request_id=str(n))]
+            gate.set()
+            await asyncio.wait_for(asyncio.gather(*first, *futures), timeout=10)
+            await b.stop()
+
+        _run(main())
+        return seen[1]
+
+    # A CPU's price (32): padding four 5-token texts to 40 costs more than a second call, so the oldest runs alone.
+    assert first_batch_after_a_held_one(32) == [40]
+    # A GPU's (2048): one call for all five is cheaper than two.
+    assert sorted(first_batch_after_a_held_one(2048)) == [5, 5, 5, 5, 40]

@@ -16,6 +16,10 @@ rounds. "% of peak" is useful model FLOPs (padding excluded, :func:`padless.engi
 config runs: a pruned student computes less than its teacher for the same texts) per second over the
 best fp32 matmul rate measured in the same run (:mod:`padless.bench.peak`); a bf16 or int8 config is also held
 against the bf16 matmul or ``torch._int_mm`` peak measured in the same run ("% own peak": int8 GOP/s over int8 GOP/s).
+
+Where torch sees a CUDA GPU, the torch backends run on it, and so do the baselines (the pipeline on ``device``
+cuda, the hand loop's tensors moved there), as a user of that machine would run them; a config is held against the
+peaks of the device it ran on (an ONNX or OpenVINO config beside them still runs on the CPU, against the CPU's).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from padless.bench.peak import compute_precision, measure_matmul_peak
+from padless.bench.peak import CUDA_MIN_SIZE, compute_precision, measure_matmul_peak
 from padless.bench.workload import describe_lengths, describe_mix, make_workload
 from padless.config import OPENVINO_BACKENDS, BatchConfig, ModelConfig
 from padless.default_model import ensure_default
@@ -79,13 +83,19 @@ def _padless_runner(clf: Classifier) -> Runner:
     return padless
 
 
+def device_of(clf: Classifier) -> str:
+    """Where a classifier computes: ``cuda`` for a torch backend on a GPU, ``cpu`` otherwise."""
+    return str(clf.describe().get("device", "cpu"))
+
+
 def _runners(clf: Classifier, names: list[str], extra: dict[str, Classifier]) -> dict[str, Runner]:
     runners: dict[str, Runner] = {}
+    device = device_of(clf)  # the baselines run where padless's torch reference runs
     if any(name.startswith("pipeline") for name in names):
         from transformers import pipeline
 
         # Its own copy of the model, loaded from the same folder, exactly as a user of the pipeline would get it.
-        pipe = pipeline("text-classification", model=str(clf.path), device=-1)
+        pipe = pipeline("text-classification", model=str(clf.path), device=device)
         runners["pipeline-b1"] = lambda texts: ([pipe(t, truncation=True)[0]["label"] for t in texts], None)
         runners["pipeline-b32"] = lambda texts: (
             [out["label"] for out in pipe(texts, batch_size=CHUNK_ROWS, truncation=True)], None)
@@ -97,10 +107,10 @@ def _runners(clf: Classifier, names: list[str], extra: dict[str, Classifier]) ->
         labels: list[str | None] = []
         for start in range(0, len(texts), CHUNK_ROWS):
             enc = tokenizer(texts[start:start + CHUNK_ROWS], padding="max_length", max_length=PAD_WIDTH,
-                            truncation=True, return_tensors="pt")
+                            truncation=True, return_tensors="pt").to(device)
             with torch.inference_mode():
                 logits = model(**enc).logits
-            labels.extend(model.config.id2label[int(i)] for i in logits.argmax(dim=-1))
+            labels.extend(model.config.id2label[int(i)] for i in logits.argmax(dim=-1).tolist())
         return labels, None
 
     runners["pad512-b32"] = pad512
@@ -128,8 +138,9 @@ def _machine() -> dict[str, Any]:
         pass
     import transformers
 
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cpu_flags": simd_flags(), "usable_cores": usable_cores(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
+            "gpu": gpu, "torch": torch.__version__,
             "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform()}
 
@@ -211,11 +222,18 @@ def run_offline_bench(
     runners = _runners(clf, names, extra)
     precision = {name: compute_precision(extra[name].describe().get("dtype", "float32")) if name in extra
                  else "float32" for name in names}
-    # fp32 always (every "% of peak" uses it); the others only where a config computes in them.
+    reference_device = device_of(clf)
+    device = {name: device_of(extra[name]) if name in extra else reference_device for name in names}
+    # Per device in use: fp32 always (every "% of peak" uses it); the others only where a config computes in them.
     peak_dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
-    wanted = ["float32"] + sorted(set(precision.values()) - {"float32"})
-    peaks_before = {p: measure_matmul_peak(peak_size, dtype=peak_dtypes[p]) for p in wanted}
-    peak_before = peaks_before["float32"]
+    wanted = {d: ["float32"] + sorted({precision[n] for n in names if device[n] == d} - {"float32"})
+              for d in sorted({reference_device, *device.values()})}
+
+    def measure_peaks() -> dict[str, dict[str, float]]:
+        return {d: {p: measure_matmul_peak(peak_size, dtype=peak_dtypes[p], device=d) for p in ps}
+                for d, ps in wanted.items()}
+
+    peaks_before = measure_peaks()
     # One untimed call each pays one-off costs (lazy imports, first-call allocation) outside the measurement.
     for name in names:
         runners[name](texts[:WARMUP_TEXTS])
@@ -236,10 +254,8 @@ def run_offline_bench(
                 stats[name] = call_stats
             if console:
                 console.print(f"round {r + 1}/{rounds}  {name:<13} {elapsed:7.2f} s  {n / elapsed:9.1f} texts/s")
-    peaks_after = {p: measure_matmul_peak(peak_size, dtype=peak_dtypes[p]) for p in wanted}
-    peak_after = peaks_after["float32"]
-    peak = max(peak_before, peak_after)
-    own_peak = {p: max(peaks_before[p], peaks_after[p]) for p in wanted}
+    peaks_after = measure_peaks()
+    own_peak = {d: {p: max(peaks_before[d][p], peaks_after[d][p]) for p in ps} for d, ps in wanted.items()}
 
     computed = {
         "pipeline-b1": real,  # one text per forward: nothing padded
@@ -256,10 +272,12 @@ def run_offline_bench(
             "texts_per_s": statistics.median(n / s for s in secs),
             "real_tokens_per_s": statistics.median(real / s for s in secs),
             "useful_gflops": flops_of[name] / 1e9,
-            "model_flops_pct_of_peak": statistics.median(100 * flops_of[name] / s / (peak * 1e9) for s in secs),
+            "device": device[name],
+            "model_flops_pct_of_peak": statistics.median(
+                100 * flops_of[name] / s / (own_peak[device[name]]["float32"] * 1e9) for s in secs),
             "precision": precision[name],
             "model_flops_pct_of_precision_peak": statistics.median(
-                100 * flops_of[name] / s / (own_peak[precision[name]] * 1e9) for s in secs),
+                100 * flops_of[name] / s / (own_peak[device[name]][precision[name]] * 1e9) for s in secs),
         }
         if name.startswith(PADLESS):
             st = stats[name]
@@ -278,6 +296,9 @@ def run_offline_bench(
     ratios.update({f"{name}_vs_{other}": statistics.median(b / a for a, b in zip(seconds[name], seconds[other]))
                    for name in names if name.startswith(PADLESS + "-") for other in names if other != name
                    and not other.startswith(PADLESS + "-")})
+    by_device = {d: {p: {"before_gflops": peaks_before[d][p], "after_gflops": peaks_after[d][p],
+                         "gflops": own_peak[d][p]} for p in ps} for d, ps in wanted.items()}
+    size_on = {d: max(peak_size, CUDA_MIN_SIZE) if d.startswith("cuda") else peak_size for d in wanted}
     info = clf.info
     result: dict[str, Any] = {
         "benchmark": "offline",
@@ -290,10 +311,12 @@ def run_offline_bench(
         "method": {"rounds": rounds, "orders": orders, "warmup_texts": WARMUP_TEXTS, "statistic": "median",
                    "timing": "time.perf_counter around the whole workload, tokenization included",
                    "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")},
-        "peak": {"size": peak_size, "dtype": "float32", "before_gflops": peak_before, "after_gflops": peak_after,
-                 "gflops": peak,
-                 "by_precision": {p: {"before_gflops": peaks_before[p], "after_gflops": peaks_after[p],
-                                      "gflops": own_peak[p]} for p in wanted},
+        # The reference device's peaks at the top level; every device's (the CPU beside a GPU too) under by_device.
+        "peak": {"size": size_on[reference_device], "sizes": size_on, "dtype": "float32", "device": reference_device,
+                 "before_gflops": peaks_before[reference_device]["float32"],
+                 "after_gflops": peaks_after[reference_device]["float32"],
+                 "gflops": own_peak[reference_device]["float32"],
+                 "by_precision": by_device[reference_device], "by_device": by_device,
                  "int8_kernel": "torch._int_mm (int8 x int8 -> int32)"},
         "configs": results,
         "ratios": ratios,
@@ -331,7 +354,7 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("texts / s (median)")
     ax.set_ylim(0, max(rates) * 1.25)
     ax.set_title(f"{Path(result['model']['path']).name}: {work['mix']} mix, {work['n']} texts, "
-                 f"{machine['torch_threads']} threads", fontsize=10)
+                 f"{machine.get('gpu') or str(machine['torch_threads']) + ' threads'}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -340,7 +363,9 @@ def render_table(result: dict[str, Any]) -> Table:
     """A rich Table of the per-config figures, for the CLI."""
     from rich.table import Table
 
-    peaks = ", ".join(f"{p} {v['gflops']:.0f}" for p, v in result["peak"].get("by_precision", {}).items())
+    by_device = result["peak"].get("by_device") or {"cpu": result["peak"].get("by_precision", {})}
+    peaks = "; ".join(f"{d}: " + ", ".join(f"{p} {v['gflops']:.0f}" for p, v in ps.items())
+                      for d, ps in by_device.items())
     table = Table(title=f"offline benchmark, matmul peaks (GFLOP/s, GOP/s for int8): {peaks}",
                   caption="\n".join(result.get("notes", [])) or None)
     for column in ("config", "texts/s", "real tok/s", "padding", "agree b1", "% of fp32 peak", "% own peak",
@@ -349,7 +374,8 @@ def render_table(result: dict[str, Any]) -> Table:
     for name, entry in result["configs"].items():
         agreement = entry["agreement_with_pipeline_b1"]
         ratio = result["ratios"].get(f"padless_vs_{name}")
-        table.add_row(name, f"{entry['texts_per_s']:.1f}", f"{entry['real_tokens_per_s']:.0f}",
+        shown = name if entry.get("device", "cpu") == "cpu" else f"{name} ({entry['device']})"
+        table.add_row(shown, f"{entry['texts_per_s']:.1f}", f"{entry['real_tokens_per_s']:.0f}",
                       f"{entry['padding_fraction']:.1%}", "-" if agreement is None else f"{agreement:.1%}",
                       f"{entry['model_flops_pct_of_peak']:.1f}%",
                       f"{entry['model_flops_pct_of_precision_peak']:.1f}% {entry['precision']}",

@@ -105,7 +105,8 @@ class TierReplica:
         self.stats = TierStats(replica=uuid.uuid4().hex[:8])
         self.batcher = Batcher(self.clf.forward_padded, batch=self.clf.batch_config, queue=settings.queue,
                                max_length=self.clf.max_length, observer=self.stats,
-                               width_multiple=self.clf.width_multiple)
+                               width_multiple=self.clf.width_multiple,
+                               batch_overhead_tokens=self.clf.batch_overhead_tokens)
         self.batcher.start()
         self.last_success = time.monotonic()
         log.info("%s tier replica %s ready: %s", settings.name, self.stats.replica, self.clf.runtime.describe())

@@ -41,6 +41,10 @@ class Runtime(ABC):
     # Batches this runtime computes at once (OpenVINO's streams, each on its share of the threads): forward_many
     # keeps that many in flight. 1 everywhere else.
     streams: int = 1
+    # The fixed cost of one forward call in tokens of work: the planner's price for cutting one more batch (see
+    # padless.planner). On a CPU a call costs about as much as a few dozen tokens; a GPU computes a token in
+    # microseconds but spends about as long launching a call's kernels as computing thousands of tokens.
+    batch_overhead_tokens: int = 32
 
     @abstractmethod
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,

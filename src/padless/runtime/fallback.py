@@ -56,6 +56,7 @@ class FallbackRuntime(Runtime):
         self.exact = exact
         self.margin = float(margin)
         self.name = fast.name
+        self.batch_overhead_tokens = fast.batch_overhead_tokens  # a call costs at least what the fast one does
         self.rows = 0  # rows answered, and how many of them the exact runtime recomputed (for /info and reports)
         self.recomputed = 0
 

@@ -32,6 +32,10 @@ from padless.machine import cpu_has_native_bf16 as cpu_has_native_bf16
 from padless.runtime.base import ModelInfo, Runtime, usable_cores
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+# The planner's price of one more batch on a CUDA GPU, in tokens (Runtime.batch_overhead_tokens): chosen from a sweep
+# on an H200 (README, "On a GPU"); the CPU's 32 cut the realistic mix into 72 batches of a few milliseconds each,
+# nearly all of it launch and synchronisation.
+CUDA_BATCH_OVERHEAD_TOKENS = 2048
 
 
 class TorchRuntime(Runtime):
@@ -44,7 +48,12 @@ class TorchRuntime(Runtime):
 
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown torch precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if device == "auto":
+            # int8 here is CPU dynamic quantization: on a machine with a GPU it still runs on the CPU.
+            device = "cuda" if torch.cuda.is_available() and precision != "int8" else "cpu"
+        self.device = device
+        if device.startswith("cuda"):
+            self.batch_overhead_tokens = CUDA_BATCH_OVERHEAD_TOKENS
         if precision == "float16" and self.device != "cuda":
             raise ConfigError("float16 needs a CUDA GPU; on a CPU use bfloat16 or int8")
         if precision == "int8" and self.device != "cpu":

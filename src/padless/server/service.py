@@ -145,7 +145,7 @@ class Service:
                         "with streams=1 for the lowest latency (padless serve does)", self.clf.runtime.streams)
         batcher = Batcher(self._forward, batch=self.clf.batch_config, queue=self.queue_config,
                           max_length=self.clf.max_length, observer=self.metrics,
-                          width_multiple=self.clf.width_multiple)
+                          width_multiple=self.clf.width_multiple, batch_overhead_tokens=self.clf.batch_overhead_tokens)
         self.batcher = batcher
         self.metrics.bind_queue(batcher)
         batcher.start()
