@@ -31,7 +31,7 @@ import numpy as np
 
 from padless.config import BatchConfig, QueueConfig
 from padless.errors import DeadlineExceededError, OverloadedError, PadlessError
-from padless.planner import padded_width, plan
+from padless.planner import BATCH_OVERHEAD_TOKENS, padded_width, plan
 from padless.tokenize import as_pair, char_count
 
 log = logging.getLogger("padless.batcher")
@@ -112,7 +112,8 @@ class Batcher(Admission):
     """See the module docstring. Create inside a running event loop; call :meth:`start`, then :meth:`stop`."""
 
     def __init__(self, forward: Forward, *, batch: BatchConfig, queue: QueueConfig, max_length: int,
-                 observer: Observer | None = None, width_multiple: int = 1, batch_overhead_tokens: int = 32) -> None:
+                 observer: Observer | None = None, width_multiple: int = 1,
+                 batch_overhead_tokens: int = BATCH_OVERHEAD_TOKENS) -> None:
         self._forward = forward
         self.batch_config = batch
         # 0 in the config defers to the runtime's choice (callers pass Classifier.width_multiple).

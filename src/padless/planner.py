@@ -26,6 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# The fixed cost of one forward call, in tokens of work, on a CPU: the default price of one more batch.
+BATCH_OVERHEAD_TOKENS = 32
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
@@ -48,7 +51,7 @@ def plan(
     *,
     max_batch_tokens: int,
     max_batch_size: int,
-    batch_overhead_tokens: int = 32,
+    batch_overhead_tokens: int = BATCH_OVERHEAD_TOKENS,
     width_multiple: int = 1,
     max_width: int | None = None,
 ) -> list[Batch]:

@@ -21,13 +21,13 @@ class PredictRequest(BaseModel):
 
 
 def create_app(model_dir: str) -> Any:
-    import torch
     from fastapi import FastAPI
     from transformers import pipeline
 
+    from padless.runtime.torch import auto_device
+
     # Where padless's torch backend runs on this machine (its device "auto"), so both servers get the same hardware.
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = pipeline("text-classification", model=model_dir, device=device, top_k=None)
+    pipe = pipeline("text-classification", model=model_dir, device=auto_device(), top_k=None)
     app = FastAPI(title="pipeline baseline")
 
     @app.post("/predict")

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from padless.bench.peak import CUDA_MIN_SIZE, compute_precision, measure_matmul_peak
+from padless.bench.peak import compute_precision, measure_matmul_peak, peak_size_on
 from padless.bench.workload import describe_lengths, describe_mix, make_workload
 from padless.config import OPENVINO_BACKENDS, BatchConfig, ModelConfig
 from padless.default_model import ensure_default
@@ -301,7 +301,7 @@ def run_offline_bench(
                    and not other.startswith(PADLESS + "-")})
     by_device = {d: {p: {"before_gflops": peaks_before[d][p], "after_gflops": peaks_after[d][p],
                          "gflops": own_peak[d][p]} for p in ps} for d, ps in wanted.items()}
-    size_on = {d: max(peak_size, CUDA_MIN_SIZE) if d.startswith("cuda") else peak_size for d in wanted}
+    size_on = {d: peak_size_on(d, peak_size) for d in wanted}
     info = clf.info
     result: dict[str, Any] = {
         "benchmark": "offline",

@@ -21,6 +21,11 @@ CUDA_MIN_SIZE = 8192  # smaller products leave an H200's tensor cores partly idl
 CUDA_PRODUCTS_PER_TIMING = 10
 
 
+def peak_size_on(device: str, size: int) -> int:
+    """The product width a peak on ``device`` is measured at: ``size``, at least ``CUDA_MIN_SIZE`` on CUDA."""
+    return max(size, CUDA_MIN_SIZE) if device.startswith("cuda") else size
+
+
 def measure_matmul_peak(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32,
                         device: str = "cpu") -> float:
     """GFLOP/s (GOP/s for int8) of the fastest of ``repeats`` timed ``size × size`` matmuls (2·size³ operations
@@ -31,8 +36,7 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5, dtype: torch.dtype =
     if size < 1 or repeats < 1:
         raise ValueError("size and repeats must be positive")
     on_cuda = device.startswith("cuda")
-    if on_cuda:
-        size = max(size, CUDA_MIN_SIZE)
+    size = peak_size_on(device, size)
     products = CUDA_PRODUCTS_PER_TIMING if on_cuda else 1
     generator = torch.Generator().manual_seed(0)
     if dtype == torch.int8:

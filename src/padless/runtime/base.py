@@ -21,6 +21,7 @@ from padless.errors import ModelError
 # and older callers look for them.
 from padless.loader.folders import ModelInfo
 from padless.machine import cpu_flags, usable_cores
+from padless.planner import BATCH_OVERHEAD_TOKENS
 
 __all__ = ["GRAPH_INPUTS", "Feed", "ModelInfo", "Runtime", "check_graph_inputs", "cpu_flags", "graph_feed",
            "usable_cores"]
@@ -44,7 +45,7 @@ class Runtime(ABC):
     # The fixed cost of one forward call in tokens of work: the planner's price for cutting one more batch (see
     # padless.planner). On a CPU a call costs about as much as a few dozen tokens; a GPU computes a token in
     # microseconds but spends about as long launching a call's kernels as computing thousands of tokens.
-    batch_overhead_tokens: int = 32
+    batch_overhead_tokens: int = BATCH_OVERHEAD_TOKENS
 
     @abstractmethod
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,

@@ -33,9 +33,15 @@ from padless.runtime.base import ModelInfo, Runtime, usable_cores
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 # The planner's price of one more batch on a CUDA GPU, in tokens (Runtime.batch_overhead_tokens): chosen from a sweep
-# on an H200 (README, "On a GPU"); the CPU's 32 cut the realistic mix into 72 batches of a few milliseconds each,
+# on an H200 (README, "On a GPU"); the CPU's 32 cut 5,000 texts of the realistic mix into 108 batches of a few ms each,
 # nearly all of it launch and synchronisation.
 CUDA_BATCH_OVERHEAD_TOKENS = 2048
+
+
+def auto_device(precision: str = "float32") -> str:
+    """Where device "auto" puts a model: a CUDA GPU where torch sees one, except int8 (CPU dynamic quantization),
+    which stays on the CPU."""
+    return "cuda" if torch.cuda.is_available() and precision != "int8" else "cpu"
 
 
 class TorchRuntime(Runtime):
@@ -49,8 +55,7 @@ class TorchRuntime(Runtime):
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown torch precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if device == "auto":
-            # int8 here is CPU dynamic quantization: on a machine with a GPU it still runs on the CPU.
-            device = "cuda" if torch.cuda.is_available() and precision != "int8" else "cpu"
+            device = auto_device(precision)
         self.device = device
         if device.startswith("cuda"):
             self.batch_overhead_tokens = CUDA_BATCH_OVERHEAD_TOKENS
