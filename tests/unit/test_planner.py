@@ -31,21 +31,25 @@ def _eff(length: int) -> int:
 # ---------------------------------------------------------------- property tests
 
 
+# The price of one more batch: the CPU's 32, a CUDA GPU's 2048, and anything between or beyond.
+OVERHEADS = st.one_of(st.sampled_from([0, 32, 2048]), st.integers(min_value=0, max_value=100_000))
+
+
 @FAST
-@given(valid_problems())
-def test_every_index_appears_exactly_once(problem):
+@given(valid_problems(), OVERHEADS)
+def test_every_index_appears_exactly_once(problem, overhead):
     lengths, mbt, mbs = problem
-    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs)
+    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead)
     seen = [i for b in batches for i in b.indices]
     assert sorted(seen) == list(range(len(lengths)))
     assert all(b.rows >= 1 for b in batches)
 
 
 @FAST
-@given(valid_problems())
-def test_batches_respect_row_and_token_limits(problem):
+@given(valid_problems(), OVERHEADS)
+def test_batches_respect_row_and_token_limits(problem, overhead):
     lengths, mbt, mbs = problem
-    for b in plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs):
+    for b in plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead):
         assert b.rows <= mbs
         assert b.padded_tokens == b.rows * b.width
         assert b.padded_tokens <= mbt
