@@ -24,8 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from padless.bench import capacity, loadtest
+from padless.bench import capacity
 from padless.bench.capacity import find_capacity
+from padless.bench.loadstats import latency_summary
 from padless.bench.loadtest import (
     OUTCOMES,
     check_loopback,
@@ -185,7 +186,7 @@ def test_percentile_nearest_rank_on_known_values() -> None:
     assert percentile(ten, 99) == 1.0
     with pytest.raises(ValueError):
         percentile(ten, 0)
-    summary = loadtest.latency_summary(ten)
+    summary = latency_summary(ten)
     assert summary["count"] == 10
     assert summary["p50"] == pytest.approx(50.0) and summary["p99"] == pytest.approx(1000.0)
     assert summary["max"] == pytest.approx(1000.0) and summary["mean"] == pytest.approx(145.0)

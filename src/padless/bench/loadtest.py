@@ -1,5 +1,5 @@
 """An open-loop HTTP load generator for a padless server (the capacity search on top of it is
-:mod:`padless.bench.capacity`).
+:mod:`padless.bench.capacity`; each answer's outcome and the run's report are :mod:`padless.bench.loadreport`'s).
 
 Why open loop: a closed-loop client (N workers, each waiting for its answer before sending the next request) slows
 down exactly when the server does, so a struggling server is offered *less* load and its tail latency looks fine
@@ -29,15 +29,14 @@ import json
 import math
 import random
 import time
-from collections import Counter
 from typing import Any
 
 import aiohttp
 import httpx
 
+from padless.bench.loadreport import CUT_OFF, Result, RunFacts, build_report, classify
 from padless.bench.loadstats import (
     OUTCOMES,
-    latency_summary,
     parse_prometheus,
     percentile,
     render_capacity,
@@ -190,48 +189,6 @@ async def _fetch_info(session: aiohttp.ClientSession, base: str) -> dict[str, An
     return info if isinstance(info, dict) else None
 
 
-def _json_or_none(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
-def _classify(status: int, body: bytes, n_inputs: int) -> tuple[str, str | None]:
-    """Outcome name and, for error bodies, the server's ``error_type``."""
-    if status == 200:
-        parsed = _json_or_none(body)
-        good = isinstance(parsed, list) and len(parsed) == n_inputs and all(isinstance(r, list) for r in parsed)
-        return ("ok" if good else "bad_response"), None
-    parsed = _json_or_none(body)
-    error_type = str(parsed["error_type"]) if isinstance(parsed, dict) and parsed.get("error_type") is not None \
-        else None
-    if status == 429:
-        return "rejected_429", error_type
-    if 400 <= status < 500:
-        return "client_error_4xx", error_type
-    if 500 <= status < 600:
-        return "server_error_5xx", error_type
-    return "other_status", error_type
-
-
-class _Result:
-    """What one request task produced; kept tiny since a long run makes tens of thousands."""
-
-    __slots__ = ("outcome", "status", "latency", "lag", "error_type", "retry_after", "detail")
-
-    def __init__(self, outcome: str, *, status: int | None = None, latency: float | None = None,
-                 lag: float = 0.0, error_type: str | None = None, retry_after: float | None = None,
-                 detail: str | None = None) -> None:
-        self.outcome = outcome
-        self.status = status
-        self.latency = latency
-        self.lag = lag
-        self.error_type = error_type
-        self.retry_after = retry_after
-        self.detail = detail
-
-
 async def run_load(
     url: str,
     *,
@@ -332,7 +289,7 @@ async def run_load(
             async with client.post(predict_url, data=body, allow_redirects=False) as response:
                 return response.status, await response.read(), response.headers.get("retry-after")
 
-        async def one(i: int, scheduled: float) -> _Result:
+        async def one(i: int, scheduled: float) -> Result:
             lag = loop.time() - scheduled
             try:
                 # One total deadline per request (connect, send and the whole response), so a server trickling
@@ -344,28 +301,28 @@ async def run_load(
                 else:
                     status, body, retry_header = await asyncio.wait_for(post(body_for(i)), timeout)
             except asyncio.TimeoutError:
-                return _Result("timeout", lag=lag)
+                return Result("timeout", lag=lag)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-                return _Result("connection_error", lag=lag, detail=f"{type(exc).__name__}: {exc}")
+                return Result("connection_error", lag=lag, detail=f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # noqa: BLE001 - any other failure is counted, never lost
-                return _Result("client_exception", lag=lag, detail=f"{type(exc).__name__}: {exc}")
+                return Result("client_exception", lag=lag, detail=f"{type(exc).__name__}: {exc}")
             latency = loop.time() - scheduled
-            outcome, error_type = _classify(status, body, inputs_per_request)
+            outcome, error_type = classify(status, body, inputs_per_request)
             retry_after: float | None = None
             if status == 429:
                 try:
                     retry_after = float(retry_header or "")
                 except ValueError:
                     retry_after = None
-            return _Result(outcome, status=status, latency=latency, lag=lag, error_type=error_type,
+            return Result(outcome, status=status, latency=latency, lag=lag, error_type=error_type,
                            retry_after=retry_after)
 
-        tasks: list[asyncio.Task[_Result] | None] = []  # None: dropped client-side
-        in_flight: set[asyncio.Task[_Result]] = set()
+        tasks: list[asyncio.Task[Result] | None] = []  # None: dropped client-side
+        in_flight: set[asyncio.Task[Result]] = set()
         peak = 0
         last_done = [0.0]
 
-        def finished(task: asyncio.Task[_Result]) -> None:
+        def finished(task: asyncio.Task[Result]) -> None:
             in_flight.discard(task)
             last_done[0] = max(last_done[0], loop.time())
 
@@ -398,105 +355,10 @@ async def run_load(
         cpu_used = time.process_time() - cpu_start
         metrics_after = await _fetch_metrics(client, base)
 
-    outcomes = dict.fromkeys(OUTCOMES, 0)
-    status_codes: Counter[int] = Counter()
-    error_types: Counter[str] = Counter()
-    ok_latencies: list[float] = []
-    all_latencies: list[float] = []
-    lags: list[float] = []
-    retry_after_max: float | None = None
-    errors_sample: list[str] = []
-    by_group: dict[str, list[float]] = {}
-    group_counts: Counter[str] = Counter()
-
-    def group_of(i: int) -> str | None:
-        return None if groups is None else groups[(i * inputs_per_request) % n_texts]
-
-    thirds: list[list[float]] = [[], [], []]  # ok latencies by the third of the schedule a request was sent in
-    for i, slot in enumerate(tasks):
-        group = group_of(i)
-        if group is not None:
-            group_counts[group] += 1
-            by_group.setdefault(group, [])
-        if slot is None:
-            outcomes["dropped_client_side"] += 1
-            continue
-        if slot.cancelled():
-            outcomes["timeout"] += 1  # a straggler cut off after the drain window
-            continue
-        result = slot.result()
-        outcomes[result.outcome] += 1
-        lags.append(result.lag)
-        if result.status is not None:
-            status_codes[result.status] += 1
-        if result.latency is not None:
-            all_latencies.append(result.latency)
-            if result.outcome == "ok":
-                ok_latencies.append(result.latency)
-                thirds[min(2, int(3 * offsets[i] / duration))].append(result.latency)
-                if group is not None:
-                    by_group[group].append(result.latency)
-        if result.error_type:
-            error_types[result.error_type] += 1
-        if result.retry_after is not None:
-            retry_after_max = max(retry_after_max or 0.0, result.retry_after)
-        if result.detail and result.detail not in errors_sample and len(errors_sample) < 5:
-            errors_sample.append(result.detail)
-
-    # Throughput over the span the work really took: dividing by ``duration`` alone would overstate a server that
-    # finished its backlog long after the last send.
-    window = max(duration, (last_done[0] if last_done[0] else end) - start)
-    ok = outcomes["ok"]
-    lag_ms = sorted(x * 1000.0 for x in lags)
-    lag_summary = {"p50": percentile(lag_ms, 50), "p99": percentile(lag_ms, 99), "max": lag_ms[-1] if lag_ms else None}
-    if lag_summary["p99"] is not None and lag_summary["p99"] > 10.0:
-        warnings.append(f"the load generator started requests late (send lag p99 {lag_summary['p99']:.1f} ms); "
-                        "latencies include that client-side delay, and the offered rate may not have been met")
-    cpu_percent = 100.0 * cpu_used / window if window > 0 else None
-    if cpu_percent is not None and cpu_percent > 90.0:
-        warnings.append(f"this process used {cpu_percent:.0f}% of a CPU core; the client may have limited the load")
-    if stragglers:
-        warnings.append(f"{stragglers} request(s) were still outstanding {timeout:g} s after the last send and were "
-                        "cancelled (counted as timeouts)")
-    if outcomes["dropped_client_side"]:
-        warnings.append(f"{outcomes['dropped_client_side']} request(s) were not sent: max_in_flight={max_in_flight} "
-                        "requests were already outstanding")
-    server = server_stats(metrics_before, metrics_after) if metrics_before is not None and metrics_after else None
-
-    grouped: dict[str, Any] = {} if groups is None else {
-        "latency_ms_by_group": {g: latency_summary(v) for g, v in sorted(by_group.items())},
-        "requests_by_group": dict(sorted(group_counts.items())),
-    }
-    if groups is not None and keep_latencies:
-        grouped["ok_latencies_s_by_group"] = {g: list(v) for g, v in sorted(by_group.items())}
-    return {
-        **grouped,
-        "url": predict_url,
-        "offered_rate": float(rate),
-        "duration_s": float(duration),
-        "seed": seed,
-        "inputs_per_request": inputs_per_request,
-        "timeout_s": float(timeout),
-        "max_in_flight": max_in_flight,
-        "scheduled": len(offsets),
-        "scheduled_rate": len(offsets) / duration,
-        "sent": len(offsets) - outcomes["dropped_client_side"],
-        "outcomes": outcomes,
-        "status_codes": {str(code): n for code, n in sorted(status_codes.items())},
-        "error_types": dict(error_types.most_common()),
-        "retry_after_s_max": retry_after_max,
-        "window_s": window,
-        "throughput_rps": ok / window,
-        "throughput_texts_per_s": ok * inputs_per_request / window,
-        "latency_ms": latency_summary(ok_latencies),
-        "latency_all_ms": latency_summary(all_latencies),
-        "latency_p50_ms_by_third": [latency_summary(part)["p50"] for part in thirds],
-        "send_lag_ms": lag_summary,
-        "client_cpu_percent": cpu_percent,
-        "peak_in_flight": peak,
-        "server": server,
-        "server_info": info,
-        "warnings": warnings,
-        "errors_sample": errors_sample,
-    }
-
+    slots = [None if task is None else CUT_OFF if task.cancelled() else task.result() for task in tasks]
+    facts = RunFacts(predict_url=predict_url, rate=rate, duration=duration, seed=seed,
+                     inputs_per_request=inputs_per_request, timeout=timeout, max_in_flight=max_in_flight,
+                     offsets=offsets, start=start, end=end, last_done=last_done[0], cpu_used=cpu_used,
+                     peak_in_flight=peak, stragglers=stragglers)
+    return build_report(slots, facts, n_texts=n_texts, groups=groups, keep_latencies=keep_latencies,
+                        warnings=warnings, metrics_before=metrics_before, metrics_after=metrics_after, info=info)
