@@ -137,12 +137,17 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
     }
     servers["pipeline-server"] = ([sys.executable, "-m", "padless.bench.baseline_server", model_dir], "/health")
     offline_of = {names[b]: offline_by[b] for b in backends}
-    for name, (cmd, ready_path) in servers.items():
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        full = [*cmd, str(port)] if name == "pipeline-server" else [*cmd, "--port", str(port)]
-        proc = _start(full, url, ready_path, out / f"{name}.log")
-        try:
+    # Every server started is stopped in the finally, whatever stops the run (a failed step, Ctrl-C, a SIGTERM turned
+    # into SystemExit by the CLI): the padless servers keep running while the baseline's is measured, so a stop
+    # during that step must reach them too.
+    running: list[subprocess.Popen[bytes]] = []
+    urls: dict[str, str] = {}
+    try:
+        for name, (cmd, ready_path) in servers.items():
+            port = _free_port()
+            url = urls[name] = f"http://127.0.0.1:{port}"
+            full = [*cmd, str(port)] if name == "pipeline-server" else [*cmd, "--port", str(port)]
+            running.append(_start(full, url, ready_path, out / f"{name}.log"))
             say(f"{name}: finding the highest rate with p99 <= {p99_limit_ms:.0f} ms …")
             cap = asyncio.run(find_capacity(url, texts=texts, p99_limit_ms=p99_limit_ms, duration=duration,
                                             start_rate=20.0, budget_s=capacity_budget_s, seed=seed,
@@ -170,23 +175,16 @@ def run_serve_bench(model_dir: str, *, mix: str = "realistic", n: int = 400, see
                     entry["at_half_capacity"] = _summary(half)
             entry["url_port"] = port
             result["servers"][name] = entry
-            result["servers"][name]["_url"] = url
-            result["servers"][name]["_proc"] = proc
-        except BaseException:
-            _stop(proc)
-            raise
-    try:
         base_cap = result["servers"]["pipeline-server"]["capacity_rps"] or 1.0
         common = base_cap / 2
         result["common_rate_rps"] = common
-        for entry in result["servers"].values():
-            rep = asyncio.run(run_load(entry["_url"], rate=common, duration=length(common), texts=texts,
+        for name, entry in result["servers"].items():
+            rep = asyncio.run(run_load(urls[name], rate=common, duration=length(common), texts=texts,
                                        seed=seed + 4))
             entry["at_common_rate"] = _summary(rep)
     finally:
-        for entry in result["servers"].values():
-            _stop(entry.pop("_proc"))
-            entry.pop("_url")
+        for proc in running:
+            _stop(proc)
     b = result["servers"]["pipeline-server"]
     result["ratios"] = {}
     for name in offline_of:
