@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from padless.config import BatchConfig, QueueConfig
 from padless.errors import DeadlineExceededError, OverloadedError, PadlessError
 from padless.planner import BATCH_OVERHEAD_TOKENS, padded_width, plan
 from padless.tokenize import as_pair, char_count
+
+if TYPE_CHECKING:
+    from padless.engine import Classifier
 
 log = logging.getLogger("padless.batcher")
 
@@ -130,6 +133,16 @@ class Batcher(Admission):
         self.healthy = True
         self.reserved_inputs = 0  # admitted and not yet answered: tokenizing, queued or in a forward pass
         self.reserved_tokens = 0
+
+    @classmethod
+    def for_classifier(cls, clf: Classifier, *, queue: QueueConfig, observer: Observer | None = None,
+                       forward: Forward | None = None) -> Batcher:
+        """A batcher that plans served batches as ``clf`` plans offline ones: its batch limits, token limit, width
+        rounding and per-batch price (all the runtime's where the config defers to it). ``forward`` defaults to
+        ``clf.forward_padded``."""
+        return cls(forward or clf.forward_padded, batch=clf.batch_config, queue=queue, max_length=clf.max_length,
+                   observer=observer, width_multiple=clf.width_multiple,
+                   batch_overhead_tokens=clf.batch_overhead_tokens)
 
     @property
     def queued_inputs(self) -> int:

@@ -120,3 +120,28 @@ def test_the_runtimes_price_of_a_call_decides_how_much_rides_along() -> None:
     assert first_batch_after_a_held_one(32) == [40]
     # A GPU's (2048): one call for all five is cheaper than two.
     assert sorted(first_batch_after_a_held_one(2048)) == [5, 5, 5, 5, 40]
+
+
+def test_a_batcher_for_a_classifier_plans_with_the_classifiers_own_settings() -> None:
+    from types import SimpleNamespace
+
+    def padded(rows, width):
+        return np.zeros((len(rows), 2), dtype=np.float32)
+
+    def wrapped(rows, width):
+        return padded(rows, width)
+
+    # Stands in for a Classifier: the five things a served batch is planned and run with.
+    clf = SimpleNamespace(forward_padded=padded, batch_config=BatchConfig(max_batch_tokens=1000, max_batch_size=5),
+                          max_length=77, width_multiple=8, batch_overhead_tokens=2048)
+    queue = QueueConfig(max_wait_ms=1.0)
+
+    async def main() -> tuple[Batcher, Batcher]:
+        return (Batcher.for_classifier(clf, queue=queue),  # type: ignore[arg-type]
+                Batcher.for_classifier(clf, queue=queue, forward=wrapped))  # type: ignore[arg-type]
+
+    plain, own = _run(main())
+    assert plain._forward is padded and own._forward is wrapped
+    for b in (plain, own):
+        assert b.batch_config is clf.batch_config and b.queue_config is queue
+        assert (b.max_length, b.width_multiple, b.batch_overhead_tokens) == (77, 8, 2048)

@@ -103,10 +103,7 @@ class TierReplica:
         # Warm up before Serve routes anything here: the constructor's end is what makes this replica "running".
         await asyncio.get_running_loop().run_in_executor(None, self.clf.runtime.warmup)
         self.stats = TierStats(replica=uuid.uuid4().hex[:8])
-        self.batcher = Batcher(self.clf.forward_padded, batch=self.clf.batch_config, queue=settings.queue,
-                               max_length=self.clf.max_length, observer=self.stats,
-                               width_multiple=self.clf.width_multiple,
-                               batch_overhead_tokens=self.clf.batch_overhead_tokens)
+        self.batcher = Batcher.for_classifier(self.clf, queue=settings.queue, observer=self.stats)
         self.batcher.start()
         self.last_success = time.monotonic()
         log.info("%s tier replica %s ready: %s", settings.name, self.stats.replica, self.clf.runtime.describe())

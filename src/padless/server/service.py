@@ -143,9 +143,8 @@ class Service:
             # one-row request runs on one stream's share of the threads.
             log.warning("the runtime has %d streams, but the server runs one batch at a time: load the Classifier "
                         "with streams=1 for the lowest latency (padless serve does)", self.clf.runtime.streams)
-        batcher = Batcher(self._forward, batch=self.clf.batch_config, queue=self.queue_config,
-                          max_length=self.clf.max_length, observer=self.metrics,
-                          width_multiple=self.clf.width_multiple, batch_overhead_tokens=self.clf.batch_overhead_tokens)
+        batcher = Batcher.for_classifier(self.clf, queue=self.queue_config, observer=self.metrics,
+                                         forward=self._forward)
         self.batcher = batcher
         self.metrics.bind_queue(batcher)
         batcher.start()
