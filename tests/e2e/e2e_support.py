@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90.0  # import torch/transformers + tokenizer + warm-up on a busy 2-core machine
@@ -163,3 +164,15 @@ async def ametrics(client: Any) -> dict[MetricKey, float]:
     r = await client.get("/metrics")
     assert r.status_code == 200, r.text
     return parse_metrics(r.text)
+
+
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``processes`` still running (a zombie, exited but not yet reaped, counts as gone)."""
+    left = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return left

@@ -10,30 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
+from e2e_support import alive
 
 pytestmark = pytest.mark.slow
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def test_sigterm_to_the_cli_stops_its_server(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -43,25 +24,24 @@ def test_sigterm_to_the_cli_stops_its_server(tiny_model_dir: Path, tmp_path: Pat
            "--min-requests", "10", "--budget", "120"]
     with open(log, "wb") as out:
         bench = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
-    servers: list[int] = []
+    servers: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 180
         while "padless: finding the highest rate" not in log.read_text(errors="replace"):
             assert bench.poll() is None, f"the benchmark ended early:\n{log.read_text(errors='replace')[-2000:]}"
             assert time.monotonic() < deadline, "the padless server never came up"
             time.sleep(0.2)
-        servers = _children(bench.pid)
+        servers = psutil.Process(bench.pid).children(recursive=True)
         assert servers, "no server process under the benchmark"
         bench.send_signal(signal.SIGTERM)
         assert bench.wait(timeout=90) == 128 + signal.SIGTERM
         end = time.monotonic() + 10
-        while any(_alive(pid) for pid in servers) and time.monotonic() < end:
+        while alive(servers) and time.monotonic() < end:
             time.sleep(0.1)
-        assert not any(_alive(pid) for pid in servers), "the server outlived the SIGTERMed benchmark"
+        assert not alive(servers), "the server outlived the SIGTERMed benchmark"
     finally:
         if bench.poll() is None:
             bench.kill()
             bench.wait()
-        for pid in servers:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        for process in alive(servers):
+            process.kill()

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from e2e_support import Server, metric, parse_metrics, softmax
+from e2e_support import Server, alive, metric, parse_metrics, softmax
 from ray_serve_support import replica_processes, start_ray_server, stop_ray_server
 
 # Ray Serve's own config models (imported by the fast tests, in this process) still use pydantic's V1-style
@@ -205,11 +205,11 @@ def test_a_group_signal_during_start_up_ends_the_process(tiny_model_dir: Path, t
         # Ray's workers run in sessions of their own and exit when they find their raylet gone (padless's
         # ray.shutdown stops it); one that was still starting (importing Ray on a busy machine) notices late: it
         # took over 3 s once in a full `make test` run, whose processes share the 2 cores.
-        left = _alive(started)
+        left = alive(started)
         settle_end = time.monotonic() + LEFTOVER_EXIT_S
         while left and time.monotonic() < settle_end:
             time.sleep(0.2)
-            left = _alive(started)
+            left = alive(started)
         assert not left, [" ".join(p.cmdline())[:200] for p in left]
     finally:
         if proc.poll() is None:
@@ -218,17 +218,6 @@ def test_a_group_signal_during_start_up_ends_the_process(tiny_model_dir: Path, t
 
 _RAY_LOG_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\([A-Za-z_:.]+ pid=\d+")  # Ray's "(Actor pid=N)" prefix, maybe coloured
 LEFTOVER_EXIT_S = 15.0  # how long the processes a stopped server started get to exit on their own
-
-
-def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for p in processes:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 # -- the tiny model on torch, two tiers ------------------------------------------------------------------------------
