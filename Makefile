@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench build-default lint clean
+.PHONY: install demo test bench build-default lint clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: build-default
 lint: install
 	$(BIN)/python -m ruff check src tests
 	$(BIN)/python -m mypy src
+
+docs: install
+	$(BIN)/python scripts/gen_cli_docs.py
 
 clean:
 	rm -rf $(VENV) demo-scored.csv bench-results .pytest_cache

@@ -24,7 +24,10 @@ StepOpt = Annotated[float, typer.Option(envvar="PADLESS_BENCH_DURATION", help="S
 BudgetOpt = Annotated[float, typer.Option(envvar="PADLESS_BENCH_BUDGET", help="Seconds per capacity search.")]
 MinRequestsOpt = Annotated[int, typer.Option(envvar="PADLESS_BENCH_MIN_REQUESTS", help="Requests per load step at least (a low rate runs longer), so each p99 rests on enough requests.")]
 
-bench_app = typer.Typer(help="Benchmarks: offline (default), `bench serve` and `bench ray`.")
+bench_app = typer.Typer(rich_markup_mode=None,
+                        help="Benchmarks. Without a subcommand: offline, padless side by side with "
+                             "transformers.pipeline baselines in one process, configs interleaved; "
+                             "`bench serve` and `bench ray` measure serving.")
 
 
 @bench_app.callback(invoke_without_command=True)

@@ -34,9 +34,10 @@ from padless.config import LONG_PROMOTE_MS, SERVING_STREAMS, BatchConfig, ModelC
 from padless.errors import PadlessError
 from padless.faults import crash_point
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: help texts say "[default: …]", which rich markup would swallow as a style tag.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Run Hugging Face text classifiers on mixed-length text without padding waste.")
-models_app = typer.Typer(no_args_is_help=True, help="Build and inspect models.")
+models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Build and inspect models.")
 app.add_typer(models_app, name="models")
 
 
@@ -191,7 +192,7 @@ def evaluate_cmd(
     typer.echo(json.dumps(metrics))
 
 
-# `padless bench …` and `padless loadtest`, here so that `padless --help` lists them in this place.
+# `padless bench …` (a group, listed after the commands) and `padless loadtest` (listed here).
 bench_commands.register(app)
 
 
