@@ -22,8 +22,10 @@ build-default: install
 
 demo: build-default
 	$(BIN)/padless classify examples/reviews.csv --column text -o demo-scored.csv --overwrite
-	@echo "--- first rows of demo-scored.csv ---"
-	@head -n 8 demo-scored.csv
+	@echo "--- demo-scored.csv: the input's columns plus label, score, error ---"
+	@head -n 4 demo-scored.csv
+	@echo "--- measured against the file's human labels ---"
+	@$(BIN)/python scripts/demo_summary.py demo-scored.csv
 
 test: install
 	$(BIN)/python -m pytest -q
