@@ -25,12 +25,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from padless.config import BatchConfig, QueueConfig
-from padless.errors import DeadlineExceededError, OverloadedError, PadlessError
+from padless.errors import BatchFailedError, DeadlineExceededError, OverloadedError
 from padless.planner import BATCH_OVERHEAD_TOKENS, padded_width, plan
 from padless.tokenize import as_pair, char_count
 
@@ -40,12 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("padless.batcher")
 
 Forward = Callable[[Sequence[Sequence[int]], int], np.ndarray]
-
-
-class BatchFailedError(PadlessError):
-    """The forward pass for this item's batch failed; details are in the server log, never in the response."""
-
-    code = "internal_error"
 
 
 class Observer:
@@ -189,13 +183,6 @@ class Batcher(Admission):
         self._queue.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait until nothing is queued or running (at most ``timeout`` seconds); True if drained."""
-        end = time.monotonic() + timeout
-        while not (self.idle and self.reserved_inputs == 0) and time.monotonic() < end:
-            await asyncio.sleep(0.01)
-        return self.idle
-
     async def _run(self) -> None:
         while True:
             try:
@@ -321,7 +308,3 @@ def _is_oom(err: BaseException) -> bool:
 def _ids(items: list[_Item]) -> str:
     return ",".join(sorted({item.request_id for item in items}))
 
-
-def describe_reservation(batcher: Batcher) -> dict[str, Any]:
-    return {"reserved_inputs": batcher.reserved_inputs, "reserved_tokens": batcher.reserved_tokens,
-            "queued_inputs": batcher.queued_inputs}

@@ -64,6 +64,18 @@ class NotReadyError(PadlessError):
     code = "not_ready"
 
 
+class ReplicaLostError(NotReadyError):
+    """The replica running this request died (Serve is replacing it): a 503 the client may retry."""
+
+    code = "replica_lost"
+
+
+class BatchFailedError(PadlessError):
+    """The forward pass for this item's batch failed; details are in the server log, never in the response."""
+
+    code = "internal_error"
+
+
 # One status table: the server looks errors up here, most specific class first.
 STATUS_FOR_ERROR: dict[type[PadlessError], int] = {
     ItemError: 422,

@@ -53,9 +53,8 @@ def test_ray_failures_become_padless_errors() -> None:
     import ray
     from ray.serve.exceptions import BackPressureError
 
-    from padless.batcher import BatchFailedError
-    from padless.errors import DeadlineExceededError, OverloadedError, status_for
-    from padless.ray.serve_router import ReplicaLostError, translate
+    from padless.errors import BatchFailedError, DeadlineExceededError, OverloadedError, ReplicaLostError, status_for
+    from padless.ray.serve_router import translate
 
     def remote(cause: Exception) -> Exception:  # as the ingress receives a replica's exception
         return ray.exceptions.RayTaskError("score", "Traceback (most recent call last): secret", cause)\

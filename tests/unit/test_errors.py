@@ -18,6 +18,8 @@ from padless import errors as E
         (E.OverloadedError("x"), 429),
         (E.DeadlineExceededError("x"), 504),
         (E.NotReadyError("x"), 503),
+        (E.ReplicaLostError("x"), 503),
+        (E.BatchFailedError("x"), 500),
         (E.ModelError("x"), 424),
         (E.ConfigError("x"), 500),
         (E.PadlessError("x"), 500),
@@ -60,7 +62,8 @@ def test_hierarchy_and_codes():
         assert issubclass(cls, E.PadlessError)
     codes = [cls.code for cls in (E.PadlessError, E.ConfigError, E.ModelError, E.InputError, E.ItemError,
                                   E.EmptyInputError, E.TooLongError, E.DecodeError, E.OverloadedError,
-                                  E.DeadlineExceededError, E.NotReadyError)]
+                                  E.DeadlineExceededError, E.NotReadyError, E.ReplicaLostError,
+                                  E.BatchFailedError)]
     assert len(set(codes)) == len(codes)
     assert E.TooLongError.code == "too_long"
     assert E.DecodeError.code == "undecodable"

@@ -39,7 +39,7 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
     ensure_default(options["model"])
     path = loader.resolve(options["model"]).resolve()
     # A folder without a classification head is refused here, not on every worker. The driver never runs the model,
-    # so it reads config.json itself rather than import transformers (and torch): that took 1.2 s before Ray began.
+    # so it reads config.json itself rather than import transformers (and torch), which would delay Ray's start.
     loader.check_head(path)
     from padless.ray.cluster import import_ray, init_ray
     from padless.ray.offline_job import RayJobSpec, run_ray_job

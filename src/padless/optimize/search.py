@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from padless import loader
+from padless.datasets import LabelledSet
 from padless.default_model import ensure_default
 from padless.engine import Classifier
 from padless.errors import ConfigError
@@ -69,7 +72,7 @@ def calibration_texts(model: str, cfg: OptimizeConfig, eval_texts: list[str]) ->
     return "eval set texts (no --calibration given)", eval_texts[: cfg.calibration_rows]
 
 
-def _time(clf: Classifier, texts: list[str]) -> float:
+def _seconds(clf: Classifier, texts: list[str]) -> float:
     started = time.perf_counter()
     clf.logits(texts)
     return time.perf_counter() - started
@@ -78,8 +81,6 @@ def _time(clf: Classifier, texts: list[str]) -> float:
 def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool = False,
              say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole search (see the module docstring) and return the manifest written to ``out_dir``."""
-    from padless.bench.workload import make_workload
-
     cfg.validate()
     eval_name = cfg.eval_set or (loader.DEFAULT_NAME == model and "vader-movies-test") or None
     if not eval_name:
@@ -94,50 +95,102 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
     ensure_default(model)  # the default model is built on first use, as by padless.Classifier
     src = loader.resolve(model)
     cands.copy_model_folder(src, out_dir)
-    ref = Classifier(str(out_dir), backend="torch", threads=cfg.threads)
-    gold = label_ids(data.labels, ref.labels)
-    cal_name, cal_texts = calibration_texts(model, cfg, data.texts)
-    ref_all = ref.logits(data.texts)[0]
-    cal_ref = ref.logits(cal_texts)[0]
-    # Accuracy control validates on eval rows: those rows are held out, and every candidate is gated on the rest.
-    gate_rows, held = (ov_candidates.split_eval(len(data), cfg.accuracy_control.rows)
-                       if ov_candidates.ACCURACY in cfg.candidates else (list(range(len(data))), []))
-    validation = ov_candidates.validation_of(ref, data.texts, held, ref_all, gold) if held else None
-    gate_texts, gold, ref_eval = [data.texts[i] for i in gate_rows], gold[gate_rows], ref_all[gate_rows]
-    say(f"reference: torch fp32; eval {data.name} ({len(data)} rows" + (f", {len(held)} of them held out to "
-        f"validate {ov_candidates.ACCURACY}" if held else "") + f"); calibration {cal_name} ({len(cal_texts)})")
+    ref = _Reference.of(model, out_dir, cfg, data)
+    say(f"reference: torch fp32; eval {data.name} ({len(data)} rows" + (f", {len(ref.held)} of them held out to "
+        f"validate {ov_candidates.ACCURACY}" if ref.held else "") + f"); calibration {ref.cal_name} "
+        f"({len(ref.cal_texts)})")
+    built = _build(out_dir, cfg, ref, say)
+    runners = {name: ref.clf if name == REFERENCE else
+               Classifier(str(out_dir), backend=spec["backend"], threads=cfg.threads,
+                          runtime_options=mf.absolute_files(spec["options"], out_dir))
+               for name, spec in built.items()}
+    _score(runners, built, ref, cfg, data.name, say)
+    workloads = _time(runners, built, ref.clf, cfg, say)
+    manifest = _manifest(model, out_dir, cfg, data, ref, built, runners, workloads)
+    mf.write(out_dir, manifest)
+    from padless.optimize.report import write_chart, write_report
 
+    write_chart(manifest, out_dir / "pareto.png")
+    write_report(manifest, out_dir / "report.md")
+    return manifest
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """The torch fp32 reference in ``out_dir``, and what every candidate is built, gated and checked against."""
+
+    clf: Classifier
+    cal_name: str
+    cal_texts: list[str]
+    cal_logits: np.ndarray  # the reference's on the calibration texts
+    gate_rows: list[int]  # eval rows the gate scores
+    held: list[int]  # eval rows held out to validate accuracy control
+    validation: Any
+    gate_texts: list[str]
+    gold: np.ndarray  # the gate rows' label ids
+    eval_logits: np.ndarray  # the reference's on the gate rows
+
+    @classmethod
+    def of(cls, model: str, out_dir: Path, cfg: OptimizeConfig, data: LabelledSet) -> _Reference:
+        clf = Classifier(str(out_dir), backend="torch", threads=cfg.threads)
+        gold = label_ids(data.labels, clf.labels)
+        cal_name, cal_texts = calibration_texts(model, cfg, data.texts)
+        ref_all = clf.logits(data.texts)[0]
+        cal_ref = clf.logits(cal_texts)[0]
+        # Accuracy control validates on eval rows: those rows are held out, and every candidate is gated on the rest.
+        gate_rows, held = (ov_candidates.split_eval(len(data), cfg.accuracy_control.rows)
+                           if ov_candidates.ACCURACY in cfg.candidates else (list(range(len(data))), []))
+        validation = ov_candidates.validation_of(clf, data.texts, held, ref_all, gold) if held else None
+        return cls(clf=clf, cal_name=cal_name, cal_texts=cal_texts, cal_logits=cal_ref, gate_rows=gate_rows,
+                   held=held, validation=validation, gate_texts=[data.texts[i] for i in gate_rows],
+                   gold=gold[gate_rows], eval_logits=ref_all[gate_rows])
+
+
+def _build(out_dir: Path, cfg: OptimizeConfig, ref: _Reference,
+           say: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Build every candidate (the reference first unless listed) and every student's variants: name → spec."""
     built: dict[str, dict[str, Any]] = {}
     for name in cfg.candidates if REFERENCE in cfg.candidates else (REFERENCE, *cfg.candidates):
         started = time.perf_counter()
         say(f"building {name}")
-        spec = cands.build(name, out_dir, ref, cal_texts, cal_ref, cfg.gate, cfg.accuracy_control, validation, say)
+        spec = cands.build(name, out_dir, ref.clf, ref.cal_texts, ref.cal_logits, cfg.gate, cfg.accuracy_control,
+                           ref.validation, say)
         if spec is not None:
             built[name] = {**spec, "build_s": round(time.perf_counter() - started, 1)}
     for folder in cfg.students:
         started = time.perf_counter()
-        for name, spec in cands.build_student(Path(folder), out_dir, ref, cal_texts, cfg.accuracy_control, say).items():
+        for name, spec in cands.build_student(Path(folder), out_dir, ref.clf, ref.cal_texts, cfg.accuracy_control,
+                                              say).items():
             built[name] = {**spec, "build_s": round(time.perf_counter() - started, 1)}
+    return built
 
-    runners = {name: ref if name == REFERENCE else
-               Classifier(str(out_dir), backend=spec["backend"], threads=cfg.threads,
-                          runtime_options=mf.absolute_files(spec["options"], out_dir))
-               for name, spec in built.items()}
+
+def _score(runners: dict[str, Classifier], built: dict[str, dict[str, Any]], ref: _Reference, cfg: OptimizeConfig,
+           eval_name: str, say: Callable[[str], None]) -> None:
+    """Gate every candidate on the gate rows (``built[name]["eval"]``); a student's variants are also held to
+    agreement with the student's own torch fp32."""
     student_fp32: dict[str, Any] = {}  # a student's own torch fp32 logits: what its variants must agree with
     for name, clf in runners.items():  # build_student lists a student's torch fp32 first
-        say(f"scoring {name} on {data.name}")
-        logits = ref_eval if name == REFERENCE else clf.logits(gate_texts)[0]
+        say(f"scoring {name} on {eval_name}")
+        logits = ref.eval_logits if name == REFERENCE else clf.logits(ref.gate_texts)[0]
         student = built[name].get("notes", {}).get("student")
         if student is None:
-            built[name]["eval"] = compare(ref_eval, logits, gold, cfg.gate)
+            built[name]["eval"] = compare(ref.eval_logits, logits, ref.gold, cfg.gate)
         else:
             own_name = cands.student_fp32_name(student)
             if name == own_name:
                 student_fp32[student] = logits
-            built[name]["eval"] = compare(ref_eval, logits, gold, cfg.gate, agreement_reference=student_fp32[student],
-                                          agreement_of=own_name)
+            built[name]["eval"] = compare(ref.eval_logits, logits, ref.gold, cfg.gate,
+                                          agreement_reference=student_fp32[student], agreement_of=own_name)
         if hasattr(clf.runtime, "recomputed_fraction"):
             built[name]["notes"]["fallback_rows_on_eval"] = round(clf.runtime.recomputed_fraction, 4)
+
+
+def _time(runners: dict[str, Classifier], built: dict[str, dict[str, Any]], ref: Classifier, cfg: OptimizeConfig,
+          say: Callable[[str], None]) -> dict[str, list[str]]:
+    """Time every candidate on the bench workloads, round by round (``built[name]["throughput"]`` and
+    ``["speedup_vs_torch_fp32"]``); returns the workloads."""
+    from padless.bench.workload import make_workload
 
     workloads = {mix: make_workload(ref.encoder.tokenizer, mix, n, seed=0)
                  for mix, n in (("realistic", cfg.bench_texts), ("long", cfg.long_texts)) if n}
@@ -149,16 +202,22 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
         say(f"timing round {r + 1}/{cfg.rounds}")
         for name, clf in runners.items():
             for mix, texts in workloads.items():
-                times[name][mix].append(_time(clf, texts))
+                times[name][mix].append(_seconds(clf, texts))
     for name in runners:
         built[name]["throughput"] = {mix: round(len(workloads[mix]) / statistics.median(ts), 1)
                                      for mix, ts in times[name].items()}
     ref_rate = built[REFERENCE]["throughput"]["realistic"]
     for spec in built.values():
         spec["speedup_vs_torch_fp32"] = round(spec["throughput"]["realistic"] / ref_rate, 2)
+    return workloads
 
+
+def _manifest(model: str, out_dir: Path, cfg: OptimizeConfig, data: LabelledSet, ref: _Reference,
+              built: dict[str, dict[str, Any]], runners: dict[str, Classifier],
+              workloads: dict[str, list[str]]) -> dict[str, Any]:
+    """Select, record each candidate's load-time check logits, and assemble ``manifest.json``'s content."""
     selected = _select(built)
-    check_texts = _check_sample(gate_texts, cfg.check_rows)
+    check_texts = _check_sample(ref.gate_texts, cfg.check_rows)
     check = {"texts": check_texts}  # the reference's own logits are in its candidate entry, like every variant's
     for name, clf in runners.items():
         built[name]["check"] = {"logits": clf.logits(check_texts)[0].tolist(),
@@ -169,13 +228,13 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
     for name, spec in built.items():
         files = mf.option_files(spec["options"], out_dir)
         candidates.append({"name": name, **spec, "files": files, "status": _status(name, selected, built)})
-    manifest = {
+    return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source_model": model,
         "reference": {"name": REFERENCE, "digest": model_digest(out_dir), "files": ref_files},
-        "eval_set": {"name": data.name, "rows": len(data), "gate_rows": len(gate_rows),
-                     **({"validation": ov_candidates.split_record(len(data), held)} if held else {})},
-        "calibration": {"source": cal_name, "rows": len(cal_texts)},
+        "eval_set": {"name": data.name, "rows": len(data), "gate_rows": len(ref.gate_rows),
+                     **({"validation": ov_candidates.split_record(len(data), ref.held)} if ref.held else {})},
+        "calibration": {"source": ref.cal_name, "rows": len(ref.cal_texts)},
         "gate": asdict(cfg.gate),
         "workloads": {mix: len(t) for mix, t in workloads.items()},
         "rounds": cfg.rounds,
@@ -184,12 +243,6 @@ def optimize(model: str, out_dir: Path, cfg: OptimizeConfig, *, overwrite: bool 
         "candidates": candidates,
         "check": check,
     }
-    mf.write(out_dir, manifest)
-    from padless.optimize.report import write_chart, write_report
-
-    write_chart(manifest, out_dir / "pareto.png")
-    write_report(manifest, out_dir / "report.md")
-    return manifest
 
 
 def _check_tolerance(spec: dict[str, Any]) -> float:

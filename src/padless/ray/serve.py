@@ -205,56 +205,79 @@ def serve_app(model: str = "default", **options: Any) -> Any:
 
     short_backend = serving_backend(short_path, opts.backend)
     long_backend = serving_backend(long_path, opts.long_backend or opts.backend)
-    total = opts.replicas + (opts.long_replicas if opts.long_threshold else 0)
-    cpus = _cluster_cpus()
-    node_cpus = max(1, int(_node_cpus() or cpus))  # one replica's threads cannot span nodes
-    # By default the short tier divides the cores among its own replicas (less one, with tiers: see
-    # short_tier_threads), and the long tier may use every core of its node. Fixed shares cap a long burst at the
-    # long tier's share while the short tier's cores idle: on 2 cores with 1 + 1 replicas at 1 thread each, tiers
-    # reached 0.71x one pool's capacity. Shared cores are work-conserving, and a short batch still never queues
-    # behind a long one.
-    threads = opts.threads or short_tier_threads(cpus, node_cpus, opts.replicas, tiers=bool(opts.long_threshold))
-    long_threads = (opts.long_threads or node_cpus) if opts.long_threshold else 0
-    # Threads that share cores must not spin-wait for work (ONNX Runtime's default, libgomp's first moments):
-    # a spinning idle pool would take the cores it is meant to lend. And the long tier borrows only CPU time that
-    # nothing else wants (padless.ray.tier_priority), so that a short batch arriving on a shared core runs at
-    # once and the long one takes what is left, until one of its requests has waited long_promote_ms.
-    shared = threads * opts.replicas + long_threads * (opts.long_replicas if opts.long_threshold else 0) > cpus
-
-    def tier(name: str, path: str, backend: str, replicas: int, threads: int) -> Any:
-        settings = TierSettings(name=name, model=path, backend=backend, max_length=max_length,
-                                max_chars=opts.max_chars, threads=threads, max_batch_tokens=opts.max_batch_tokens,
-                                max_batch_size=opts.max_batch_size, pair_truncation=opts.pair_truncation,
-                                queue=opts.queue, width_multiple=opts.width_multiple, spin=not shared,
-                                background=shared and name == "long",
-                                promote_after_s=opts.long_promote_ms / 1000)
-        # Ray's reservation: what a replica really uses, but never more than a fair share (fractions are fine), so
-        # every replica of every tier can be placed on a small machine.
-        num_cpus = min(float(threads), cpus / total)
-        env = _runtime_env()
-        if shared:
-            env["env_vars"]["OMP_WAIT_POLICY"] = "PASSIVE"  # torch's OpenMP threads: sleep when idle
-        deployment = serve.deployment(
-            name=f"PadlessTier_{name}",
-            num_replicas=replicas,
-            max_ongoing_requests=opts.queue.max_queue_inputs,
-            max_queued_requests=opts.queue.max_queue_inputs,
-            ray_actor_options={"num_cpus": num_cpus, "runtime_env": env},
-            graceful_shutdown_timeout_s=opts.server.drain_timeout_s,
-            health_check_period_s=5.0,
-            # A forward pass may take up to forward_timeout before the batcher gives up and the check fails.
-            health_check_timeout_s=opts.queue.forward_timeout_s + 10.0,
-        )(TierReplica)
-        return deployment.bind(settings)
-
-    short = tier("short", short_path, short_backend, opts.replicas, threads)
-    long = tier("long", long_path, long_backend, opts.long_replicas, long_threads) if opts.long_threshold else None
+    share = _CpuShare.of(opts)
+    short = _tier(opts, share, "short", short_path, short_backend, opts.replicas, share.threads, max_length)
+    long = (_tier(opts, share, "long", long_path, long_backend, opts.long_replicas, share.long_threads, max_length)
+            if opts.long_threshold else None)
     settings = IngressSettings(model=short_path, max_length=max_length, max_chars=opts.max_chars,
                                pair_truncation=opts.pair_truncation, long_threshold=opts.long_threshold,
                                server=opts.server, queue=opts.queue, backend=short_backend,
                                drain_signal=opts.drain_signal)
+    return _ingress(opts).bind(settings, short, long)
+
+
+@dataclass(frozen=True)
+class _CpuShare:
+    """How the tiers' replicas share the cluster's CPUs (see :meth:`of`)."""
+
+    cpus: float  # the cluster's
+    total: int  # replicas of every tier
+    threads: int  # per short-tier replica
+    long_threads: int  # per long-tier replica (0: no long tier)
+    shared: bool  # the tiers' threads together exceed the CPUs
+
+    @classmethod
+    def of(cls, opts: ServeOptions) -> _CpuShare:
+        total = opts.replicas + (opts.long_replicas if opts.long_threshold else 0)
+        cpus = _cluster_cpus()
+        node_cpus = max(1, int(_node_cpus() or cpus))  # one replica's threads cannot span nodes
+        # By default the short tier divides the cores among its own replicas (less one, with tiers: see
+        # short_tier_threads), and the long tier may use every core of its node. Fixed shares cap a long burst at
+        # the long tier's share while the short tier's cores idle. Shared cores are work-conserving, and a short
+        # batch still never queues behind a long one.
+        threads = opts.threads or short_tier_threads(cpus, node_cpus, opts.replicas, tiers=bool(opts.long_threshold))
+        long_threads = (opts.long_threads or node_cpus) if opts.long_threshold else 0
+        # Threads that share cores must not spin-wait for work (ONNX Runtime's default, libgomp's first moments):
+        # a spinning idle pool would take the cores it is meant to lend. And the long tier borrows only CPU time
+        # that nothing else wants (padless.ray.tier_priority), so that a short batch arriving on a shared core runs
+        # at once and the long one takes what is left, until one of its requests has waited long_promote_ms.
+        shared = threads * opts.replicas + long_threads * (opts.long_replicas if opts.long_threshold else 0) > cpus
+        return cls(cpus=cpus, total=total, threads=threads, long_threads=long_threads, shared=shared)
+
+
+def _tier(opts: ServeOptions, share: _CpuShare, name: str, path: str, backend: str, replicas: int, threads: int,
+          max_length: int) -> Any:
+    """One tier's deployment, bound to its settings."""
+    settings = TierSettings(name=name, model=path, backend=backend, max_length=max_length,
+                            max_chars=opts.max_chars, threads=threads, max_batch_tokens=opts.max_batch_tokens,
+                            max_batch_size=opts.max_batch_size, pair_truncation=opts.pair_truncation,
+                            queue=opts.queue, width_multiple=opts.width_multiple, spin=not share.shared,
+                            background=share.shared and name == "long",
+                            promote_after_s=opts.long_promote_ms / 1000)
+    # Ray's reservation: what a replica really uses, but never more than a fair share (fractions are fine), so
+    # every replica of every tier can be placed on a small machine.
+    num_cpus = min(float(threads), share.cpus / share.total)
+    env = _runtime_env()
+    if share.shared:
+        env["env_vars"]["OMP_WAIT_POLICY"] = "PASSIVE"  # torch's OpenMP threads: sleep when idle
+    deployment = serve.deployment(
+        name=f"PadlessTier_{name}",
+        num_replicas=replicas,
+        max_ongoing_requests=opts.queue.max_queue_inputs,
+        max_queued_requests=opts.queue.max_queue_inputs,
+        ray_actor_options={"num_cpus": num_cpus, "runtime_env": env},
+        graceful_shutdown_timeout_s=opts.server.drain_timeout_s,
+        health_check_period_s=5.0,
+        # A forward pass may take up to forward_timeout before the batcher gives up and the check fails.
+        health_check_timeout_s=opts.queue.forward_timeout_s + 10.0,
+    )(TierReplica)
+    return deployment.bind(settings)
+
+
+def _ingress(opts: ServeOptions) -> Any:
+    """The ingress deployment with its options (not yet bound)."""
     ingress_deployment: Any = PadlessIngress  # a serve.Deployment (the decorators' type is lost on mypy)
-    ingress = ingress_deployment.options(
+    return ingress_deployment.options(
         num_replicas=opts.ingress_replicas,
         # The ingress only tokenizes and waits: it takes every request the proxy has, so that padless's admission
         # (429 with Retry-After) answers overload, not the proxy's bare 503.
@@ -263,7 +286,6 @@ def serve_app(model: str = "default", **options: Any) -> Any:
         ray_actor_options={"num_cpus": 0, "runtime_env": _runtime_env()},
         graceful_shutdown_timeout_s=opts.server.drain_timeout_s,
     )
-    return ingress.bind(settings, short, long)
 
 
 def preflight(model: str, **options: Any) -> tuple[ServeOptions, str, str, int]:

@@ -1,6 +1,6 @@
 """The ingress side of ``padless serve --ray``: length tiers behind padless's own Service.
 
-:class:`TierRouter` takes the batcher's place in :class:`~padless.server.service.Service` (the
+:class:`TierRouter` takes the batcher's place in :class:`~padless.server.service.Service` (its ``scorer``, the
 :class:`~padless.server.service.Scorer` seam): it admits requests in inputs and tokens before they are tokenized (as
 ``padless serve`` does), then sends each tokenized input to the short tier (at most ``long_threshold`` tokens) or the
 long tier, one handle call per tier per request, and resolves each input's future with its logits row, so a request
@@ -27,26 +27,20 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from padless.batcher import Admission, BatchFailedError
+from padless.batcher import Admission
 from padless.config import QueueConfig, ServerConfig
 from padless.engine import Classifier
-from padless.errors import DeadlineExceededError, NotReadyError, OverloadedError, PadlessError
+from padless.errors import BatchFailedError, DeadlineExceededError, OverloadedError, PadlessError, ReplicaLostError
 from padless.ray.cluster import import_ray
 from padless.runtime.base import Runtime
 from padless.server.metrics import Metrics
 from padless.server.service import Service
 from padless.tokenize import type_ids_of
 
-log = logging.getLogger("padless.ray.serve")
+log = logging.getLogger(__name__)
 TIERS = ("short", "long")
 PROBE_TIMEOUT_S = 3.0  # readiness asks each tier for a live replica within this
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"  # Ray Serve's switch for its HAProxy front door (Ray 2.5x)
-
-
-class ReplicaLostError(NotReadyError):
-    """The replica running this request died (Serve is replacing it): a 503 the client may retry."""
-
-    code = "replica_lost"
 
 
 class TierMetrics:
@@ -274,7 +268,7 @@ class RayService(Service):
         self._drain_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.batcher = self.router
+        self.scorer = self.router
         self.metrics.bind_queue(self.router)
         self.warmed = True  # the tiers warm up in their own constructors; readiness asks them
         if self.drain_signal:

@@ -25,7 +25,7 @@ from padless.errors import DeadlineExceededError, TooLongError
 from padless.ray.tier_priority import Promoter
 from padless.tokenize import PairIds
 
-log = logging.getLogger("padless.ray.serve")
+log = logging.getLogger(__name__)
 
 # What travels to a tier for one input: its token ids and, for a text pair, each token's segment.
 WireRow = tuple[list[int], list[int] | None]

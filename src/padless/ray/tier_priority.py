@@ -5,15 +5,15 @@ When the tiers' threads together exceed the cores (the default: the short tier d
 them all), the long replica runs under Linux's ``SCHED_IDLE``: only on CPU time nobody else wants, so a short batch
 that arrives on a shared core runs at once.
 
-Idle time alone has no floor: under sustained short load there is none, and the long requests (17% of the bench's
-requests, so they set the all-request p99 that capacity is judged on) waited without bound, which cost the tiers
-0.71x one pool's capacity. So once a request has been in the replica for ``promote_after_s`` the whole replica runs
-at normal priority (the batch already running included: the threads change class in place) until no request that
-old is left, then goes back to ``SCHED_IDLE``. "Normal" is ``SCHED_OTHER`` at the process's own nice value, which
-under Ray is the raylet's ``worker_niceness`` (15 by default, as for every other Ray worker, the short tier's
-included). A watchdog thread of normal priority, started before the replica lowers its own priority, makes the
-switch. Leaving ``SCHED_IDLE`` needs ``CAP_SYS_NICE`` (or an ``RLIMIT_NICE`` of at least 20 minus that nice value):
-without it the first promotion fails, is logged once, and the replica stays in the background.
+Idle time alone has no floor: under sustained short load there is none, and the long requests (which set the
+all-request p99 that capacity is judged on) would wait without bound. So once a request has been in the replica for
+``promote_after_s`` the whole replica runs at normal priority (the batch already running included: the threads
+change class in place) until no request that old is left, then goes back to ``SCHED_IDLE``. "Normal" is
+``SCHED_OTHER`` at the process's own nice value, which under Ray is the raylet's ``worker_niceness`` (15 by default,
+as for every other Ray worker, the short tier's included). A watchdog thread of normal priority, started before the
+replica lowers its own priority, makes the switch. Leaving ``SCHED_IDLE`` needs ``CAP_SYS_NICE`` (or an
+``RLIMIT_NICE`` of at least 20 minus that nice value): without it the first promotion fails, is logged once, and the
+replica stays in the background.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 import threading
 import time
 
-log = logging.getLogger("padless.ray.serve")
+log = logging.getLogger(__name__)
 
 
 def _threads(exclude: int) -> list[int]:
@@ -144,8 +144,6 @@ def short_tier_threads(cpus: float, node_cpus: int, replicas: int, *, tiers: boo
 
     Why one less with tiers: the ingress (HTTP, tokenizing, routing) and the long tier's borrowed threads run on the
     same cores, and a short batch split over every core waits for its slowest thread, which is then often one that
-    shares its core. On 2 cores (1 short replica, 1 long; 12 req/s of the bench's realistic-512 mix; Zen 4) the short
-    requests' p99 was 72, 122 and 101 ms in three runs with 2 threads and 71, 68 and 66 ms with 1; one pool's was 112
-    and 135 ms, and the all-request p99 was no worse with 1 (186-195 ms against 195-233 ms)."""
+    shares its core; one thread fewer lowered the short requests' tail latency without raising the all-request one."""
     spare = 1 if tiers and cpus > 1 else 0
     return max(1, min(node_cpus, int((cpus - spare) // replicas)))

@@ -6,37 +6,20 @@ segments of a text pair), output ``logits``, dynamic batch and sequence axes. Th
 otherwise picks bf16 by itself on such CPUs. An int8 IR (NNCF's FakeQuantize ops) runs its quantized MatMuls in int8
 whatever the hint; the hint sets the precision of everything else (attention, softmax, layer norms).
 
-Settings, measured on 2 cores (Xeon with AMX; default MiniLM model; padless's own planned padded batches of 400
-realistic-mix texts; texts/s): ``PERFORMANCE_HINT`` LATENCY with one infer request, fp32 205 / bf16 600.
-THROUGHPUT with 2 streams halves the threads per request, so a synchronous forward must split each batch across
-the two streams to use both cores: 197 / 592, no gain; whole batches in flight at once reached 209 / 637.
-Static shapes (one compiled model per batch shape) ran 4% faster in fp32 (201 → 210) but cost 0.23 s of
-compilation per new shape, and planned batches take any rows × width: not used.
+``streams`` (batches computed at once): 1 is ``PERFORMANCE_HINT`` LATENCY, one infer request, all threads on each
+batch — what a server wants, since a lone one-row request must not run on one stream's share of the cores. Above 1
+(or 0: OpenVINO's own THROUGHPUT choice) :meth:`OpenVinoRuntime.forward_many` keeps that many whole batches in
+flight through an ``AsyncInferQueue``, which the offline engine uses for a whole plan (costliest batches first, so
+that no big batch started last leaves the other streams idle), and :meth:`~OpenVinoRuntime.forward` splits one
+batch across the streams. Shapes are dynamic and threads are the usable cores either way: planned batches take any
+rows × width, and a compiled model per shape would pay a compilation for each new one. ``CACHE_DIR``
+(:func:`padless.loader.openvino.compile_cache_dir`) keeps compiled models, so a second start does not recompile.
+``SNIPPETS_MODE`` stays OpenVINO's default: disabling it made a new shape's first batch cheaper but recurring shapes
+slower.
 
-So ``streams`` (batches computed at once): 1 is LATENCY, one infer request, all threads on each batch — what a
-server wants, since a lone one-row request must not run on half the cores (one row on one stream's one thread
-against both threads: fp32 1.8× slower, 2.84 → 5.05 ms at 16 tokens and 27.3 → 49.6 ms at 256; bf16 0.93× at 16,
-1.27× at 256). Above 1 (or 0: OpenVINO's own
-THROUGHPUT choice, 2 streams of one thread on 2 cores) :meth:`OpenVinoRuntime.forward_many` keeps that many whole
-batches in flight through an ``AsyncInferQueue``, which the offline engine uses for a whole plan. Measured on 3 ×
-400 realistic-mix texts' planned batches (fp32, interleaved rounds): torch fp32 165–169 texts/s, LATENCY 187–190,
-2 streams in planner order 193–197, costliest batches first 196–197 (a big batch started last leaves the other
-stream idle at the end; the engine sorts). Dynamic shapes, threads = usable cores either way. ``CACHE_DIR``
-(:func:`padless.loader.openvino.compile_cache_dir`) keeps compiled models, so a second start does not recompile
-(0.45 s → 0.1 s here; most of a start is loading Python, the tokenizer and the IR).
-
-Each batch shape seen for the first time costs extra: about 35 ms for an int8 IR with the f32 hint, 5–8 ms
-otherwise (JIT-compiled fused "snippets" kernels, cached per shape afterwards), so the first 400 texts ran int8 at
-230 texts/s and the next 400 at 550. ``SNIPPETS_MODE`` DISABLE cut that cost to 8 ms but lost 5–8% once shapes
-recur (2,000-text calls: 332–358 texts/s with snippets, 308–338 without), so the default is kept.
-
-Widths (``width_multiple``, :func:`padless.planner.padded_width`): on an AMX CPU the bf16 and int8 kernels work in
-tiles of 16, and padding each batch's width up to a multiple of 16 computed ~10% more tokens in less time. The
-same planned batches of 2 × 400 realistic-mix texts, all shapes already seen, bf16 IR: exact widths 583 texts/s,
-multiples of 8 599, of 16 617, of 32 ~550; int8 IR with the f32 hint 548 → 573 at 16. fp32 lost (196 → 183), as
-did torch and ONNX Runtime fp32 (181 → 166, 171 → 154), so only bf16 and int8-with-f32 round. Rounding also leaves
-32 widths instead of up to 512, so shapes recur and the first-time cost above is paid less often: the first pass
-over 400 new texts went from ~445 to ~515 texts/s.
+Widths (``width_multiple``, :func:`padless.planner.padded_width`): on an AMX CPU the bf16 IR and an int8 IR with the
+f32 hint pad each batch's width up to a multiple of 16, since AMX works in tiles of 16 (and fewer distinct widths
+recur, so fewer first-time shape costs); fp32 stays exact, since padding made it slower.
 """
 
 from __future__ import annotations
@@ -102,21 +85,18 @@ class OpenVinoRuntime(Runtime):
         self.lock = threading.Lock()
         # NNCF marks what it quantized with FakeQuantize ops; the XML is small (the weights are in the .bin).
         self.int8 = 'type="FakeQuantize"' in self.file.read_text(errors="replace")
-        # AMX computes bf16 and int8 in tiles of 16 rows: widths padded to a multiple of 16 ran faster than exact
-        # ones (see the module docstring), and fp32 (no AMX) ran slower padded. The int8 IR with the bf16 hint is
-        # left exact: its outputs move with the padding (agreement with torch fp32 on 400 movie snippets fell from
-        # 98.0% to 92.3% at 16; bf16 and int8 with the f32 hint did not change at all).
+        # AMX computes bf16 and int8 in tiles of 16 rows (see the module docstring). The int8 IR with the bf16 hint is
+        # left exact: its outputs move with the padding (its agreement with torch fp32 fell).
         if cpu_has_amx() and (precision == "bfloat16") != self.int8:
             self.width_multiple = WIDTH_MULTIPLE_AMX
 
     def _compile(self) -> None:
         """Compile the IR (loaded from ``CACHE_DIR`` after the first time) with fresh infer requests.
 
-        Also the recovery from a failed inference. After one, OpenVINO's CPU plugin keeps stale shape state: the next
-        batch of the same shape as the last good one failed with the same error, 10 times in 10, in the same
-        request (one stream) and in fresh requests of the same compiled model (two streams; OpenVINO 2026.4.1). A
-        batch of another shape first, or a new compiled model, cleared it; a recompilation from the cache takes
-        0.04-0.12 s here, paid only after a failure."""
+        Also the recovery from a failed inference: after one, OpenVINO's CPU plugin keeps stale shape state (the next
+        batch of the last good shape fails the same way, in the same request and in fresh requests of the same
+        compiled model), which only a new compiled model clears; recompiling from the cache is cheap and paid only
+        after a failure."""
         import openvino as ov
 
         self.compiled = ov.Core().compile_model(str(self.file), "CPU", self.config)

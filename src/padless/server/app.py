@@ -44,7 +44,6 @@ log = logging.getLogger("padless.server")
 
 def create_app(service: Service) -> FastAPI:
     """Build the FastAPI app around a (not yet started) :class:`Service`."""
-    cfg = service.server_config
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -57,16 +56,30 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="padless", version=service.info()["version"], lifespan=lifespan,
                   description="Text classification with token-budget batching.")
     app.state.service = service
+    _declare_input_limit(app, service.server_config.max_inputs_per_request)
+    _add_middleware(app, service)
+    _add_error_handlers(app)
+    add_tei_routes(app, service)
+    _add_classify_route(app, service)
+    _add_status_routes(app, service)
+    return app
+
+
+def _declare_input_limit(app: FastAPI, max_inputs: int) -> None:
+    """The OpenAPI schema states the server's per-request input limit (built once, on first use)."""
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = declare_input_limit(default_openapi(), cfg.max_inputs_per_request)
+            app.openapi_schema = declare_input_limit(default_openapi(), max_inputs)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    metrics = service.metrics
 
+
+def _add_middleware(app: FastAPI, service: Service) -> None:
+    """Body size, API key and request counting (:class:`Gatekeeper`), and CORS where origins are configured."""
+    cfg, metrics = service.server_config, service.metrics
     app.add_middleware(Gatekeeper, max_body_bytes=cfg.max_body_bytes, api_key=cfg.api_key,
                        count=lambda route, status: metrics.requests.labels(route, str(status)).inc())
     # Added last, so outermost: a browser's preflight is answered before the API key is asked for.
@@ -75,6 +88,11 @@ def create_app(service: Service) -> FastAPI:
 
         app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in cfg.cors_origins.split(",")],
                            allow_methods=["GET", "POST"], allow_headers=["*"])
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every failure as the one JSON error envelope: padless's errors by :func:`~padless.errors.status_for`, request
+    validation, HTTP errors (404, 405, 413), and anything else as a generic 500."""
 
     @app.exception_handler(PadlessError)
     async def padless_error(request: Request, err: PadlessError) -> JSONResponse:
@@ -116,7 +134,10 @@ def create_app(service: Service) -> FastAPI:
         log.exception("unhandled error in request %s", _request_id(request), exc_info=err)
         return error_response(500, "internal_error", "internal server error", _request_id(request))
 
-    add_tei_routes(app, service)
+
+def _add_classify_route(app: FastAPI, service: Service) -> None:
+    """``POST /v1/classify``, padless's own form."""
+    cfg, metrics = service.server_config, service.metrics
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERROR_RESPONSES)
     async def classify(body: ClassifyRequest, request: Request) -> Any:
@@ -150,10 +171,15 @@ def create_app(service: Service) -> FastAPI:
                                            "queue_and_forward": timing.queue_and_forward_s * 1e3,
                                            "total": total * 1e3})
 
+
+def _add_status_routes(app: FastAPI, service: Service) -> None:
+    """Liveness (``/health``), readiness (``/ready``, ``/``, ``/ping``), ``/info`` and ``/metrics``."""
+    metrics = service.metrics
+
     @app.get("/health", responses={503: {"model": ErrorBody}})
     async def health(request: Request) -> Any:
         """Liveness: the process and its event loop answer, and the model worker is not stuck (no auth)."""
-        if service.batcher is not None and not service.batcher.healthy:
+        if service.scorer is not None and not service.scorer.healthy:
             return error_response(503, "unhealthy", "the model worker is unhealthy", _request_id(request))
         return {"status": "ok"}
 
@@ -178,8 +204,6 @@ def create_app(service: Service) -> FastAPI:
     async def prometheus() -> Response:
         """Prometheus text exposition."""
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    return app
 
 
 def _classify_input(item: str | ClassifyItem) -> str | tuple[str, str]:

@@ -49,9 +49,9 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         started = time.monotonic()
         end = started + self.drain_timeout_s
-        batcher = self.service.batcher
+        scorer = self.service.scorer
         while time.monotonic() < end:
-            if self.service.in_flight == 0 and (batcher is None or batcher.idle):
+            if self.service.in_flight == 0 and (scorer is None or scorer.idle):
                 break
             await asyncio.sleep(0.02)
         log.info("drained in %.2fs (in flight left: %d)", time.monotonic() - started, self.service.in_flight)

@@ -1,7 +1,8 @@
 """The service behind the HTTP routes: cache → admission → tokenize (thread pool) → batcher → post-process.
 
-It owns the loaded model pieces (shared with :class:`padless.engine.Classifier`), the :class:`Batcher`, the result
-cache and the readiness state. Routes only translate HTTP to :meth:`Service.classify` and back.
+It owns the loaded model pieces (shared with :class:`padless.engine.Classifier`), its ``scorer`` (the local
+:class:`Batcher`, or another :class:`Scorer`), the result cache and the readiness state. Routes only
+translate HTTP to :meth:`Service.classify` and back.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class Service:
                          for flag in (True, False)}
         self.cache = ResultCache(server.cache_size)
         self._tokenize_pool = ThreadPoolExecutor(max_workers=TOKENIZE_WORKERS, thread_name_prefix="padless-tokenize")
-        self.batcher: Scorer | None = None  # the local Batcher, made in start(); a subclass may put another Scorer
+        self.scorer: Scorer | None = None  # the local Batcher, made in start(); a subclass may put another Scorer
         self.warmed = False
         self.draining = False
         self.in_flight = 0
@@ -145,7 +146,7 @@ class Service:
                         "with streams=1 for the lowest latency (padless serve does)", self.clf.runtime.streams)
         batcher = Batcher.for_classifier(self.clf, queue=self.queue_config, observer=self.metrics,
                                          forward=self._forward)
-        self.batcher = batcher
+        self.scorer = batcher
         self.metrics.bind_queue(batcher)
         batcher.start()
         loop = asyncio.get_running_loop()
@@ -153,8 +154,8 @@ class Service:
         self.warmed = True
 
     async def stop(self) -> None:
-        if self.batcher is not None:
-            await self.batcher.stop()
+        if self.scorer is not None:
+            await self.scorer.stop()
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
     def _forward(self, rows: Any, width: int) -> np.ndarray:
@@ -168,12 +169,12 @@ class Service:
             return False, "warming up"
         if self.draining:
             return False, "draining"
-        if self.batcher is None or not self.batcher.healthy:
+        if self.scorer is None or not self.scorer.healthy:
             return False, "model unhealthy"
         if time.monotonic() - self.last_success < 5.0:
             return True, "ok"
         try:  # a real 1-token forward through the same queue as user traffic
-            futures = self.batcher.submit([[self.encoders[True].pad_id]], deadline=time.monotonic() + 5.0,
+            futures = self.scorer.submit([[self.encoders[True].pad_id]], deadline=time.monotonic() + 5.0,
                                           request_id="readiness")
             await asyncio.wait_for(asyncio.gather(*futures), timeout=5.0)
         except Exception:
@@ -271,7 +272,7 @@ class Service:
                        receive: Any = None) -> tuple[list[ItemResult], list[np.ndarray | None], Timing]:
         """Score ``texts`` (texts or ``(text, text_pair)`` tuples); returns per-item results (errors in place) and
         logits rows. Raises for the request."""
-        if self.draining or self.batcher is None:
+        if self.draining or self.scorer is None:
             raise NotReadyError("the server is shutting down" if self.draining else "the server is starting")
         timing = Timing()
         encoder = self.encoders[truncate]
@@ -289,20 +290,20 @@ class Service:
             if hit is not None:
                 results[i] = ItemResult(prediction=None, error=None, tokens=hit[1], cached=True)
         if todo:
-            ticket = self.batcher.admit([texts[i] for i in todo])
+            ticket = self.scorer.admit([texts[i] for i in todo])
             self.in_flight += 1
             try:
                 await self._run(texts, todo, encoder, rows, results, keys, ticket, deadline, request_id, timing,
                                 receive)
             finally:
                 self.in_flight -= 1
-                self.batcher.release(ticket)
+                self.scorer.release(ticket)
         return results, rows, timing  # type: ignore[return-value]
 
     async def _run(self, texts: list[Any], todo: list[int], encoder: TextEncoder, rows: list[np.ndarray | None],
                    results: list[ItemResult | None], keys: list[Any], ticket: Any, deadline: float, request_id: str,
                    timing: Timing, receive: Any) -> None:
-        assert self.batcher is not None
+        assert self.scorer is not None
         started = time.monotonic()
         encoded = await self._in_pool(lambda: encoder.encode([texts[i] for i in todo]), deadline, "tokenized")
         timing.tokenize_s = time.monotonic() - started
@@ -315,7 +316,7 @@ class Service:
                 good.append((i, enc))
         if not good:
             return
-        futures = self.batcher.submit([enc for _, enc in good], deadline=deadline, request_id=request_id)
+        futures = self.scorer.submit([enc for _, enc in good], deadline=deadline, request_id=request_id)
         waited = time.monotonic()
         gathered = asyncio.gather(*futures)
         watcher = asyncio.ensure_future(_watch_disconnect(receive)) if receive else None
@@ -353,8 +354,8 @@ async def _watch_disconnect(receive: Any) -> None:
     """Return once the client has gone away (bounded by the request's own deadline in the caller).
 
     The body is already read, so the ASGI ``receive`` blocks until the server reports ``http.disconnect``: one
-    waiting call per request, no polling. (Polling ``request.is_disconnected()`` every 50 ms cost the event loop
-    tens of thousands of wake-ups a second with a thousand requests queued, and throughput collapsed under overload.)
+    waiting call per request, no polling (polling every request wakes the event loop per request per tick, which
+    collapses throughput under overload).
     """
     while True:
         message = await receive()
