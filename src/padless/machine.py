@@ -1,9 +1,12 @@
-"""What this machine offers a backend: the cores this process may use and the CPU's feature flags."""
+"""What this machine offers a backend: the cores this process may use and the CPU's feature flags; and the
+description of the machine that a benchmark figure is recorded beside."""
 
 from __future__ import annotations
 
 import os
+import platform
 from functools import cache
+from typing import Any
 
 
 def usable_cores() -> int:
@@ -48,3 +51,28 @@ def cpu_has_amx() -> bool:
     """True when the CPU has AMX tiles for bf16 or int8 (Intel Sapphire Rapids and later)."""
     flags = cpu_flags() or frozenset()
     return "amx_tile" in flags and ("amx_bf16" in flags or "amx_int8" in flags)
+
+
+def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo``; where that cannot be read, what :mod:`platform` says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe() -> dict[str, Any]:
+    """The machine and software a benchmark's figures were measured on: CPU name and SIMD flags, usable and total
+    cores, the GPU torch sees (or None), torch's thread count, and the versions of torch, transformers and Python."""
+    import torch
+    import transformers
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu_name(), "cpu_flags": simd_flags(), "usable_cores": usable_cores(), "cpu_count": os.cpu_count(),
+            "gpu": gpu, "torch": torch.__version__,
+            "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform()}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from padless.bench.offline import chunk_padded_tokens, run_offline_bench
+from padless.bench.offline import run_offline_bench
+from padless.bench.offline_configs import chunk_padded_tokens
 from padless.bench.workload import MIXES, make_workload, token_lengths
 from padless.errors import ConfigError
 from padless.machine import simd_flags

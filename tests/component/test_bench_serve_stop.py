@@ -53,7 +53,7 @@ def test_every_started_server_is_stopped_when_the_run_stops(tiny_model_dir: Path
         stop_here("run_load")
         return _report()
 
-    monkeypatch.setattr(serve_bench, "_start", fake_start)
+    monkeypatch.setattr(serve_bench, "start_server", fake_start)
     monkeypatch.setattr(serve_bench, "find_capacity", fake_capacity)
     monkeypatch.setattr(serve_bench, "run_load", fake_load)
     try:

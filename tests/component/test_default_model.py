@@ -39,22 +39,28 @@ def test_fine_tune_is_reproducible_and_learns(tiny_model_dir: Path, tmp_path: Pa
 
 @pytest.mark.slow
 def test_build_default_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A two-step build of the real recipe: folder, card, and `Classifier("default")` loading it without a rebuild."""
+    """A short build of the real recipe (40 steps on 640 training snippets): folder, a card whose held-out accuracy
+    shows it learned, and `Classifier("default")` loading it without a rebuild."""
     from padless import Classifier, default_model
     from padless.loader import default_model_dir
 
     monkeypatch.setenv("PADLESS_CACHE", str(tmp_path / "cache"))
-    card = default_model.build_default(config=TrainConfig(epochs=1, batch_size=16), train_rows=32)
+    card = default_model.build_default(config=TrainConfig(epochs=1, batch_size=16, learning_rate=2e-4), train_rows=640)
     folder = default_model_dir()
     assert (folder / "config.json").is_file() and (folder / "README.md").is_file()
     saved = json.loads((folder / "padless_card.json").read_text())
     assert saved["held_out_accuracy"] == card["held_out_accuracy"]
-    assert 0.0 <= card["held_out_accuracy"] <= 1.0
+    # Chance is 51.0% (the majority label of the 2,113 held-out snippets). This build measured 75.2-75.9% (seeds 7,
+    # 42, 123; 1 or 2 threads; 2 vCPU EPYC), the full recipe 86.4%: 0.65 leaves 10 points for other machines and
+    # still fails a build that learned nothing (the earlier two-step smoke build scored 51.8%, all "negative").
+    assert card["held_out_accuracy"] >= 0.65
     assert "vader-movies-test" in card["eval_set"] and not (tmp_path / "cache" / "models" / "default.building").exists()
     monkeypatch.setattr(default_model, "build_default", lambda **_: pytest.fail("rebuilt although present"))
     clf = Classifier("default")
     assert clf.labels == ["negative", "positive"]
-    assert clf("a wonderful film").label in ("negative", "positive")
+    # Measured: positive at 0.83-0.86 and negative at 0.75-0.86 over the same seeds.
+    assert clf("a wonderful film").label == "positive"
+    assert clf("a terrible, boring film").label == "negative"
 
 
 def test_only_the_public_classifier_builds_a_missing_default(tiny_model_dir: Path,

@@ -60,4 +60,12 @@ def test_mixed_precision_stops_once_agreement_is_reached(tiny_model_dir: Path, t
     assert not strict.reached and [k for k, _ in strict.steps] == [0, 1, 2] and len(strict.kept_fp32) == 2
     ranked = sorted(strict.sensitivity, key=lambda n: -strict.sensitivity[n])
     assert list(strict.kept_fp32) == ranked[:2]  # the most sensitive nodes are the ones kept
-    assert 0.0 <= agreement(logits_of(tmp_path / "mixed.onnx"), reference) <= 1.0
+    mixed = logits_of(tmp_path / "mixed.onnx")
+    # The file left is the one the search's last step measured, still int8 outside the two kept nodes, and close to
+    # fp32: measured max |Δ logit| 0.038 (fully int8: 0.045) on logits up to 3.1; 0.1 leaves 2.5x for other CPUs'
+    # int8 kernels, and a mis-scaled quantization misses it by far.
+    assert agreement(mixed, reference) == strict.steps[-1][1]
+    assert 0.0 < np.abs(mixed - reference).max() <= 0.1
+    # Measured 1.0 at every step. This head's top label is "positive" on all 60 texts, so agreement here only catches
+    # logits far off (the bound above is the finer check); a fitted MiniLM's int8 agreement is test_backends'.
+    assert strict.steps[-1][1] >= 0.95

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from batcher_support import ForwardStarted
 from padless.batcher import Batcher
 from padless.config import BatchConfig, QueueConfig
 
@@ -20,18 +21,21 @@ def test_oldest_first_and_similar_lengths_together() -> None:
     seen: list[list[int]] = []
     gate = threading.Event()
 
-    def forward(rows, width):
-        gate.wait(5)  # hold the first batch so the rest queue up behind it
-        seen.append([len(r) for r in rows])
-        return np.zeros((len(rows), 2), dtype=np.float32)
-
     async def main() -> None:
+        in_forward = ForwardStarted()
+
+        def forward(rows, width):
+            in_forward.set()
+            gate.wait(5)  # hold the first batch so the rest queue up behind it
+            seen.append([len(r) for r in rows])
+            return np.zeros((len(rows), 2), dtype=np.float32)
+
         b = Batcher(forward, batch=BatchConfig(max_batch_tokens=600, max_batch_size=8),
                     queue=QueueConfig(max_wait_ms=0), max_length=512)
         b.start()
         deadline = time.monotonic() + 10
         first = b.submit([[1] * 4], deadline=deadline, request_id="first")
-        await asyncio.sleep(0.05)  # the worker takes `first` alone and blocks in forward
+        await in_forward.wait()  # the worker took `first` alone and holds it in forward
         lengths = [300, 5, 5, 290, 6, 5, 5, 310]
         futures = [f for n in lengths for f in b.submit([[1] * n], deadline=deadline, request_id=str(n))]
         gate.set()
@@ -96,18 +100,21 @@ def test_the_runtimes_price_of_a_call_decides_how_much_rides_along() -> None:
         seen: list[list[int]] = []
         gate = threading.Event()
 
-        def forward(rows, width):
-            gate.wait(5)
-            seen.append([len(r) for r in rows])
-            return np.zeros((len(rows), 2), dtype=np.float32)
-
         async def main() -> None:
+            in_forward = ForwardStarted()
+
+            def forward(rows, width):
+                in_forward.set()
+                gate.wait(5)
+                seen.append([len(r) for r in rows])
+                return np.zeros((len(rows), 2), dtype=np.float32)
+
             b = Batcher(forward, batch=BatchConfig(max_batch_tokens=600, max_batch_size=8),
                         queue=QueueConfig(max_wait_ms=0), max_length=512, batch_overhead_tokens=batch_overhead_tokens)
             b.start()
             deadline = time.monotonic() + 10
             first = b.submit([[1] * 4], deadline=deadline, request_id="first")
-            await asyncio.sleep(0.05)
+            await in_forward.wait()  # the worker took `first` alone and holds it in forward
             futures = [f for n in [40, 5, 5, 5, 5] for f in b.submit([[1] * n], deadline=deadline, request_id=str(n))]
             gate.set()
             await asyncio.wait_for(asyncio.gather(*first, *futures), timeout=10)

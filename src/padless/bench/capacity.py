@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from padless.bench.loadtest import check_loopback, run_load
@@ -26,8 +27,7 @@ def _verdict(report: dict[str, Any], p99_limit_ms: float) -> tuple[bool, str]:
 
     So does a run whose queue was still growing at its end (its median latency climbing from the first third to the
     last, see the constants above): a short run at a rate the server cannot sustain can end before the backlog
-    reaches the p99 limit, and would otherwise pass at a rate whose p99 a longer run puts at seconds (``padless bench
-    ray`` saw a capacity of 56.6 req/s from 8 s steps at which 28 s of the same load had a p99 of 1.5 s)."""
+    reaches the p99 limit, and would otherwise pass at a rate whose p99 a longer run puts at seconds."""
     bad = {k: v for k, v in report["outcomes"].items() if k != "ok" and v}
     if bad:
         return False, "non-ok outcomes: " + ", ".join(f"{k}={v}" for k, v in bad.items())
@@ -89,75 +89,87 @@ async def find_capacity(
     if bisect_steps < 0:
         raise ValueError("bisect_steps must be non-negative")
     check_loopback(url)
-    started = time.monotonic()
+    search = _Search(url, budget_s=budget_s, settle_s=settle_s, p99_limit_ms=p99_limit_ms, timeout=timeout,
+                     length=lambda rate: step_seconds(rate, duration, min_requests),
+                     load={"texts": texts, "inputs_per_request": inputs_per_request, "timeout": timeout, "seed": seed,
+                           "max_in_flight": max_in_flight, "headers": headers})
+    stopped_by = await search.bracket(start_rate, growth, min_rate, max_rate)
+    if stopped_by == "bracketed":
+        stopped_by = await search.bisect(bisect_steps)
+    return {
+        "rate": search.best_rate,
+        "report": search.best_report,
+        "p99_limit_ms": p99_limit_ms,
+        "failed_rate": search.fail_rate,
+        "stopped_by": stopped_by,
+        "elapsed_s": time.monotonic() - search.started,
+        "trials": search.trials,
+    }
 
-    def length(rate: float) -> float:
-        return step_seconds(rate, duration, min_requests)
 
-    trials: list[dict[str, Any]] = []
-    best_rate: float | None = None
-    best_report: dict[str, Any] | None = None
-    fail_rate: float | None = None
+class _Search:
+    """One capacity search's runs so far: the trials, the best passing rate (and its report), the lowest failing
+    rate."""
 
-    async def trial(rate: float) -> bool | None:
+    def __init__(self, url: str, *, budget_s: float, settle_s: float, p99_limit_ms: float, timeout: float,
+                 length: Callable[[float], float], load: dict[str, Any]) -> None:
+        self.url, self.budget_s, self.settle_s, self.p99_limit_ms = url, budget_s, settle_s, p99_limit_ms
+        self.timeout, self.length, self.load = timeout, length, load
+        self.started = time.monotonic()
+        self.trials: list[dict[str, Any]] = []
+        self.best_rate: float | None = None
+        self.best_report: dict[str, Any] | None = None
+        self.fail_rate: float | None = None
+
+    async def trial(self, rate: float) -> bool | None:
         """Run one load at ``rate``; None when the budget does not allow it."""
-        nonlocal best_rate, best_report, fail_rate
-        worst_trial = length(rate) + timeout + settle_s + 1.0  # + 1 s for the /metrics and /info requests
-        if time.monotonic() - started + worst_trial > budget_s:
+        # + 1 s for the /metrics and /info requests
+        worst_trial = self.length(rate) + self.timeout + self.settle_s + 1.0
+        if time.monotonic() - self.started + worst_trial > self.budget_s:
             return None
-        if trials:
-            await asyncio.sleep(settle_s)  # let the server finish anything left from the previous run
-        report = await run_load(url, rate=rate, duration=length(rate), texts=texts,
-                                inputs_per_request=inputs_per_request, timeout=timeout, seed=seed,
-                                max_in_flight=max_in_flight, headers=headers)
-        passed, reason = _verdict(report, p99_limit_ms)
-        trials.append({"rate": rate, "passed": passed, "reason": reason, "p99_ms": report["latency_ms"]["p99"],
-                       "throughput_rps": report["throughput_rps"], "requests": report.get("scheduled")})
-        if passed and (best_rate is None or rate > best_rate):
-            best_rate, best_report = rate, report
-        if not passed and (fail_rate is None or rate < fail_rate):
-            fail_rate = rate
+        if self.trials:
+            await asyncio.sleep(self.settle_s)  # let the server finish anything left from the previous run
+        report = await run_load(self.url, rate=rate, duration=self.length(rate), **self.load)
+        passed, reason = _verdict(report, self.p99_limit_ms)
+        self.trials.append({"rate": rate, "passed": passed, "reason": reason, "p99_ms": report["latency_ms"]["p99"],
+                            "throughput_rps": report["throughput_rps"], "requests": report.get("scheduled")})
+        if passed and (self.best_rate is None or rate > self.best_rate):
+            self.best_rate, self.best_report = rate, report
+        if not passed and (self.fail_rate is None or rate < self.fail_rate):
+            self.fail_rate = rate
         return passed
 
-    stopped_by = "bracketed"
-    rate = start_rate
-    first = await trial(rate)
-    if first is None:
-        stopped_by = "budget"
-    elif first:
-        # Grow until a failure brackets the capacity.
-        while fail_rate is None:
-            if rate >= max_rate:
-                stopped_by = "max_rate"
-                break
-            rate = min(rate * growth, max_rate)
-            if await trial(rate) is None:
-                stopped_by = "budget"
-                break
-    else:
-        # Even the start rate failed: shrink until something passes.
-        while best_rate is None:
-            if rate <= min_rate:
-                stopped_by = "min_rate"
-                break
-            rate = max(rate / growth, min_rate)
-            if await trial(rate) is None:
-                stopped_by = "budget"
-                break
-    if best_rate is not None and fail_rate is not None and stopped_by == "bracketed":
-        for _ in range(bisect_steps):
-            # Geometric midpoint: capacity is searched on a ratio scale, matching the geometric growth.
-            mid = math.sqrt(best_rate * fail_rate)
-            if await trial(mid) is None:
-                stopped_by = "budget"
-                break
+    async def bracket(self, rate: float, growth: float, min_rate: float, max_rate: float) -> str:
+        """From ``rate``, grow while runs pass or shrink while they fail, until a passing and a failing rate bracket
+        the capacity (``"bracketed"``) or a limit or the budget stops the search (its name)."""
+        first = await self.trial(rate)
+        if first is None:
+            return "budget"
+        if first:
+            # Grow until a failure brackets the capacity.
+            while self.fail_rate is None:
+                if rate >= max_rate:
+                    return "max_rate"
+                rate = min(rate * growth, max_rate)
+                if await self.trial(rate) is None:
+                    return "budget"
+        else:
+            # Even the start rate failed: shrink until something passes.
+            while self.best_rate is None:
+                if rate <= min_rate:
+                    return "min_rate"
+                rate = max(rate / growth, min_rate)
+                if await self.trial(rate) is None:
+                    return "budget"
+        return "bracketed"
 
-    return {
-        "rate": best_rate,
-        "report": best_report,
-        "p99_limit_ms": p99_limit_ms,
-        "failed_rate": fail_rate,
-        "stopped_by": stopped_by,
-        "elapsed_s": time.monotonic() - started,
-        "trials": trials,
-    }
+    async def bisect(self, steps: int) -> str:
+        """Refine a bracketed capacity by ``steps`` midpoints; ``"bracketed"``, or ``"budget"`` if it ran out."""
+        if self.best_rate is None or self.fail_rate is None:
+            return "bracketed"
+        for _ in range(steps):
+            # Geometric midpoint: capacity is searched on a ratio scale, matching the geometric growth.
+            mid = math.sqrt(self.best_rate * self.fail_rate)
+            if await self.trial(mid) is None:
+                return "budget"
+        return "bracketed"

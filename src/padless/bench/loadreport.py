@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from padless.bench.loadstats import OUTCOMES, latency_summary, percentile, server_stats
@@ -91,71 +91,26 @@ def build_report(slots: Sequence[Result | None], facts: RunFacts, *, n_texts: in
     was never sent (``max_in_flight`` outstanding). ``warnings`` already holds the sender's own; this adds the
     measurement's."""
     k = facts.inputs_per_request
-    outcomes = dict.fromkeys(OUTCOMES, 0)
-    status_codes: Counter[int] = Counter()
-    error_types: Counter[str] = Counter()
-    ok_latencies: list[float] = []
-    all_latencies: list[float] = []
-    lags: list[float] = []
-    retry_after_max: float | None = None
-    errors_sample: list[str] = []
-    by_group: dict[str, list[float]] = {}
-    group_counts: Counter[str] = Counter()
-    thirds: list[list[float]] = [[], [], []]  # ok latencies by the third of the schedule a request was sent in
+    tally = _Tally()
     for i, result in enumerate(slots):
-        group = None if groups is None else groups[(i * k) % n_texts]
-        if group is not None:
-            group_counts[group] += 1
-            by_group.setdefault(group, [])
-        if result is None:
-            outcomes["dropped_client_side"] += 1
-            continue
-        outcomes[result.outcome] += 1
-        if result.lag is not None:
-            lags.append(result.lag)
-        if result.status is not None:
-            status_codes[result.status] += 1
-        if result.latency is not None:
-            all_latencies.append(result.latency)
-            if result.outcome == "ok":
-                ok_latencies.append(result.latency)
-                thirds[min(2, int(3 * facts.offsets[i] / facts.duration))].append(result.latency)
-                if group is not None:
-                    by_group[group].append(result.latency)
-        if result.error_type:
-            error_types[result.error_type] += 1
-        if result.retry_after is not None:
-            retry_after_max = max(retry_after_max or 0.0, result.retry_after)
-        if result.detail and result.detail not in errors_sample and len(errors_sample) < 5:
-            errors_sample.append(result.detail)
-
+        tally.add(result, None if groups is None else groups[(i * k) % n_texts],
+                  min(2, int(3 * facts.offsets[i] / facts.duration)))
+    outcomes = tally.outcomes
     # Throughput over the span the work really took: dividing by ``duration`` alone would overstate a server that
     # finished its backlog long after the last send.
     window = max(facts.duration, (facts.last_done or facts.end) - facts.start)
     ok = outcomes["ok"]
-    lag_ms = sorted(x * 1000.0 for x in lags)
+    lag_ms = sorted(x * 1000.0 for x in tally.lags)
     lag_summary = {"p50": percentile(lag_ms, 50), "p99": percentile(lag_ms, 99), "max": lag_ms[-1] if lag_ms else None}
-    warnings = list(warnings)
-    if lag_summary["p99"] is not None and lag_summary["p99"] > 10.0:
-        warnings.append(f"the load generator started requests late (send lag p99 {lag_summary['p99']:.1f} ms); "
-                        "latencies include that client-side delay, and the offered rate may not have been met")
     cpu_percent = 100.0 * facts.cpu_used / window if window > 0 else None
-    if cpu_percent is not None and cpu_percent > 90.0:
-        warnings.append(f"this process used {cpu_percent:.0f}% of a CPU core; the client may have limited the load")
-    if facts.stragglers:
-        warnings.append(f"{facts.stragglers} request(s) were still outstanding {facts.timeout:g} s after the last "
-                        "send and were cancelled (counted as timeouts)")
-    if outcomes["dropped_client_side"]:
-        warnings.append(f"{outcomes['dropped_client_side']} request(s) were not sent: "
-                        f"max_in_flight={facts.max_in_flight} requests were already outstanding")
     server = server_stats(metrics_before, metrics_after) if metrics_before is not None and metrics_after else None
 
     grouped: dict[str, Any] = {} if groups is None else {
-        "latency_ms_by_group": {g: latency_summary(v) for g, v in sorted(by_group.items())},
-        "requests_by_group": dict(sorted(group_counts.items())),
+        "latency_ms_by_group": {g: latency_summary(v) for g, v in sorted(tally.by_group.items())},
+        "requests_by_group": dict(sorted(tally.group_counts.items())),
     }
     if groups is not None and keep_latencies:
-        grouped["ok_latencies_s_by_group"] = {g: list(v) for g, v in sorted(by_group.items())}
+        grouped["ok_latencies_s_by_group"] = {g: list(v) for g, v in sorted(tally.by_group.items())}
     scheduled = len(facts.offsets)
     return {
         **grouped,
@@ -170,20 +125,85 @@ def build_report(slots: Sequence[Result | None], facts: RunFacts, *, n_texts: in
         "scheduled_rate": scheduled / facts.duration,
         "sent": scheduled - outcomes["dropped_client_side"],
         "outcomes": outcomes,
-        "status_codes": {str(code): n for code, n in sorted(status_codes.items())},
-        "error_types": dict(error_types.most_common()),
-        "retry_after_s_max": retry_after_max,
+        "status_codes": {str(code): n for code, n in sorted(tally.status_codes.items())},
+        "error_types": dict(tally.error_types.most_common()),
+        "retry_after_s_max": tally.retry_after_max,
         "window_s": window,
         "throughput_rps": ok / window,
         "throughput_texts_per_s": ok * k / window,
-        "latency_ms": latency_summary(ok_latencies),
-        "latency_all_ms": latency_summary(all_latencies),
-        "latency_p50_ms_by_third": [latency_summary(part)["p50"] for part in thirds],
+        "latency_ms": latency_summary(tally.ok_latencies),
+        "latency_all_ms": latency_summary(tally.all_latencies),
+        "latency_p50_ms_by_third": [latency_summary(part)["p50"] for part in tally.thirds],
         "send_lag_ms": lag_summary,
         "client_cpu_percent": cpu_percent,
         "peak_in_flight": facts.peak_in_flight,
         "server": server,
         "server_info": info,
-        "warnings": warnings,
-        "errors_sample": errors_sample,
+        "warnings": [*warnings, *_measurement_warnings(lag_summary["p99"], cpu_percent, facts, outcomes)],
+        "errors_sample": tally.errors_sample,
     }
+
+
+@dataclass
+class _Tally:
+    """Each request's slot added up: outcome counts, status codes, error types, latencies (every answered request,
+    the ok ones, and the ok ones by group and by third of the schedule), send lags, and a sample of client errors."""
+
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    status_codes: Counter[int] = field(default_factory=Counter)
+    error_types: Counter[str] = field(default_factory=Counter)
+    ok_latencies: list[float] = field(default_factory=list)
+    all_latencies: list[float] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    retry_after_max: float | None = None
+    errors_sample: list[str] = field(default_factory=list)
+    by_group: dict[str, list[float]] = field(default_factory=dict)
+    group_counts: Counter[str] = field(default_factory=Counter)
+    # ok latencies by the third of the schedule a request was sent in
+    thirds: list[list[float]] = field(default_factory=lambda: [[], [], []])
+
+    def add(self, result: Result | None, group: str | None, third: int) -> None:
+        """One scheduled request: its slot, the group of its first text (None without groups), and the third of the
+        schedule it was due in."""
+        if group is not None:
+            self.group_counts[group] += 1
+            self.by_group.setdefault(group, [])
+        if result is None:
+            self.outcomes["dropped_client_side"] += 1
+            return
+        self.outcomes[result.outcome] += 1
+        if result.lag is not None:
+            self.lags.append(result.lag)
+        if result.status is not None:
+            self.status_codes[result.status] += 1
+        if result.latency is not None:
+            self.all_latencies.append(result.latency)
+            if result.outcome == "ok":
+                self.ok_latencies.append(result.latency)
+                self.thirds[third].append(result.latency)
+                if group is not None:
+                    self.by_group[group].append(result.latency)
+        if result.error_type:
+            self.error_types[result.error_type] += 1
+        if result.retry_after is not None:
+            self.retry_after_max = max(self.retry_after_max or 0.0, result.retry_after)
+        if result.detail and result.detail not in self.errors_sample and len(self.errors_sample) < 5:
+            self.errors_sample.append(result.detail)
+
+
+def _measurement_warnings(lag_p99: float | None, cpu_percent: float | None, facts: RunFacts,
+                          outcomes: dict[str, int]) -> list[str]:
+    """Caveats about the measurement itself: a late client, a busy client, stragglers cut off, requests not sent."""
+    warnings = []
+    if lag_p99 is not None and lag_p99 > 10.0:
+        warnings.append(f"the load generator started requests late (send lag p99 {lag_p99:.1f} ms); "
+                        "latencies include that client-side delay, and the offered rate may not have been met")
+    if cpu_percent is not None and cpu_percent > 90.0:
+        warnings.append(f"this process used {cpu_percent:.0f}% of a CPU core; the client may have limited the load")
+    if facts.stragglers:
+        warnings.append(f"{facts.stragglers} request(s) were still outstanding {facts.timeout:g} s after the last "
+                        "send and were cancelled (counted as timeouts)")
+    if outcomes["dropped_client_side"]:
+        warnings.append(f"{outcomes['dropped_client_side']} request(s) were not sent: "
+                        f"max_in_flight={facts.max_in_flight} requests were already outstanding")
+    return warnings

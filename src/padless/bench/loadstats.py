@@ -63,6 +63,16 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
+def run_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a :func:`~padless.bench.loadtest.run_load` report that a benchmark's result keeps for each run:
+    offered rate, throughput, p50/p99/max latency of the ok requests, outcomes and the server-side figures."""
+    lat = report.get("latency_ms") or {}
+    return {"offered_rate": report.get("offered_rate"), "throughput_rps": report.get("throughput_rps"),
+            "throughput_texts_per_s": report.get("throughput_texts_per_s"), "p50_ms": lat.get("p50"),
+            "p99_ms": lat.get("p99"), "max_ms": lat.get("max"), "outcomes": report.get("outcomes"),
+            "server": report.get("server")}
+
+
 def _split_sample(line: str) -> tuple[str, str, str] | None:
     """``(name, labels, rest)`` of one exposition line, respecting quoted label values (which may hold ``}``)."""
     brace = line.find("{")

@@ -26,123 +26,38 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from padless.bench.offline_configs import (
+    CHUNK_ROWS,
+    DESCRIPTIONS,
+    PAD_WIDTH,
+    PADLESS,
+    Runner,
+    chunk_padded_tokens,
+    config_names,
+    device_of,
+    padless_config_name,
+    runners,
+)
 from padless.bench.peak import compute_precision, measure_matmul_peak, peak_size_on
 from padless.bench.workload import describe_lengths, describe_mix, make_workload
 from padless.config import OPENVINO_BACKENDS, BatchConfig, ModelConfig
 from padless.default_model import ensure_default
 from padless.engine import Classifier, Stats, model_flops
 from padless.errors import ConfigError, ItemError
-from padless.machine import simd_flags
-from padless.runtime.base import usable_cores
+from padless.machine import describe
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-CONFIGS = ("pipeline-b1", "pipeline-b32", "pad512-b32", "padless")
-PADLESS = "padless"  # padless on the torch fp32 backend: the reference the ratios are taken against
-CHUNK_ROWS = 32
-PAD_WIDTH = 512
 WARMUP_TEXTS = 8
-DESCRIPTIONS = {
-    "pipeline-b1": "transformers.pipeline, one text per call",
-    "pipeline-b32": "transformers.pipeline, batch_size=32 (each chunk padded to its longest)",
-    "pad512-b32": f"hand loop, chunks of {CHUNK_ROWS} in input order, padded to {PAD_WIDTH}",
-    "padless": "padless Classifier.run (length-sorted, planned batches)",
-}
-
-# A runner classifies the texts and returns one label per text (None for an unscorable item) and, for padless,
-# the engine's stats for that call.
-Runner = Callable[[list[str]], tuple[list[str | None], Stats | None]]
-
-
-def padless_config_name(backend: str) -> str:
-    """``padless`` for the torch fp32 reference, ``padless-<backend>`` for any other backend."""
-    return PADLESS if backend == "torch" else f"{PADLESS}-{backend}"
-
-
-def config_names(backends: list[str]) -> list[str]:
-    """Every config a run can include: the baselines, then one padless config per backend."""
-    return [*CONFIGS[:-1], *(padless_config_name(b) for b in backends)]
-
-
-def _padless_runner(clf: Classifier) -> Runner:
-    def padless(texts: list[str]) -> tuple[list[str | None], Stats | None]:
-        run = clf.with_options()  # a fresh clone per call, so its stats cover exactly this call
-        results = run.run(texts)
-        return [None if isinstance(r, ItemError) else r.label for r in results], run.stats
-
-    return padless
-
-
-def device_of(clf: Classifier) -> str:
-    """Where a classifier computes: ``cuda`` for a torch backend on a GPU, ``cpu`` otherwise."""
-    return str(clf.describe().get("device", "cpu"))
-
-
-def _runners(clf: Classifier, names: list[str], extra: dict[str, Classifier]) -> dict[str, Runner]:
-    runners: dict[str, Runner] = {}
-    device = device_of(clf)  # the baselines run where padless's torch reference runs
-    if any(name.startswith("pipeline") for name in names):
-        from transformers import pipeline
-
-        # Its own copy of the model, loaded from the same folder, exactly as a user of the pipeline would get it.
-        pipe = pipeline("text-classification", model=str(clf.path), device=device)
-        runners["pipeline-b1"] = lambda texts: ([pipe(t, truncation=True)[0]["label"] for t in texts], None)
-        runners["pipeline-b32"] = lambda texts: (
-            [out["label"] for out in pipe(texts, batch_size=CHUNK_ROWS, truncation=True)], None)
-    tokenizer = clf.encoder.tokenizer
-    model = getattr(clf.runtime, "model", None)
-
-    def pad512(texts: list[str]) -> tuple[list[str | None], Stats | None]:
-        assert model is not None
-        labels: list[str | None] = []
-        for start in range(0, len(texts), CHUNK_ROWS):
-            enc = tokenizer(texts[start:start + CHUNK_ROWS], padding="max_length", max_length=PAD_WIDTH,
-                            truncation=True, return_tensors="pt").to(device)
-            with torch.inference_mode():
-                logits = model(**enc).logits
-            labels.extend(model.config.id2label[int(i)] for i in logits.argmax(dim=-1).tolist())
-        return labels, None
-
-    runners["pad512-b32"] = pad512
-    runners[PADLESS] = _padless_runner(clf)
-    runners.update({name: _padless_runner(other) for name, other in extra.items()})
-    return {name: runners[name] for name in names}
-
-
-def chunk_padded_tokens(lengths: list[int], rows: int) -> int:
-    """Tokens computed when consecutive chunks of ``rows`` inputs are each padded to their longest.
-
-    That is what the pipeline's collate function does with ``batch_size=rows``.
-    """
-    return sum(max(lengths[i:i + rows]) * len(lengths[i:i + rows]) for i in range(0, len(lengths), rows))
-
-
-def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import transformers
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cpu_flags": simd_flags(), "usable_cores": usable_cores(), "cpu_count": os.cpu_count(),
-            "gpu": gpu, "torch": torch.__version__,
-            "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def _loadavg() -> float | None:
@@ -184,145 +99,57 @@ def run_offline_bench(
     # transformers.pipeline sets this to "false" on its first call when unset, which would also halve padless's
     # batch tokenization later in this process; setting it first keeps the comparison fair.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    backends = list(backends or ["torch"])
-    if "torch" not in backends:
-        backends.insert(0, "torch")  # padless on torch fp32 is what every ratio is taken against
-    every = config_names(backends)
-    names = list(configs or every)
-    unknown = [name for name in names if name not in every]
-    if unknown or not names or len(set(names)) != len(names):
-        raise ConfigError(f"configs must be distinct names from {', '.join(every)}; got {names}")
-    if n < 1 or rounds < 1:
-        raise ConfigError("n and rounds must be positive")
+    backends, names = _plan_configs(backends, configs, n, rounds)
     from rich.console import Console
 
     console = Console(stderr=True) if progress else None
     load_start = _loadavg()
     ensure_default(model)  # the default model is built on first use, as by padless.Classifier
-    clf = Classifier(model, backend="torch", max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                     width_multiple=width_multiple)
-    extra = {padless_config_name(b): Classifier(model, backend=b, max_batch_tokens=max_batch_tokens,
-                                                max_batch_size=max_batch_size, width_multiple=width_multiple,
+    limits: dict[str, Any] = {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
+                              "width_multiple": width_multiple}
+    clf = Classifier(model, backend="torch", **limits)
+    extra = {padless_config_name(b): Classifier(model, backend=b, **limits,
                                                 streams=streams if b in ("auto", *OPENVINO_BACKENDS) else 0)
              for b in backends if b != "torch" and padless_config_name(b) in names}
     if "pad512-b32" in names and (clf.max_length < PAD_WIDTH or not hasattr(clf.runtime, "model")):
         raise ConfigError(f"pad512-b32 needs the torch backend and a model that accepts {PAD_WIDTH} tokens")
     texts = make_workload(clf.encoder.tokenizer, mix, n, seed)
-    # What every config computes: the token ids after truncation to the model's limit, special tokens included.
-    encoded = clf.encoder.encode(texts)
-    bad = [e for e in encoded if isinstance(e, ItemError)]
-    if bad:
-        raise ConfigError(f"{len(bad)} workload items cannot be scored: {bad[0]}")
-    lengths = [len(e) for e in encoded]  # type: ignore[arg-type]
-    real = sum(lengths)
-    useful_flops = sum(model_flops(clf.info, length) for length in lengths)
+    lengths = _scored_lengths(clf, texts)
     # Each config's own model: one that runs a student (an optimize folder's pruned variant) computes less.
     flops_of = {name: sum(model_flops(extra.get(name, clf).info, length) for length in lengths) for name in names}
 
-    runners = _runners(clf, names, extra)
-    precision = {name: compute_precision(extra[name].describe().get("dtype", "float32")) if name in extra
-                 else "float32" for name in names}
+    run_config = runners(clf, names, extra)
     reference_device = device_of(clf)
-    device = {name: device_of(extra[name]) if name in extra else reference_device for name in names}
-    # Per device in use: fp32 always (every "% of peak" uses it); the others only where a config computes in them.
-    peak_dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
-    wanted = {d: ["float32"] + sorted({precision[n] for n in names if device[n] == d} - {"float32"})
-              for d in sorted({reference_device, *device.values()})}
-
-    def measure_peaks() -> dict[str, dict[str, float]]:
-        return {d: {p: measure_matmul_peak(peak_size, dtype=peak_dtypes[p], device=d) for p in ps}
-                for d, ps in wanted.items()}
-
-    peaks_before = measure_peaks()
+    precision, device, wanted = _placement(names, extra, reference_device)
+    peaks_before = _measure_peaks(wanted, peak_size)
     # One untimed call each pays one-off costs (lazy imports, first-call allocation) outside the measurement. On a
-    # GPU every new batch shape's first call is slow too (kernel selection: bf16's first pass over this workload
-    # took 7 s on an H200, later ones 0.4 s), so there the warm-up is the whole workload.
+    # GPU every new batch shape's first call is slow too (kernel selection), so there the warm-up is the whole
+    # workload.
     warmup_texts = len(texts) if "cuda" in device.values() else WARMUP_TEXTS
     for name in names:
-        runners[name](texts[:warmup_texts])
-
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    labels: dict[str, list[str | None]] = {}
-    stats: dict[str, Stats] = {}
-    orders = []
-    for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        orders.append(order)
-        for name in order:
-            started = time.perf_counter()
-            labels[name], call_stats = runners[name](texts)
-            elapsed = time.perf_counter() - started
-            seconds[name].append(elapsed)
-            if call_stats is not None:
-                stats[name] = call_stats
-            if console:
-                console.print(f"round {r + 1}/{rounds}  {name:<13} {elapsed:7.2f} s  {n / elapsed:9.1f} texts/s")
-    peaks_after = measure_peaks()
+        run_config[name](texts[:warmup_texts])
+    timed = _timed_rounds(run_config, names, texts, rounds, console)
+    peaks_after = _measure_peaks(wanted, peak_size)
     own_peak = {d: {p: max(peaks_before[d][p], peaks_after[d][p]) for p in ps} for d, ps in wanted.items()}
 
-    computed = {
-        "pipeline-b1": real,  # one text per forward: nothing padded
-        "pipeline-b32": chunk_padded_tokens(lengths, CHUNK_ROWS),
-        "pad512-b32": PAD_WIDTH * n,
-    }
-    results: dict[str, dict[str, Any]] = {}
-    for name in names:
-        secs = seconds[name]
-        entry: dict[str, Any] = {
-            "description": DESCRIPTIONS.get(name) or f"padless Classifier.run, {_backend_of(name, extra)} backend",
-            "seconds": statistics.median(secs),
-            "seconds_per_round": secs,
-            "texts_per_s": statistics.median(n / s for s in secs),
-            "real_tokens_per_s": statistics.median(real / s for s in secs),
-            "useful_gflops": flops_of[name] / 1e9,
-            "device": device[name],
-            "model_flops_pct_of_peak": statistics.median(
-                100 * flops_of[name] / s / (own_peak[device[name]]["float32"] * 1e9) for s in secs),
-            "precision": precision[name],
-            "model_flops_pct_of_precision_peak": statistics.median(
-                100 * flops_of[name] / s / (own_peak[device[name]][precision[name]] * 1e9) for s in secs),
-        }
-        if name.startswith(PADLESS):
-            st = stats[name]
-            entry.update(padding_fraction=st.padding_fraction, computed_tokens=st.padded_tokens,
-                         batches=st.batches, stats_real_tokens=st.real_tokens)
-        else:
-            entry.update(padding_fraction=1 - real / computed[name], computed_tokens=computed[name])
-        reference = labels.get("pipeline-b1")
-        entry["agreement_with_pipeline_b1"] = (
-            None if reference is None else sum(a == b for a, b in zip(labels[name], reference)) / n)
-        results[name] = entry
-
-    # Paired per round (same round, adjacent in time), then the median: robust to the machine drifting mid-run.
-    ratios = {f"padless_vs_{name}": statistics.median(b / a for a, b in zip(seconds["padless"], seconds[name]))
-              for name in names if name != "padless" and "padless" in results}
-    ratios.update({f"{name}_vs_{other}": statistics.median(b / a for a, b in zip(seconds[name], seconds[other]))
-                   for name in names if name.startswith(PADLESS + "-") for other in names if other != name
-                   and not other.startswith(PADLESS + "-")})
-    by_device = {d: {p: {"before_gflops": peaks_before[d][p], "after_gflops": peaks_after[d][p],
-                         "gflops": own_peak[d][p]} for p in ps} for d, ps in wanted.items()}
-    size_on = {d: peak_size_on(d, peak_size) for d in wanted}
+    results = {name: _config_entry(name, timed, lengths, flops_of[name], device[name], precision[name],
+                                   own_peak[device[name]], extra) for name in names}
     info = clf.info
     result: dict[str, Any] = {
         "benchmark": "offline",
-        "machine": {**_machine(), "loadavg_1m_start": load_start, "loadavg_1m_end": _loadavg()},
+        "machine": {**describe(), "loadavg_1m_start": load_start, "loadavg_1m_end": _loadavg()},
         "backends": {name: other.describe() for name, other in extra.items()},
         "model": {**clf.describe(), "hidden_size": info.hidden_size, "num_layers": info.num_layers,
                   "non_embedding_params": info.non_embedding_params},
         "workload": {"mix": mix, "n": n, "seed": seed, "buckets": describe_mix(mix),
-                     "lengths": describe_lengths(lengths), "real_tokens": real, "useful_gflops": useful_flops / 1e9},
-        "method": {"rounds": rounds, "orders": orders, "warmup_texts": warmup_texts, "statistic": "median",
+                     "lengths": describe_lengths(lengths), "real_tokens": sum(lengths),
+                     "useful_gflops": sum(model_flops(info, length) for length in lengths) / 1e9},
+        "method": {"rounds": rounds, "orders": timed.orders, "warmup_texts": warmup_texts, "statistic": "median",
                    "timing": "time.perf_counter around the whole workload, tokenization included",
                    "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")},
-        # The reference device's peaks at the top level; every device's (the CPU beside a GPU too) under by_device.
-        "peak": {"size": size_on[reference_device], "sizes": size_on, "dtype": "float32", "device": reference_device,
-                 "before_gflops": peaks_before[reference_device]["float32"],
-                 "after_gflops": peaks_after[reference_device]["float32"],
-                 "gflops": own_peak[reference_device]["float32"],
-                 "by_precision": by_device[reference_device], "by_device": by_device,
-                 "int8_kernel": "torch._int_mm (int8 x int8 -> int32)"},
+        "peak": _peak_record(wanted, peaks_before, peaks_after, own_peak, reference_device, peak_size),
         "configs": results,
-        "ratios": ratios,
+        "ratios": _ratios(names, timed.seconds),
         "notes": _notes(load_start),
     }
     if out_dir is not None:
@@ -331,6 +158,148 @@ def run_offline_bench(
         (out_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
         write_chart(result, out_dir / "bench.png")
     return result
+
+
+def _plan_configs(backends: list[str] | None, configs: list[str] | None, n: int,
+                  rounds: int) -> tuple[list[str], list[str]]:
+    """The backends (torch first among them: padless on torch fp32 is what every ratio is taken against) and the
+    configs to run; :class:`ConfigError` for unknown or repeated configs, or a count that is not positive."""
+    backends = list(backends or ["torch"])
+    if "torch" not in backends:
+        backends.insert(0, "torch")
+    every = config_names(backends)
+    names = list(configs or every)
+    unknown = [name for name in names if name not in every]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ConfigError(f"configs must be distinct names from {', '.join(every)}; got {names}")
+    if n < 1 or rounds < 1:
+        raise ConfigError("n and rounds must be positive")
+    return backends, names
+
+
+def _scored_lengths(clf: Classifier, texts: list[str]) -> list[int]:
+    """What every config computes: each text's token count after truncation to the model's limit, special tokens
+    included. :class:`ConfigError` if a workload item cannot be scored."""
+    encoded = clf.encoder.encode(texts)
+    bad = [e for e in encoded if isinstance(e, ItemError)]
+    if bad:
+        raise ConfigError(f"{len(bad)} workload items cannot be scored: {bad[0]}")
+    return [len(e) for e in encoded]  # type: ignore[arg-type]
+
+
+def _placement(names: list[str], extra: dict[str, Classifier],
+               reference_device: str) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
+    """Each config's precision and device (the baselines and padless's torch reference compute in fp32 on
+    ``reference_device``), and the peaks wanted per device in use: fp32 always (every "% of peak" uses it), the
+    others only where a config computes in them."""
+    precision = {name: compute_precision(extra[name].describe().get("dtype", "float32")) if name in extra
+                 else "float32" for name in names}
+    device = {name: device_of(extra[name]) if name in extra else reference_device for name in names}
+    wanted = {d: ["float32"] + sorted({precision[n] for n in names if device[n] == d} - {"float32"})
+              for d in sorted({reference_device, *device.values()})}
+    return precision, device, wanted
+
+
+_PEAK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
+
+
+def _measure_peaks(wanted: dict[str, list[str]], peak_size: int) -> dict[str, dict[str, float]]:
+    """The matmul peak (GFLOP/s; GOP/s for int8) of each device at each precision ``wanted`` there."""
+    return {d: {p: measure_matmul_peak(peak_size, dtype=_PEAK_DTYPES[p], device=d) for p in ps}
+            for d, ps in wanted.items()}
+
+
+@dataclass
+class _Timed:
+    """What the timed rounds measured: each config's seconds per round, its labels and padless's engine stats (of
+    the last round), and each round's order."""
+
+    seconds: dict[str, list[float]]
+    labels: dict[str, list[str | None]] = field(default_factory=dict)
+    stats: dict[str, Stats] = field(default_factory=dict)
+    orders: list[list[str]] = field(default_factory=list)
+
+
+def _timed_rounds(run_config: dict[str, Runner], names: list[str], texts: list[str], rounds: int,
+                  console: Any) -> _Timed:
+    """Every config on the whole workload in each round, the order rotated from round to round."""
+    timed = _Timed(seconds={name: [] for name in names})
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        timed.orders.append(order)
+        for name in order:
+            started = time.perf_counter()
+            timed.labels[name], call_stats = run_config[name](texts)
+            elapsed = time.perf_counter() - started
+            timed.seconds[name].append(elapsed)
+            if call_stats is not None:
+                timed.stats[name] = call_stats
+            if console:
+                console.print(f"round {r + 1}/{rounds}  {name:<13} {elapsed:7.2f} s  "
+                              f"{len(texts) / elapsed:9.1f} texts/s")
+    return timed
+
+
+def _config_entry(name: str, timed: _Timed, lengths: list[int], flops: float, device: str, precision: str,
+                  peak: dict[str, float], extra: dict[str, Classifier]) -> dict[str, Any]:
+    """One config's figures: medians over rounds, its share of its device's peaks (``peak``), the tokens it computed
+    and its agreement with ``pipeline-b1``."""
+    n, real, secs = len(lengths), sum(lengths), timed.seconds[name]
+    entry: dict[str, Any] = {
+        "description": DESCRIPTIONS.get(name) or f"padless Classifier.run, {_backend_of(name, extra)} backend",
+        "seconds": statistics.median(secs),
+        "seconds_per_round": secs,
+        "texts_per_s": statistics.median(n / s for s in secs),
+        "real_tokens_per_s": statistics.median(real / s for s in secs),
+        "useful_gflops": flops / 1e9,
+        "device": device,
+        "model_flops_pct_of_peak": statistics.median(100 * flops / s / (peak["float32"] * 1e9) for s in secs),
+        "precision": precision,
+        "model_flops_pct_of_precision_peak": statistics.median(
+            100 * flops / s / (peak[precision] * 1e9) for s in secs),
+    }
+    if name.startswith(PADLESS):
+        st = timed.stats[name]
+        entry.update(padding_fraction=st.padding_fraction, computed_tokens=st.padded_tokens,
+                     batches=st.batches, stats_real_tokens=st.real_tokens)
+    else:
+        computed = {
+            "pipeline-b1": real,  # one text per forward: nothing padded
+            "pipeline-b32": chunk_padded_tokens(lengths, CHUNK_ROWS),
+            "pad512-b32": PAD_WIDTH * n,
+        }[name]
+        entry.update(padding_fraction=1 - real / computed, computed_tokens=computed)
+    reference = timed.labels.get("pipeline-b1")
+    entry["agreement_with_pipeline_b1"] = (
+        None if reference is None else sum(a == b for a, b in zip(timed.labels[name], reference)) / n)
+    return entry
+
+
+def _ratios(names: list[str], seconds: dict[str, list[float]]) -> dict[str, float]:
+    """padless's speed-up over every other config, and each other padless backend's over every baseline."""
+    # Paired per round (same round, adjacent in time), then the median: robust to the machine drifting mid-run.
+    ratios = {f"padless_vs_{name}": statistics.median(b / a for a, b in zip(seconds["padless"], seconds[name]))
+              for name in names if name != "padless" and "padless" in names}
+    ratios.update({f"{name}_vs_{other}": statistics.median(b / a for a, b in zip(seconds[name], seconds[other]))
+                   for name in names if name.startswith(PADLESS + "-") for other in names if other != name
+                   and not other.startswith(PADLESS + "-")})
+    return ratios
+
+
+def _peak_record(wanted: dict[str, list[str]], before: dict[str, dict[str, float]],
+                 after: dict[str, dict[str, float]], own: dict[str, dict[str, float]], reference_device: str,
+                 peak_size: int) -> dict[str, Any]:
+    """The reference device's peaks at the top level; every device's (the CPU beside a GPU too) under
+    ``by_device``."""
+    by_device = {d: {p: {"before_gflops": before[d][p], "after_gflops": after[d][p], "gflops": own[d][p]}
+                     for p in ps} for d, ps in wanted.items()}
+    size_on = {d: peak_size_on(d, peak_size) for d in wanted}
+    return {"size": size_on[reference_device], "sizes": size_on, "dtype": "float32", "device": reference_device,
+            "before_gflops": before[reference_device]["float32"],
+            "after_gflops": after[reference_device]["float32"],
+            "gflops": own[reference_device]["float32"],
+            "by_precision": by_device[reference_device], "by_device": by_device,
+            "int8_kernel": "torch._int_mm (int8 x int8 -> int32)"}
 
 
 def _backend_of(name: str, extra: dict[str, Classifier]) -> str:

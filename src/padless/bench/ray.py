@@ -20,9 +20,9 @@ capacity, or of the tiers' if one pool held no rate), where the short requests' 
 (``groups`` in :func:`padless.bench.loadtest.run_load`), over ``compare_requests`` requests per step. The same-load
 comparison runs in ``rounds`` rounds, each configuration started afresh in each, in ABBA order (one pool, tiers; tiers,
 one pool; …), both configurations on the same arrival times within a round; each configuration's requests at a rate are
-pooled over the rounds before its p99 is read, and every round's own figures are kept. On a shared 2-core machine one
-step's p99 moved by 1.5× between identical runs, and the machine's speed drifts over a run: single, sequential
-measurements of the two configurations compared that drift, not the tiers.
+pooled over the rounds before its p99 is read, and every round's own figures are kept: a step's p99 varies between
+identical runs and the machine's speed drifts over a run, which single, sequential measurements would compare instead
+of the tiers.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from padless.bench.capacity import find_capacity, step_seconds
-from padless.bench.loadstats import latency_summary
+from padless.bench.loadstats import latency_summary, run_summary
 from padless.bench.loadtest import run_load
-from padless.bench.serve import _free_port, _start, _stop, _summary
+from padless.bench.servers import free_port, start_server, stop_server
 from padless.bench.workload import describe_lengths, make_workload
+from padless.machine import describe
 
 PADLESS = [sys.executable, "-m", "padless.cli.main"]
 
@@ -149,62 +150,92 @@ def run_serving(model: str, model_dir: str, backend: str, n: int, workers: int, 
     }
     result: dict[str, Any] = {"n": n, "mix": "realistic-512", "long_threshold": long_threshold,
                               "long_share": groups.count("long") / n, "p99_limit_ms": p99_limit_ms, "servers": {}}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def serve(name: str, log: str) -> str:
-        """Start configuration ``name`` on a free port (kept in ``procs`` until stopped); returns its URL once ready."""
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        procs[name] = _start([*PADLESS, *common, *configs[name], "--port", str(port)], url, "/ready", out / log)
-        return url
-
+    servers = _Servers({name: [*PADLESS, *common, *extra] for name, extra in configs.items()}, out)
     try:
         for name, extra in configs.items():
             say(f"{name}: starting padless serve --ray {' '.join(extra)} …")
-            url = serve(name, f"{name}.log")
+            url = servers.start(name, f"{name}.log")
             cap = asyncio.run(find_capacity(url, texts=texts, p99_limit_ms=p99_limit_ms, duration=duration,
                                             start_rate=10.0, budget_s=budget_s, seed=seed, min_requests=min_requests))
             result["servers"][name] = {"capacity_rps": cap["rate"], "capacity_trials": cap["trials"],
                                        **_ray_info(url)}
             say(f"{name}: capacity {cap['rate']} req/s at p99 <= {p99_limit_ms:.0f} ms")
             # Only one Ray Serve app at a time: two would share the cores and each other's cluster.
-            _stop(procs.pop(name))
+            servers.stop(name)
         base, base_name = comparison_base({k: v["capacity_rps"] for k, v in result["servers"].items()})
         result["same_load_base"] = {"rate": base, "from": base_name}
-        shares = (0.5, 1.0)
-        runs: dict[str, dict[str, list[dict[str, Any]]]] = {f"{s:.0%} of {base_name}": {} for s in shares}
-        for round_no in range(rounds):
-            # ABBA order: a machine that drifts slower (or faster) during the run does not favour either side.
-            for name in (list(configs) if round_no % 2 == 0 else list(reversed(configs))):
-                url = serve(name, f"{name}-round{round_no + 1}.log")
-                for share in shares:
-                    rate = base * share
-                    # A p99 of a few hundred short requests is their two or three slowest: too few to compare on.
-                    # Both configurations get the same arrival times within a round (the same seed).
-                    rep = asyncio.run(run_load(url, rate=rate, duration=step_seconds(rate, duration, compare_requests),
-                                               texts=texts, groups=groups, seed=seed + 5 + round_no,
-                                               keep_latencies=True))
-                    runs[f"{share:.0%} of {base_name}"].setdefault(name, []).append(rep)
-                    short = rep["latency_ms_by_group"].get("short", {}).get("p99")
-                    say(f"round {round_no + 1}, {name} at {rate:.1f} req/s: short p99 {short} ms")
-                _stop(procs.pop(name))
+        runs = _same_load_rounds(servers, list(configs), texts, groups, base, base_name, rounds, duration,
+                                 compare_requests, seed, say)
         result["rounds"] = rounds
         result["same_load"] = {load: {name: pool_rounds(reps) for name, reps in by_name.items()}
                                for load, by_name in runs.items()}
     finally:
-        for proc in procs.values():
-            _stop(proc)
+        servers.stop_all()
     ratio, verdict = capacity_ratio({k: v["capacity_rps"] for k, v in result["servers"].items()})
-    result["ratios"] = {"capacity_tiers_vs_one_pool": ratio}
+    result["ratios"] = {"capacity_tiers_vs_one_pool": ratio, **_same_load_ratios(result["same_load"])}
     result["capacity_verdict"] = verdict
-    for load, entries in result["same_load"].items():
-        short = {k: (v["by_group"].get("short") or {}).get("p99") for k, v in entries.items()}
+    return result
+
+
+class _Servers:
+    """The ``padless serve --ray`` configurations of one run, started on free ports and kept until stopped."""
+
+    def __init__(self, commands: dict[str, list[str]], out: Path) -> None:
+        self.commands, self.out = commands, out
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, log: str) -> str:
+        """Start configuration ``name``; its URL once ready."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        self.procs[name] = start_server([*self.commands[name], "--port", str(port)], url, "/ready", self.out / log)
+        return url
+
+    def stop(self, name: str) -> None:
+        stop_server(self.procs.pop(name))
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            stop_server(proc)
+
+
+def _same_load_rounds(servers: _Servers, names: list[str], texts: list[str], groups: list[str], base: float,
+                      base_name: str, rounds: int, duration: float, compare_requests: int, seed: int,
+                      say: Callable[[str], None]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every configuration at half and all of ``base`` req/s, in ``rounds`` rounds: each load's reports by
+    configuration, one per round."""
+    shares = (0.5, 1.0)
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {f"{s:.0%} of {base_name}": {} for s in shares}
+    for round_no in range(rounds):
+        # ABBA order: a machine that drifts slower (or faster) during the run does not favour either side.
+        for name in (names if round_no % 2 == 0 else list(reversed(names))):
+            url = servers.start(name, f"{name}-round{round_no + 1}.log")
+            for share in shares:
+                rate = base * share
+                # A p99 of a few hundred short requests is their two or three slowest: too few to compare on.
+                # Both configurations get the same arrival times within a round (the same seed).
+                rep = asyncio.run(run_load(url, rate=rate, duration=step_seconds(rate, duration, compare_requests),
+                                           texts=texts, groups=groups, seed=seed + 5 + round_no,
+                                           keep_latencies=True))
+                runs[f"{share:.0%} of {base_name}"].setdefault(name, []).append(rep)
+                short = rep["latency_ms_by_group"].get("short", {}).get("p99")
+                say(f"round {round_no + 1}, {name} at {rate:.1f} req/s: short p99 {short} ms")
+            servers.stop(name)
+    return runs
+
+
+def _same_load_ratios(same_load: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
+    """At each load: one pool's short-request p99 over the tiers', and the tiers' p99 of every request over one
+    pool's."""
+    ratios: dict[str, float] = {}
+    for load, entries in same_load.items():
+        short: dict[str, Any] = {k: (v["by_group"].get("short") or {}).get("p99") for k, v in entries.items()}
         if short.get("tiers") and short.get("one-pool"):
-            result["ratios"][f"short_p99_one_pool_over_tiers at {load}"] = short["one-pool"] / short["tiers"]
+            ratios[f"short_p99_one_pool_over_tiers at {load}"] = short["one-pool"] / short["tiers"]
         every = {k: v["latency_ms"]["p99"] for k, v in entries.items()}
         if every.get("tiers") and every.get("one-pool"):
-            result["ratios"][f"all_p99_tiers_over_one_pool at {load}"] = every["tiers"] / every["one-pool"]
-    return result
+            ratios[f"all_p99_tiers_over_one_pool at {load}"] = every["tiers"] / every["one-pool"]
+    return ratios
 
 
 def comparison_base(capacities: dict[str, float | None]) -> tuple[float, str]:
@@ -219,8 +250,8 @@ def comparison_base(capacities: dict[str, float | None]) -> tuple[float, str]:
 
 def capacity_ratio(capacities: dict[str, float | None]) -> tuple[float | None, str]:
     """Tiers' capacity over one pool's, and the verdict in words. A configuration that held no rate in its search has
-    no capacity to divide by (or into): the ratio is then None, and the verdict says which held one. (It used to be
-    0.0 when one pool held none, which read as the tiers being worse.)"""
+    no capacity to divide by (or into): the ratio is then None (0.0 would read as the tiers being worse), and the
+    verdict says which held one."""
     one, tiers = capacities.get("one-pool"), capacities.get("tiers")
     if one and tiers:
         return tiers / one, f"tiers {tiers:.1f} / one pool {one:.1f} req/s"
@@ -250,7 +281,7 @@ def pool_rounds(reports: list[dict[str, Any]]) -> dict[str, Any]:
             "latency_ms": latency_summary([s for seconds in by_group.values() for s in seconds]),
             "outcomes": outcomes,
             "by_group": {g: latency_summary(v) for g, v in sorted(by_group.items())},
-            "rounds": [{**_summary(rep), "by_group": rep["latency_ms_by_group"]} for rep in reports]}
+            "rounds": [{**run_summary(rep), "by_group": rep["latency_ms_by_group"]} for rep in reports]}
 
 
 def _ray_info(url: str) -> dict[str, Any]:
@@ -272,8 +303,6 @@ def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: in
                   compare_requests: int = 1500, ray_proxy: str = "auto", rounds: int = 2,
                   say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the parts asked for; write ``bench-ray.json`` in ``out_dir`` and return the result."""
-    from padless.bench.offline import _machine
-
     if serve:
         from padless.ray.serve import controller_env
 
@@ -281,7 +310,7 @@ def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: in
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"benchmark": "ray", "model": model, "backend": backend, "machine": _machine()}
+    result: dict[str, Any] = {"benchmark": "ray", "model": model, "backend": backend, "machine": describe()}
     if offline:
         result["offline"] = run_offline(model, model_dir, backend, rows, workers, seed, out, say, baseline)
     if serve:

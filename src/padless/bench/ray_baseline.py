@@ -43,12 +43,12 @@ def run(input_path: str, output_dir: str, model_dir: str, workers: int, threads:
     from padless.ray.cluster import init_ray
 
     # One logical CPU more than the predictors take: with every CPU held by a predictor actor, Ray Data's file
-    # listing, read and write tasks (one CPU each by default) cannot be scheduled and the job hangs for good (seen
-    # here: 2 CPUs, 2 workers). The extra slot only runs that light I/O; inference still has workers × threads.
+    # listing, read and write tasks (one CPU each by default) cannot be scheduled and the job hangs for good. The
+    # extra slot only runs that light I/O; inference still has workers × threads.
     ray = init_ray(num_cpus=workers * threads + 1)
     started = time.perf_counter()
     # One Parquet file is one block to Ray's reader, and one block is one actor task: without a repartition the
-    # whole file ran on one of the two workers (seen here). The docs split work across actors this way.
+    # whole file runs on one worker. The docs split work across actors this way.
     ds = ray.data.read_parquet(input_path).repartition(workers * 8)
     scored = ds.map_batches(PipelinePredictor, fn_constructor_args=(model_dir, threads), batch_size=ROWS_PER_CALL,
                             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)

@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from padless.batcher import Batcher, BatchFailedError, Observer
+from batcher_support import ForwardStarted
+from padless.batcher import Batcher, Observer
 from padless.config import BatchConfig, QueueConfig
-from padless.errors import DeadlineExceededError, OverloadedError
+from padless.errors import BatchFailedError, DeadlineExceededError, OverloadedError
 
 POISON = 666
 T = TypeVar("T")
@@ -32,12 +33,14 @@ class Recorder(Observer):
     def __init__(self) -> None:
         self.batches: list[int] = []
         self.drops: list[tuple[str, int]] = []
+        self.any_dropped = asyncio.Event()  # the batcher reports drops from its worker, on the test's loop
 
     def batch(self, rows: int, padded_tokens: int, real_tokens: int, forward_s: float) -> None:
         self.batches.append(rows)
 
     def dropped(self, reason: str, count: int) -> None:
         self.drops.append((reason, count))
+        self.any_dropped.set()
 
 
 def logits_for(rows: Sequence[Sequence[int]]) -> np.ndarray:
@@ -209,19 +212,23 @@ def test_expired_deadline_is_answered_without_running() -> None:
 def test_deadline_passing_behind_a_stalled_forward_is_dropped_unrun() -> None:
     ran: list[tuple[int, ...]] = []
 
-    def forward(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
-        ran.extend(tuple(r) for r in rows)
-        if any(r[1] == 1 for r in rows):
-            time.sleep(0.4)  # the stalled runtime
-        return logits_for(rows)
-
     async def main() -> tuple[Any, Any, float, Recorder]:
+        in_forward = ForwardStarted()
+
+        def forward(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
+            ran.extend(tuple(r) for r in rows)
+            in_forward.set()
+            if any(r[1] == 1 for r in rows):
+                # The stalled runtime: the thing tested. It must outlast the victim's 0.1 s deadline.
+                time.sleep(0.4)
+            return logits_for(rows)
+
         recorder = Recorder()
         batcher = make(forward, max_wait_ms=0, observer=recorder)
         batcher.start()
         try:
             blocker = batcher.submit([[101, 1, 102]], deadline=later(), request_id="blocker")
-            await asyncio.sleep(0.05)  # the blocker is in the forward pass now
+            await in_forward.wait()  # the blocker is in the forward pass now
             started = time.monotonic()
             victim = batcher.submit([[101, 2, 102]], deadline=started + 0.1, request_id="victim")
             outcome = (await asyncio.gather(*victim, return_exceptions=True))[0]
@@ -242,26 +249,28 @@ def test_cancelled_items_are_dropped_unrun() -> None:
     ran: list[tuple[int, ...]] = []
     release = threading.Event()
 
-    def forward(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
-        ran.extend(tuple(r) for r in rows)
-        release.wait(timeout=5)
-        return logits_for(rows)
-
     async def main() -> Recorder:
+        in_forward = ForwardStarted()
+
+        def forward(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
+            ran.extend(tuple(r) for r in rows)
+            in_forward.set()
+            release.wait(timeout=5)
+            return logits_for(rows)
+
         recorder = Recorder()
         batcher = make(forward, max_wait_ms=0, observer=recorder)
         batcher.start()
         try:
             blocker = batcher.submit([[101, 1, 102]], deadline=later(), request_id="blocker")
-            await asyncio.sleep(0.05)
+            await in_forward.wait()  # the blocker is in the forward pass now
             gone = batcher.submit([[101, 2, 102], [101, 3, 102]], deadline=later(), request_id="gone")
             for f in gone:
                 f.cancel()  # what the server does when the client disconnects
             release.set()
             await asyncio.gather(*blocker)
-            end = time.monotonic() + 5
-            while not batcher.idle and time.monotonic() < end:
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(recorder.any_dropped.wait(), 5)  # the worker pruned the cancelled items
+            assert batcher.idle
             return recorder
         finally:
             release.set()
