@@ -124,7 +124,7 @@ def test_ray_proxy_refusals_and_choices(tiny_model_dir: Path, capsys: pytest.Cap
 
     from padless.cli.main import main
     from padless.errors import ConfigError
-    from padless.ray.serve import controller_env
+    from padless.ray.front_door import controller_env
 
     for args, words in ((["--ray-proxy", "haproxy"], "--ray-proxy need --ray"),
                         (["--long-promote-ms", "50"], "--long-promote-ms and --ray-proxy need --ray"),

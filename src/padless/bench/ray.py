@@ -304,7 +304,7 @@ def run_ray_bench(model: str, model_dir: str, *, backend: str = "auto", rows: in
                   say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the parts asked for; write ``bench-ray.json`` in ``out_dir`` and return the result."""
     if serve:
-        from padless.ray.serve import controller_env
+        from padless.ray.front_door import controller_env
 
         controller_env(ray_proxy, local_cluster=True)  # a misspelt proxy: refused now, not after the offline part
 

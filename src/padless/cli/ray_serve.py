@@ -41,7 +41,7 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
                   long_model: str | None, long_backend: str | None, long_threads: int, long_promote_ms: int, proxy: str,
                   log_level: str) -> None:
     """Serve until a signal, then drain (see the module docstring). Options are ``padless serve``'s; ``proxy`` is
-    Serve's front door (:func:`padless.ray.serve.controller_env`)."""
+    Serve's front door (:func:`padless.ray.front_door.controller_env`)."""
     quiet_libraries()
     from padless.ray.serve import DrainSignal, serve_app
     from padless.ray.serve_router import DRAIN_NAMESPACE
@@ -90,7 +90,8 @@ def _prepare(model: str, long_model: str | None, address: str | None, proxy: str
     """Check the options and models before Ray starts (building the default model if needed): the server config
     with its port chosen, Serve's controller environment, and whether the cluster is one this process starts."""
     from padless.ray.cluster import cluster_address
-    from padless.ray.serve import ServeOptions, controller_env, preflight
+    from padless.ray.front_door import controller_env
+    from padless.ray.serve import ServeOptions, preflight
 
     ServeOptions(model=model, **options).validate()  # before minutes of building the default model
     local = cluster_address(address) is None  # a cluster this process starts (and so owns)
@@ -108,7 +109,7 @@ def _start_cluster(address: str | None, local: bool, proxy_env: dict[str, str] |
     """Start or join Ray: the ``ray`` module, and the node whose leftover HAProxy processes are ours to stop at the
     end (HAProxy on a cluster of our own; else None)."""
     from padless.ray.cluster import init_ray
-    from padless.ray.serve_router import HAPROXY_ENV
+    from padless.ray.front_door import HAPROXY_ENV
 
     # A cluster of our own does not die of a signal meant for padless (see sigterm_held_by_children): padless drains.
     with sigterm_held_by_children() if local else contextlib.nullcontext():

