@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "padless"
 # Every top-level module and package of padless, by layer, bottom up ("__init__" is the package's own face).
 LAYERS = {
     "core": ("__init__", "config", "datasets", "default_model", "engine", "errors", "evaluate", "loader", "machine",
-             "planner", "postprocess", "runtime", "tokenize", "train"),
+             "planner", "pooling", "postprocess", "runtime", "tokenize", "train"),
     "jobs": ("batcher", "commit", "faults", "fileio", "job", "sinks"),
     "faces": ("cli", "ray", "server"),
     "tools": ("bench", "compress", "optimize"),
