@@ -1,7 +1,10 @@
 """Model loading, the low layer under the runtimes, the engine and the optimizer; it imports none of them.
 
-* :mod:`~padless.loader.folders`: a model name to a local folder, the folder's :class:`ModelInfo`, and its weights
-  loaded as a PyTorch classifier;
+* :mod:`~padless.loader.folders`: a model name to a local folder, the folder's task (:func:`detect_task`) and
+  :class:`ModelInfo` (a classifier's, or an embedding model's with its pooling), and its weights loaded as a PyTorch
+  classifier;
+* :mod:`~padless.loader.sentence` and :mod:`~padless.loader.embedding`: an embedding folder's pooling,
+  normalisation and prompts, and the encoder + pooling module the runtimes run and export for the embed task;
 * :mod:`~padless.loader.heads`: replaying a head-pruned folder's ``pruned_heads`` on load;
 * :mod:`~padless.loader.export`: the checked ONNX export of a folder, cached by content;
 * :mod:`~padless.loader.int8`: the plain dynamic-int8 ONNX file made from that export;
@@ -23,6 +26,7 @@ from padless.loader.folders import (
     cache_dir,
     check_head,
     default_model_dir,
+    detect_task,
     is_model_dir,
     load_model,
     read_info,
@@ -30,4 +34,4 @@ from padless.loader.folders import (
 )
 
 __all__ = ["BASE_ENCODER_PACKAGE", "DEFAULT_NAME", "ModelInfo", "base_encoder_path", "cache_dir", "check_head",
-           "default_model_dir", "is_model_dir", "load_model", "read_info", "resolve"]
+           "default_model_dir", "detect_task", "is_model_dir", "load_model", "read_info", "resolve"]

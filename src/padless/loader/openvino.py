@@ -1,18 +1,21 @@
-"""OpenVINO IR of a Hugging Face sequence classifier: converted from PyTorch, checked, optionally int8, cached.
+"""OpenVINO IR of a Hugging Face sequence classifier or embedding model: converted from PyTorch, checked, optionally
+int8 (classifiers), cached.
 
 :func:`export_openvino` converts the fp32 model with ``openvino.convert_model`` (the SDPA-attention model, which the
 CPU plugin runs as one fused ScaledDotProductAttention op; eager attention if that does not convert or match), with
 the traced inputs of the ONNX export (:func:`padless.loader.export.example_inputs`: ``input_ids``,
 ``attention_mask`` and, for models with two segment types, ``token_type_ids``), dynamic batch and sequence axes, and
-output ``logits``. Weights stay fp32 in the ``.bin`` (``compress_to_fp16=False``). The IR is refused unless it
-matches PyTorch fp32 within ``EXPORT_TOLERANCE`` on :func:`padless.loader.export.check_feed`'s padded batch with a
+output ``logits`` (for the embed task ``embeddings``: a :class:`padless.loader.embedding.PooledEncoder`, pooling and
+normalisation inside the IR). Weights stay fp32 in the ``.bin`` (``compress_to_fp16=False``). The IR is refused unless
+it matches PyTorch fp32 within ``EXPORT_TOLERANCE`` on :func:`padless.loader.export.check_feed`'s padded batch with a
 two-segment row, compiled with the f32 precision hint: without it OpenVINO runs bf16 by itself on CPUs that have it.
 
 :func:`quantize_openvino` is NNCF post-training int8 (``ModelType.TRANSFORMER``: SmoothQuant, then fast bias
 correction; FakeQuantize ops on the MatMul inputs, which the CPU plugin runs as int8 kernels).
 
 :func:`ensure_openvino` converts a model folder once into ``$PADLESS_CACHE/openvino/<digest>/model.xml`` (the digest
-covers the folder's config and weights and ``IR_FORMAT``); a ``padless optimize`` folder carries its own IRs under
+covers the folder's config and weights and ``IR_FORMAT``, and for the embed task its pooling and normalisation:
+:func:`padless.loader.export.task_key`); a ``padless optimize`` folder carries its own IRs under
 ``variants/``. The int8 IR of a plain folder (``model-int8.xml`` there) is calibrated on padless's built-in generic
 sample, not on the user's text: :func:`generic_calibration`, the first ``CALIBRATION_TEXTS`` VADER snippets
 (:func:`padless.datasets.vader_texts`: English movie and product reviews, tweets, news) in a fixed seeded shuffle,
@@ -37,9 +40,20 @@ from typing import Any
 
 import numpy as np
 
-from padless.errors import ModelError
-from padless.loader.export import EXPORT_TOLERANCE, check_feed, example_inputs, model_digest, torch_logits
-from padless.loader.folders import cache_dir, load_model
+from padless.errors import ConfigError, ModelError
+from padless.loader.export import (
+    EXPORT_TOLERANCE,
+    check_feed,
+    encoder_dir,
+    example_inputs,
+    load_for_export,
+    model_digest,
+    output_name,
+    task_key,
+    torch_logits,
+)
+from padless.loader.folders import cache_dir
+from padless.loader.sentence import EmbeddingInfo
 
 # Bumped whenever the IR changes (its inputs, outputs, axes, or the int8 recipe and its calibration sample); part of
 # every cache key, so IRs written by an older padless are never reused.
@@ -53,24 +67,26 @@ def compile_cache_dir() -> Path:
     return cache_dir() / "openvino" / "compiled"
 
 
-def export_openvino(model_dir: str | Path, out_xml: str | Path) -> dict[str, object]:
+def export_openvino(model_dir: str | Path, out_xml: str | Path, *,
+                    embedding: EmbeddingInfo | None = None) -> dict[str, object]:
     """Convert ``model_dir`` to the IR ``out_xml`` (and its ``.bin``), checked against PyTorch; returns what was done,
-    for the manifest."""
+    for the manifest. With ``embedding``, the embed task's IR (output ``embeddings``), else the classifier's."""
     import openvino as ov
 
     out = Path(out_xml)
+    output = output_name(embedding)
     failures = []
     for attention in ("sdpa", "eager"):
-        model = load_model(model_dir, attn_implementation=attention)
+        model = load_for_export(model_dir, embedding, attn_implementation=attention)
         inputs = example_inputs(model)
         try:
-            converted = convert_torch(model, inputs)
+            converted = convert_torch(model, inputs, output=output)
         except Exception as err:  # the converter raises its own types for unsupported ops
             failures.append(f"{attention} attention does not convert ({reason(err)})")
             continue
         compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         feed = check_feed(int(model.config.vocab_size), segments="token_type_ids" in inputs)
-        max_diff = float(np.abs(compiled(feed)["logits"] - torch_logits(model, feed)).max())
+        max_diff = float(np.abs(compiled(feed)[output] - torch_logits(model, feed)).max())
         if max_diff <= EXPORT_TOLERANCE:
             save_atomically(converted, out)
             return {"max_abs_diff_vs_torch": max_diff, "inputs": list(inputs), "attention": attention,
@@ -80,8 +96,9 @@ def export_openvino(model_dir: str | Path, out_xml: str | Path) -> dict[str, obj
                      f"convertible): {'; '.join(failures)}")
 
 
-def convert_torch(model: Any, inputs: dict[str, Any]) -> Any:
-    """``openvino.convert_model`` traced on ``inputs`` (named by their keys), every input ``batch × sequence``."""
+def convert_torch(model: Any, inputs: dict[str, Any], *, output: str | None = None) -> Any:
+    """``openvino.convert_model`` traced on ``inputs`` (named by their keys), every input ``batch × sequence``; a
+    module that returns a bare tensor (a PooledEncoder) gets its output named ``output``."""
     import openvino as ov
 
     with warnings.catch_warnings():
@@ -90,6 +107,8 @@ def convert_torch(model: Any, inputs: dict[str, Any]) -> Any:
         warnings.simplefilter("ignore")
         converted = ov.convert_model(model, example_input=inputs)
     converted.reshape({name: ov.PartialShape([-1, -1]) for name in inputs})
+    if output is not None and output not in converted.outputs[0].get_names():
+        converted.outputs[0].get_tensor().set_names({output})
     return converted
 
 
@@ -225,17 +244,21 @@ def _complete(xml: Path) -> bool:
     return xml.is_file() and xml.with_suffix(".bin").is_file()
 
 
-def ensure_openvino(model_dir: str | Path, *, int8: bool = False) -> Path:
-    """The fp32 (or int8) IR for a model folder: a ``padless optimize`` folder's own, else converted (and quantized
-    on :func:`generic_calibration`) once and cached by content."""
+def ensure_openvino(model_dir: str | Path, *, int8: bool = False, embedding: EmbeddingInfo | None = None) -> Path:
+    """The fp32 (or int8) IR for a model folder: a ``padless optimize`` folder's own (classifiers), else converted
+    (and quantized on :func:`generic_calibration`) once and cached by content. With ``embedding``, the embed task's
+    IR (fp32 only for now)."""
     root = Path(model_dir)
+    if embedding is not None and int8:
+        raise ConfigError("openvino-int8 is not available for the embed task yet; use openvino (fp32) or openvino-bf16")
     own = root / "variants" / ("openvino-int8" if int8 else "openvino-fp32") / "model.xml"
-    if own.is_file():
+    if embedding is None and own.is_file():
         return own
-    target = cache_dir() / "openvino" / model_digest(root, export_format=f"padless-openvino/{IR_FORMAT}")
+    key = f"padless-openvino/{IR_FORMAT}{task_key(embedding)}"
+    target = cache_dir() / "openvino" / model_digest(encoder_dir(root, embedding), export_format=key)
     fp32 = target / "model.xml"
     if not _complete(fp32):
-        export_openvino(root, fp32)
+        export_openvino(root, fp32, embedding=embedding)
     if not int8:
         return fp32
     q = target / "model-int8.xml"

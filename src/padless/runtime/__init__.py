@@ -1,4 +1,5 @@
-"""Backends: each turns a padded batch of token ids into logits. See :mod:`padless.runtime.base`.
+"""Backends: each turns a padded batch of token ids into logits, or for the embed task (``info.embedding`` set) into
+pooled vectors computed inside the same graph. See :mod:`padless.runtime.base`.
 
 Backend names (``--backend``):
 
@@ -14,6 +15,11 @@ Backend names (``--backend``):
   with the f32 hint; ``openvino-int8-bf16``: that IR with the bf16 hint. Options: ``ir_file`` (an explicit IR, set
   by an optimize folder's manifest) and ``precision`` (``float32`` or ``bfloat16``, overriding the name's);
 * ``dummy``: deterministic, weightless, for tests.
+
+The embed task (``info.embedding`` set, :func:`padless.loader.read_info` with ``task="embed"``) runs ``torch``,
+``torch-bf16``, ``torch-fp16``, ``onnx``, ``openvino``, ``openvino-bf16`` and ``dummy``, each returning ``rows × D``
+float32 vectors, pooled (and normalised, where the folder says so) inside the model or graph; its exports are cached
+apart from the classifier's. The int8 backends (and the ONNX fallback pair) refuse it for now.
 """
 
 from __future__ import annotations
@@ -50,7 +56,8 @@ def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, 
         from padless.loader.export import ensure_onnx
         from padless.runtime.onnx import OnnxRuntime
 
-        onnx_file = options.pop("onnx_file", None) or ensure_onnx(path, int8=backend == "onnx-int8")
+        onnx_file = options.pop("onnx_file", None) or ensure_onnx(path, int8=backend == "onnx-int8",
+                                                                 embedding=info.embedding)
         precision = options.pop("precision", "int8" if backend == "onnx-int8" else "float32")
         fallback_file = options.pop("fallback_file", None)
         fallback_margin = options.pop("fallback_margin", None)
@@ -58,6 +65,8 @@ def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, 
             return OnnxRuntime(onnx_file, info, threads=threads, precision=precision, spin=spin, **options)
         from padless.runtime.fallback import FallbackRuntime
 
+        if info.embedding is not None:
+            raise ConfigError("fallback_file (low-margin rows redone) applies to classifiers, not the embed task")
         if fallback_margin is None:
             raise ConfigError("fallback_file needs fallback_margin (the decision margin below which rows are redone)")
         return FallbackRuntime(
@@ -70,7 +79,7 @@ def load_runtime(backend: str, path: str, info: ModelInfo, *, threads: int = 0, 
         int8, precision = OPENVINO[backend]
         precision = options.pop("precision", precision)
         precision_hint(precision)  # refuse bf16 on this CPU before seconds of conversion and calibration
-        ir_file = options.pop("ir_file", None) or ensure_openvino(path, int8=int8)
+        ir_file = options.pop("ir_file", None) or ensure_openvino(path, int8=int8, embedding=info.embedding)
         return OpenVinoRuntime(ir_file, info, threads=threads, precision=precision, streams=streams, **options)
     if backend == "dummy":
         from padless.runtime.dummy import DummyRuntime

@@ -2,7 +2,9 @@
 
 A runtime receives one planned batch as right-padded ``int64`` arrays (``rows × width``: token ids, an attention
 mask of ones then zeros, and for text pairs the ``token_type_ids`` — each token's segment, None meaning all zeros)
-and returns ``float32`` logits (``rows × num_labels``). It owns nothing else: tokenizing,
+and returns ``float32`` logits (``rows × num_labels``), or for the embed task (``info.embedding`` set) the pooled,
+optionally normalised vectors (``rows × D``), pooling and normalisation computed inside the backend's graph. It owns
+nothing else: tokenizing,
 planning and post-processing are shared by all backends, so a new backend only has to be correct on padded batches.
 """
 
@@ -50,7 +52,8 @@ class Runtime(ABC):
     @abstractmethod
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                 token_type_ids: np.ndarray | None = None) -> np.ndarray:
-        """Logits for a right-padded batch (``token_type_ids`` None: every token in segment 0)."""
+        """Logits (embed task: vectors) for a right-padded batch (``token_type_ids`` None: every token in segment
+        0)."""
 
     def forward_many(self, batches: Iterable[Feed]) -> list[np.ndarray]:
         """Logits of every batch, in the order given. Here one after another; a runtime with several streams runs

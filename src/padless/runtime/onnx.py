@@ -1,7 +1,8 @@
 """ONNX Runtime backend: runs an exported (optionally fused and int8-quantized) ``model.onnx`` on the CPU.
 
 The file comes from :mod:`padless.loader.export`: inputs ``input_ids``, ``attention_mask`` (and
-``token_type_ids`` for BERT-family models: zeros for single texts, the segments of a text pair), output ``logits``, with
+``token_type_ids`` for BERT-family models: zeros for single texts, the segments of a text pair), output ``logits`` (the
+embed task's graph: ``embeddings``, ``rows × D``, chosen by ``info.task``), with
 dynamic batch and sequence axes. The session is set for this machine: all graph optimizations, intra-op threads =
 usable cores, one inter-op thread (a transformer graph is a chain; parallel branches only add contention).
 """
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from padless.errors import ModelError
+from padless.loader.export import output_name
 from padless.runtime.base import ModelInfo, Runtime, check_graph_inputs, graph_feed, usable_cores
 
 
@@ -51,12 +53,17 @@ class OnnxRuntime(Runtime):
             raise ModelError(f"ONNX Runtime cannot load {self.file}: {type(err).__name__}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         check_graph_inputs(self.input_names, self.file)
+        self.output_name = output_name(info.embedding)
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.output_name not in outputs:
+            raise ModelError(f"{self.file} has outputs {outputs}, not {self.output_name!r}: it is not a graph for the "
+                             f"{info.task} task")
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                 token_type_ids: np.ndarray | None = None) -> np.ndarray:
         feed = graph_feed(self.input_names, self.file, input_ids, attention_mask, token_type_ids)
-        (logits,) = self.session.run(["logits"], feed)
-        return np.asarray(logits, dtype=np.float32)
+        (out,) = self.session.run([self.output_name], feed)
+        return np.asarray(out, dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "dtype": self.precision, "threads": self.threads, "file": self.file.name,

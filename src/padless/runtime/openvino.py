@@ -1,7 +1,8 @@
 """OpenVINO backend: runs an IR from :mod:`padless.loader.openvino` on the CPU with an explicit precision.
 
 Inputs ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the IR has them: zeros for single texts, the
-segments of a text pair), output ``logits``, dynamic batch and sequence axes. The precision hint is always set:
+segments of a text pair), output ``logits`` (the embed task's IR: ``embeddings``, chosen by ``info.task``), dynamic
+batch and sequence axes. The precision hint is always set:
 ``float32`` → ``f32``, ``bfloat16`` → ``bf16`` (only on CPUs with native bf16, avx512_bf16 or AMX), because OpenVINO
 otherwise picks bf16 by itself on such CPUs. An int8 IR (NNCF's FakeQuantize ops) runs its quantized MatMuls in int8
 whatever the hint; the hint sets the precision of everything else (attention, softmax, layer norms).
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from padless.errors import ConfigError, ModelError
+from padless.loader.export import output_name
 from padless.loader.openvino import check_ir, compile_cache_dir, reason
 from padless.machine import cpu_has_amx, cpu_has_native_bf16
 from padless.runtime.base import Feed, ModelInfo, Runtime, check_graph_inputs, graph_feed, usable_cores
@@ -76,6 +78,7 @@ class OpenVinoRuntime(Runtime):
         except OSError:  # a read-only cache costs a recompilation per start, nothing else
             pass
         self.config = config
+        self.output_name = output_name(info.embedding)
         try:
             self._compile()
         except Exception as err:  # RuntimeError with a stack of C++ checks: corrupt file, missing .bin, unsupported CPU
@@ -100,7 +103,11 @@ class OpenVinoRuntime(Runtime):
         import openvino as ov
 
         self.compiled = ov.Core().compile_model(str(self.file), "CPU", self.config)
-        self.output = self.compiled.output("logits")
+        outputs = [name for o in self.compiled.outputs for name in o.get_names()]
+        if self.output_name not in outputs:
+            raise RuntimeError(f"the IR has outputs {outputs}, not {self.output_name!r}: it is not an IR for the "
+                               f"{self.info.task} task")
+        self.output = self.compiled.output(self.output_name)
         # One request, reused: its buffers are allocated once. Requests are not re-entrant, hence the lock (the
         # server's forward thread and a warm-up must not share one at the same moment; forward_many holds it too).
         self.request = self.compiled.create_infer_request()
