@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from padless.config import BatchConfig, QueueConfig
+from padless.config import QueueConfig
 from padless.errors import BatchFailedError, DeadlineExceededError, OverloadedError
-from padless.planner import BATCH_OVERHEAD_TOKENS, padded_width, plan
+from padless.planner import BatchPolicy, plan
 from padless.tokenize import as_pair, char_count
 
 if TYPE_CHECKING:
@@ -108,16 +108,14 @@ class Admission:
 class Batcher(Admission):
     """See the module docstring. Create inside a running event loop; call :meth:`start`, then :meth:`stop`."""
 
-    def __init__(self, forward: Forward, *, batch: BatchConfig, queue: QueueConfig, max_length: int,
-                 observer: Observer | None = None, width_multiple: int = 1,
-                 batch_overhead_tokens: int = BATCH_OVERHEAD_TOKENS) -> None:
+    def __init__(self, forward: Forward, *, policy: BatchPolicy, queue: QueueConfig, max_length: int | None = None,
+                 observer: Observer | None = None) -> None:
+        """``policy``: how batches are planned (``Classifier.policy``); ``max_length``: the admission bound per input
+        (default: the policy's widest batch)."""
         self._forward = forward
-        self.batch_config = batch
-        # 0 in the config defers to the runtime's choice (callers pass Classifier.width_multiple).
-        self.width_multiple = batch.width_multiple or width_multiple
-        self.batch_overhead_tokens = batch_overhead_tokens  # the runtime's (Classifier.batch_overhead_tokens)
+        self.policy = policy
         self.queue_config = queue
-        self.max_length = max_length
+        self.max_length = policy.width_cap if max_length is None else max_length
         self.observer = observer or Observer()
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
@@ -131,12 +129,11 @@ class Batcher(Admission):
     @classmethod
     def for_classifier(cls, clf: Classifier, *, queue: QueueConfig, observer: Observer | None = None,
                        forward: Forward | None = None) -> Batcher:
-        """A batcher that plans served batches as ``clf`` plans offline ones: its batch limits, token limit, width
-        rounding and per-batch price (all the runtime's where the config defers to it). ``forward`` defaults to
+        """A batcher that plans served batches as ``clf`` plans offline ones: one value, :attr:`Classifier.policy`
+        (batch limits, token limit, and the runtime's width rounding and per-batch price). ``forward`` defaults to
         ``clf.forward_padded``."""
-        return cls(forward or clf.forward_padded, batch=clf.batch_config, queue=queue, max_length=clf.max_length,
-                   observer=observer, width_multiple=clf.width_multiple,
-                   batch_overhead_tokens=clf.batch_overhead_tokens)
+        return cls(forward or clf.forward_padded, policy=clf.policy, queue=queue, max_length=clf.max_length,
+                   observer=observer)
 
     @property
     def queued_inputs(self) -> int:
@@ -217,7 +214,7 @@ class Batcher(Admission):
             self.observer.dropped("expired", expired)
 
     def _enough_queued(self) -> bool:
-        b = self.batch_config
+        b = self.policy
         if len(self._queue) >= b.max_batch_size:
             return True
         longest = max(len(item.ids) for item in self._queue)
@@ -243,9 +240,7 @@ class Batcher(Admission):
             except asyncio.TimeoutError:
                 pass
         window = [self._queue[i] for i in range(min(len(self._queue), self.queue_config.lookahead))]
-        batches = plan([len(item.ids) for item in window], max_batch_tokens=self.batch_config.max_batch_tokens,
-                       max_batch_size=self.batch_config.max_batch_size, width_multiple=self.width_multiple,
-                       max_width=self.max_length, batch_overhead_tokens=self.batch_overhead_tokens)
+        batches = plan([len(item.ids) for item in window], self.policy)
         chosen = next(b for b in batches if 0 in b.indices)  # the oldest item's batch: no starvation
         picked = [window[i] for i in chosen.indices]
         picked_ids = {id(item) for item in picked}
@@ -265,8 +260,7 @@ class Batcher(Admission):
     async def _forward_and_resolve(self, items: list[_Item]) -> None:
         rows = [item.ids for item in items]
         # The planner's width for these rows (rounded as it priced them; an OOM half is re-rounded the same way).
-        width = padded_width(max(len(r) for r in rows), self.width_multiple,
-                             min(self.max_length, self.batch_config.max_batch_tokens))
+        width = self.policy.width(max(len(r) for r in rows))
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:

@@ -93,6 +93,51 @@ class BatchConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EngineSpec:
+    """The resolved engine settings, one value: which model runs how (:class:`ModelConfig`) and how its inputs are
+    batched (:class:`BatchConfig`). Every face (CLI, Python API, server, Ray Data, Ray Serve tiers) hands it whole."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
+
+    @classmethod
+    def of(cls, **flat: Any) -> EngineSpec:
+        """Built from flat keyword arguments, each a field of ModelConfig or BatchConfig; an unknown name raises
+        :class:`TypeError` as a constructor would. Not validated (call :meth:`validate`)."""
+        model, batch = _split(flat)
+        return cls(model=ModelConfig(**model), batch=BatchConfig(**batch))
+
+    @staticmethod
+    def flat_names() -> tuple[str, ...]:
+        """Every name :meth:`of` takes: ModelConfig's fields, then BatchConfig's."""
+        return tuple(f.name for c in (ModelConfig, BatchConfig) for f in dataclasses.fields(c))
+
+    def flat(self) -> dict[str, Any]:
+        """The inverse of :meth:`of`: every field by its flat name."""
+        return {**dataclasses.asdict(self.model), **dataclasses.asdict(self.batch)}
+
+    def replace(self, **flat: Any) -> EngineSpec:
+        """A copy with some flat fields changed (``spec.replace(backend="dummy", threads=2)``)."""
+        model, batch = _split(flat)
+        return EngineSpec(model=dataclasses.replace(self.model, **model),
+                          batch=dataclasses.replace(self.batch, **batch))
+
+    def validate(self) -> None:
+        """Both parts' checks, and the batch limits against ``max_length``: one ConfigError line if impossible."""
+        self.model.validate()
+        self.batch.validate(self.model.max_length)
+
+
+def _split(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    model_names = {f.name for f in dataclasses.fields(ModelConfig)}
+    batch_names = {f.name for f in dataclasses.fields(BatchConfig)}
+    unknown = sorted(set(flat) - model_names - batch_names)
+    if unknown:
+        raise TypeError(f"unknown engine setting(s): {', '.join(unknown)}")
+    return ({k: v for k, v in flat.items() if k in model_names}, {k: v for k, v in flat.items() if k in batch_names})
+
+
+@dataclass(frozen=True, kw_only=True)
 class OutputConfig:
     """What each prediction carries."""
 

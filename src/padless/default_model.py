@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from padless import engine
+from padless.config import EngineSpec
 from padless.loader import BASE_ENCODER_PACKAGE, DEFAULT_NAME, base_encoder_path, default_model_dir, is_model_dir
 
 
@@ -82,6 +83,13 @@ class Classifier(engine.Classifier):
     def __init__(self, model: str = DEFAULT_NAME, **options: Any) -> None:
         ensure_default(model)
         super().__init__(model, **options)
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec, *, variant: str | None = None,
+                  runtime_options: dict[str, Any] | None = None) -> engine.Classifier:
+        """:meth:`padless.engine.Classifier.from_spec`, building ``"default"`` first if needed."""
+        ensure_default(spec.model.model)
+        return super().from_spec(spec, variant=variant, runtime_options=runtime_options)
 
 
 def _card_markdown(card: dict[str, Any]) -> str:

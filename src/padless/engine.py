@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from padless import loader
-from padless.config import BatchConfig, ModelConfig, OutputConfig
+from padless.config import BatchConfig, EngineSpec, ModelConfig, OutputConfig
 from padless.errors import ItemError, ModelError, PadlessError
 from padless.loader import manifest as optimized
-from padless.planner import Batch, plan
+from padless.planner import Batch, BatchPolicy, plan
 from padless.postprocess import PostProcessor, Prediction
 from padless.runtime import ModelInfo, Runtime, load_runtime
 from padless.runtime.base import Feed
@@ -77,13 +77,24 @@ class Classifier:
         runtime_options: dict[str, Any] | None = None,
         pair_truncation: str = ModelConfig.pair_truncation,
     ) -> None:
-        self.model_config = ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate,
-                                        max_chars=max_chars, threads=threads, streams=streams,
-                                        pair_truncation=pair_truncation)
-        self.batch_config = BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                                        width_multiple=width_multiple)
-        self.model_config.validate()
-        self.batch_config.validate(max_length)
+        spec = EngineSpec.of(model=model, backend=backend, max_length=max_length, truncate=truncate,
+                             max_chars=max_chars, threads=threads, streams=streams, pair_truncation=pair_truncation,
+                             max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                             width_multiple=width_multiple)
+        self._load(spec, variant=variant, runtime_options=runtime_options)
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec, *, variant: str | None = None,
+                  runtime_options: dict[str, Any] | None = None) -> Classifier:
+        """A classifier running ``spec`` (validated first: an impossible one raises one ConfigError line)."""
+        clf = cls.__new__(cls)
+        clf._load(spec, variant=variant, runtime_options=runtime_options)
+        return clf
+
+    def _load(self, spec: EngineSpec, *, variant: str | None, runtime_options: dict[str, Any] | None) -> None:
+        spec.validate()
+        self.spec = spec
+        model, backend, threads = spec.model.model, spec.model.backend, spec.model.threads
         from transformers import AutoTokenizer
 
         self.path = loader.resolve(model)
@@ -93,10 +104,10 @@ class Classifier:
         if not getattr(tokenizer, "is_fast", False):
             raise ModelError(f"{self.path} has no fast tokenizer (tokenizer.json); padless needs one")
         limit = model_max_length(tokenizer, _config_of(self.path))
-        self.max_length = min(max_length or limit, limit)
-        self.batch_config.validate(self.max_length)
-        self.encoder = TextEncoder(tokenizer, max_length=self.max_length, truncate=truncate, max_chars=max_chars,
-                                   pair_truncation=pair_truncation)
+        self.max_length = min(spec.model.max_length or limit, limit)
+        spec.batch.validate(self.max_length)
+        self.encoder = TextEncoder(tokenizer, max_length=self.max_length, truncate=spec.model.truncate,
+                                   max_chars=spec.model.max_chars, pair_truncation=spec.model.pair_truncation)
         options = dict(runtime_options or {})
         manifest = None
         named = variant is not None
@@ -136,6 +147,24 @@ class Classifier:
         if manifest is not None:
             optimized.recheck(manifest, str(variant), lambda texts: self.logits(texts)[0])
             self.stats = Stats()
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.spec.model
+
+    @property
+    def batch_config(self) -> BatchConfig:
+        return self.spec.batch
+
+    @property
+    def policy(self) -> BatchPolicy:
+        """How this classifier plans batches: its batch limits, its token limit as the widest batch, and the
+        runtime's width rounding and per-batch price where the config defers to it. The server's batcher and the
+        Ray tiers plan with this same value."""
+        b = self.spec.batch
+        return BatchPolicy(max_batch_tokens=b.max_batch_tokens, max_batch_size=b.max_batch_size,
+                           width_multiple=self.width_multiple, max_width=self.max_length,
+                           batch_overhead_tokens=self.batch_overhead_tokens)
 
     @property
     def width_multiple(self) -> int:
@@ -198,9 +227,8 @@ class Classifier:
         return out, errors
 
     def plan(self, lengths: Sequence[int]) -> list[Batch]:
-        return plan(lengths, max_batch_tokens=self.batch_config.max_batch_tokens,
-                    max_batch_size=self.batch_config.max_batch_size, width_multiple=self.width_multiple,
-                    max_width=self.max_length, batch_overhead_tokens=self.batch_overhead_tokens)
+        """Batches for rows of these token lengths, under :attr:`policy`."""
+        return plan(lengths, self.policy)
 
     def forward_padded(self, rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
         """Right-pad ``rows`` to ``width`` and run the runtime on that one batch (the server's batcher calls this);
@@ -235,7 +263,7 @@ class Classifier:
         """A shallow copy sharing the loaded runtime, with other batch limits (for benchmarks)."""
         clone = object.__new__(Classifier)
         clone.__dict__.update(self.__dict__)
-        clone.batch_config = replace(self.batch_config, **changes)
+        clone.spec = replace(self.spec, batch=replace(self.spec.batch, **changes))
         clone.stats = Stats()
         return clone
 

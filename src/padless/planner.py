@@ -3,8 +3,9 @@
 Contract of :func:`plan`:
 
 * every index ``0..len(lengths)-1`` appears in exactly one batch;
-* each batch holds at most ``max_batch_size`` rows and costs at most ``max_batch_tokens`` padded tokens, where a
-  batch's cost is ``rows × longest row`` (what a padded forward pass really computes);
+* the limits come in one :class:`BatchPolicy`; each batch holds at most ``max_batch_size`` rows and costs at most
+  ``max_batch_tokens`` padded tokens, where a batch's cost is ``rows × longest row`` (what a padded forward pass
+  really computes);
 * batches list their members as positions in the *input*, so results scatter straight back into input order;
 * a batch's width is its longest row rounded up to a multiple of ``width_multiple`` (1: no rounding), but never
   above ``max_width`` or ``max_batch_tokens`` and never below the longest row (see :func:`padded_width`);
@@ -46,17 +47,31 @@ class Batch:
         return self.rows * self.width
 
 
-def plan(
-    lengths: Sequence[int],
-    *,
-    max_batch_tokens: int,
-    max_batch_size: int,
-    batch_overhead_tokens: int = BATCH_OVERHEAD_TOKENS,
-    width_multiple: int = 1,
-    max_width: int | None = None,
-) -> list[Batch]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchPolicy:
+    """Everything :func:`plan` needs besides the lengths: the batch limits, width rounding and per-batch price.
+    ``Classifier.policy`` resolves one from a :class:`~padless.config.BatchConfig` and the runtime."""
+
+    max_batch_tokens: int
+    max_batch_size: int
+    width_multiple: int = 1
+    max_width: int | None = None  # a model's token limit: no batch is wider
+    batch_overhead_tokens: int = BATCH_OVERHEAD_TOKENS
+
+    @property
+    def width_cap(self) -> int:
+        """The widest a batch may be: ``max_width``, at most ``max_batch_tokens``."""
+        return self.max_batch_tokens if self.max_width is None else min(self.max_width, self.max_batch_tokens)
+
+    def width(self, longest: int) -> int:
+        """A batch's padded width for its longest row (see :func:`padded_width`)."""
+        return padded_width(longest, self.width_multiple, self.width_cap)
+
+
+def plan(lengths: Sequence[int], policy: BatchPolicy) -> list[Batch]:
     """Pack items of the given token lengths into batches (see the module docstring for the contract)."""
-    if max_batch_tokens < 1 or max_batch_size < 1 or width_multiple < 1:
+    max_batch_tokens, max_batch_size = policy.max_batch_tokens, policy.max_batch_size
+    if max_batch_tokens < 1 or max_batch_size < 1 or policy.width_multiple < 1:
         raise ValueError("max_batch_tokens, max_batch_size and width_multiple must be positive")
     n = len(lengths)
     if n == 0:
@@ -68,8 +83,7 @@ def plan(
     if lengths[order[0]] < 0:
         raise ValueError("lengths must be non-negative")
     sorted_len = [max(1, lengths[i]) for i in order]
-    cap = max_batch_tokens if max_width is None else min(max_width, max_batch_tokens)
-    widths = [padded_width(n, width_multiple, cap) for n in sorted_len]  # non-decreasing, like sorted_len
+    widths = [policy.width(n) for n in sorted_len]  # non-decreasing, like sorted_len
 
     # best[j]: least cost of packing the first j sorted items; cut[j]: start of the last batch in that packing.
     # The last batch of a prefix ending at j-1 has width sorted_len[j-1] (lengths ascend), so its cost is
@@ -89,7 +103,7 @@ def plan(
             if cost < cand_best:
                 cand_best = cost
                 cand_i = i
-        best[j] = cand_best + batch_overhead_tokens
+        best[j] = cand_best + policy.batch_overhead_tokens
         cut[j] = cand_i
 
     batches: list[Batch] = []

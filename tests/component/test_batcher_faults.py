@@ -22,8 +22,9 @@ import pytest
 
 from batcher_support import ForwardStarted
 from padless.batcher import Batcher, Observer
-from padless.config import BatchConfig, QueueConfig
+from padless.config import QueueConfig
 from padless.errors import BatchFailedError, DeadlineExceededError, OverloadedError
+from padless.planner import BatchPolicy
 
 POISON = 666
 T = TypeVar("T")
@@ -52,10 +53,11 @@ def make(forward: Callable[[Sequence[Sequence[int]], int], np.ndarray], *, max_b
          max_batch_tokens: int = 1024, max_wait_ms: float = 20.0, max_queue_inputs: int = 64,
          max_queue_tokens: int = 262_144, forward_timeout_s: float = 5.0,
          observer: Observer | None = None) -> Batcher:
-    return Batcher(forward, batch=BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size),
+    return Batcher(forward, policy=BatchPolicy(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                                               max_width=64),
                    queue=QueueConfig(max_wait_ms=max_wait_ms, max_queue_inputs=max_queue_inputs,
                                      max_queue_tokens=max_queue_tokens, forward_timeout_s=forward_timeout_s),
-                   max_length=64, observer=observer)
+                   observer=observer)
 
 
 def run(main: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:

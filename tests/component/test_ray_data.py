@@ -274,6 +274,7 @@ def test_worker_node_removed_mid_run_every_row_exactly_once(cluster: Any, tiny_m
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     """A worker node (its actor, its blocks) disappears while parts are being written: Ray restarts the actor or
     carries on with the other, rebuilds lost blocks; the output holds every row once, equal to local mode."""
+    from padless.config import EngineSpec
     from padless.ray.data import ScoreOptions
     from padless.ray.offline_job import RayJobSpec, run_ray_job
 
@@ -281,7 +282,7 @@ def test_worker_node_removed_mid_run_every_row_exactly_once(cluster: Any, tiny_m
     _slow_input(src, files=3, rows=400)
     out = tmp_path / "scored"
     spec = RayJobSpec(input=str(src), output=str(out), input_format=None, batch_rows=25,
-                      options=ScoreOptions(model=str(tiny_model_dir), backend="dummy"))
+                      options=ScoreOptions(engine=EngineSpec.of(model=str(tiny_model_dir), backend="dummy")))
     result: dict[str, Any] = {}
     job = threading.Thread(target=lambda: result.update(summary=run_ray_job(spec)), daemon=True)
     job.start()

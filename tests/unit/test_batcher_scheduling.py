@@ -10,7 +10,8 @@ import numpy as np
 
 from batcher_support import ForwardStarted
 from padless.batcher import Batcher
-from padless.config import BatchConfig, QueueConfig
+from padless.config import QueueConfig
+from padless.planner import BatchPolicy
 
 
 def _run(coro):  # no pytest-asyncio here: each test drives its own loop
@@ -30,8 +31,8 @@ def test_oldest_first_and_similar_lengths_together() -> None:
             seen.append([len(r) for r in rows])
             return np.zeros((len(rows), 2), dtype=np.float32)
 
-        b = Batcher(forward, batch=BatchConfig(max_batch_tokens=600, max_batch_size=8),
-                    queue=QueueConfig(max_wait_ms=0), max_length=512)
+        b = Batcher(forward, policy=BatchPolicy(max_batch_tokens=600, max_batch_size=8, max_width=512),
+                    queue=QueueConfig(max_wait_ms=0))
         b.start()
         deadline = time.monotonic() + 10
         first = b.submit([[1] * 4], deadline=deadline, request_id="first")
@@ -58,8 +59,8 @@ def test_admission_accounting_returns_to_zero() -> None:
         return np.ones((len(rows), 3), dtype=np.float32)
 
     async def main() -> tuple[int, int, list[np.ndarray]]:
-        b = Batcher(forward, batch=BatchConfig(), queue=QueueConfig(max_queue_inputs=10, max_queue_tokens=10_000),
-                    max_length=512)
+        b = Batcher(forward, policy=BatchPolicy(max_batch_tokens=8192, max_batch_size=128, max_width=512),
+                    queue=QueueConfig(max_queue_inputs=10, max_queue_tokens=10_000))
         b.start()
         ticket = b.admit(["hello there", "a"])
         assert (b.reserved_inputs, b.reserved_tokens) == (2, (11 + 2) + (1 + 2))
@@ -82,8 +83,8 @@ def test_served_batches_get_the_planners_rounded_width() -> None:
         return np.zeros((len(rows), 2), dtype=np.float32)
 
     async def main() -> None:
-        b = Batcher(forward, batch=BatchConfig(max_batch_tokens=4096, max_batch_size=8),
-                    queue=QueueConfig(max_wait_ms=0), max_length=100, width_multiple=16)
+        b = Batcher(forward, policy=BatchPolicy(max_batch_tokens=4096, max_batch_size=8, max_width=100,
+                                                width_multiple=16), queue=QueueConfig(max_wait_ms=0))
         b.start()
         deadline = time.monotonic() + 10
         for n in (3, 16, 17, 99):
@@ -109,8 +110,9 @@ def test_the_runtimes_price_of_a_call_decides_how_much_rides_along() -> None:
                 seen.append([len(r) for r in rows])
                 return np.zeros((len(rows), 2), dtype=np.float32)
 
-            b = Batcher(forward, batch=BatchConfig(max_batch_tokens=600, max_batch_size=8),
-                        queue=QueueConfig(max_wait_ms=0), max_length=512, batch_overhead_tokens=batch_overhead_tokens)
+            policy = BatchPolicy(max_batch_tokens=600, max_batch_size=8, max_width=512,
+                                 batch_overhead_tokens=batch_overhead_tokens)
+            b = Batcher(forward, policy=policy, queue=QueueConfig(max_wait_ms=0))
             b.start()
             deadline = time.monotonic() + 10
             first = b.submit([[1] * 4], deadline=deadline, request_id="first")
@@ -138,9 +140,10 @@ def test_a_batcher_for_a_classifier_plans_with_the_classifiers_own_settings() ->
     def wrapped(rows, width):
         return padded(rows, width)
 
-    # Stands in for a Classifier: the five things a served batch is planned and run with.
-    clf = SimpleNamespace(forward_padded=padded, batch_config=BatchConfig(max_batch_tokens=1000, max_batch_size=5),
-                          max_length=77, width_multiple=8, batch_overhead_tokens=2048)
+    # Stands in for a Classifier: what a served batch is planned and run with (its policy, one value).
+    policy = BatchPolicy(max_batch_tokens=1000, max_batch_size=5, max_width=77, width_multiple=8,
+                         batch_overhead_tokens=2048)
+    clf = SimpleNamespace(forward_padded=padded, policy=policy, max_length=77)
     queue = QueueConfig(max_wait_ms=1.0)
 
     async def main() -> tuple[Batcher, Batcher]:
@@ -150,5 +153,5 @@ def test_a_batcher_for_a_classifier_plans_with_the_classifiers_own_settings() ->
     plain, own = _run(main())
     assert plain._forward is padded and own._forward is wrapped
     for b in (plain, own):
-        assert b.batch_config is clf.batch_config and b.queue_config is queue
-        assert (b.max_length, b.width_multiple, b.batch_overhead_tokens) == (77, 8, 2048)
+        assert b.policy is clf.policy and b.queue_config is queue
+        assert b.max_length == 77

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from padless.planner import Batch, padded_width, padding_fraction, plan
+from padless.planner import Batch, BatchPolicy, padded_width, padding_fraction, plan
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -39,7 +39,7 @@ OVERHEADS = st.one_of(st.sampled_from([0, 32, 2048]), st.integers(min_value=0, m
 @given(valid_problems(), OVERHEADS)
 def test_every_index_appears_exactly_once(problem, overhead):
     lengths, mbt, mbs = problem
-    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead)
+    batches = plan(lengths, BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead))
     seen = [i for b in batches for i in b.indices]
     assert sorted(seen) == list(range(len(lengths)))
     assert all(b.rows >= 1 for b in batches)
@@ -49,7 +49,7 @@ def test_every_index_appears_exactly_once(problem, overhead):
 @given(valid_problems(), OVERHEADS)
 def test_batches_respect_row_and_token_limits(problem, overhead):
     lengths, mbt, mbs = problem
-    for b in plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead):
+    for b in plan(lengths, BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead)):
         assert b.rows <= mbs
         assert b.padded_tokens == b.rows * b.width
         assert b.padded_tokens <= mbt
@@ -59,7 +59,7 @@ def test_batches_respect_row_and_token_limits(problem, overhead):
 @given(valid_problems())
 def test_width_is_longest_member_with_zero_counting_as_one(problem):
     lengths, mbt, mbs = problem
-    for b in plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs):
+    for b in plan(lengths, BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs)):
         assert b.width == max(_eff(lengths[i]) for i in b.indices)
         assert b.width >= 1
 
@@ -71,7 +71,7 @@ def test_scattering_batch_results_restores_input_order(problem):
     # Each item carries a unique payload; a "runtime" only sees the batch's payloads in batch order.
     payloads = [f"item-{i}-len-{n}" for i, n in enumerate(lengths)]
     out: list[str | None] = [None] * len(lengths)
-    for b in plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs):
+    for b in plan(lengths, BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs)):
         batch_in = [payloads[i] for i in b.indices]
         batch_out = [p.upper() for p in batch_in]
         for pos, result in zip(b.indices, batch_out):
@@ -84,7 +84,7 @@ def test_scattering_batch_results_restores_input_order(problem):
 @given(valid_problems())
 def test_items_are_stably_sorted_by_length_across_batches(problem):
     lengths, mbt, mbs = problem
-    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs)
+    batches = plan(lengths, BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs))
     flat = [i for b in batches for i in b.indices]
     # Stable sort: equal lengths keep input order.
     assert flat == sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -100,7 +100,7 @@ def test_length_over_max_batch_tokens_raises(lengths, too_long, data):
     mbt = data.draw(st.integers(min_value=1, max_value=too_long - 1))
     assume(max(lengths) > mbt)
     with pytest.raises(ValueError, match="exceeds max_batch_tokens"):
-        plan(lengths, max_batch_tokens=mbt, max_batch_size=8)
+        plan(lengths, BatchPolicy(max_batch_tokens=mbt, max_batch_size=8))
 
 
 @FAST
@@ -109,7 +109,7 @@ def test_dp_cost_is_optimal_over_all_consecutive_cuts(problem, overhead):
     """Brute force every way to cut the sorted items into consecutive feasible runs; the DP must reach the minimum
     of padded tokens + overhead × batches."""
     lengths, mbt, mbs = problem
-    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead)
+    batches = plan(lengths, BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead))
     dp_cost = sum(b.padded_tokens for b in batches) + overhead * len(batches)
 
     if not lengths:
@@ -141,7 +141,8 @@ def _brute_force_best(lengths, mbt, mbs, overhead, width_of):
 @given(valid_problems(), st.integers(min_value=1, max_value=40), st.one_of(st.none(), st.integers(1, 300)))
 def test_rounded_widths_are_multiples_within_the_caps_and_never_below_the_longest_row(problem, multiple, max_width):
     lengths, mbt, mbs = problem
-    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs, width_multiple=multiple, max_width=max_width)
+    policy = BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs, width_multiple=multiple, max_width=max_width)
+    batches = plan(lengths, policy)
     assert sorted(i for b in batches for i in b.indices) == list(range(len(lengths)))
     cap = mbt if max_width is None else min(mbt, max_width)
     for b in batches:
@@ -152,6 +153,7 @@ def test_rounded_widths_are_multiples_within_the_caps_and_never_below_the_longes
         assert b.width == max(longest, min(-(-longest // multiple) * multiple, cap))
         if b.width % multiple:
             assert b.width in (cap, longest)
+        assert b.width == policy.width(longest) and policy.width_cap == cap  # the policy's own width rule
 
 
 @FAST
@@ -159,8 +161,8 @@ def test_rounded_widths_are_multiples_within_the_caps_and_never_below_the_longes
 def test_dp_cost_with_rounded_widths_is_optimal_over_all_consecutive_cuts(problem, overhead, multiple):
     """As above, with each run priced at its rounded width: rounding must not break the DP's optimality."""
     lengths, mbt, mbs = problem
-    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead,
-                   width_multiple=multiple)
+    batches = plan(lengths, BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs, batch_overhead_tokens=overhead,
+                                        width_multiple=multiple))
     if not lengths:
         assert batches == []
         return
@@ -177,7 +179,7 @@ def test_padded_width_examples():
     assert padded_width(0, 8, 512) == 8  # an empty row still costs one token, rounded
     assert padded_width(7, 1, 512) == 7
     with pytest.raises(ValueError, match="width_multiple"):
-        plan([3], max_batch_tokens=10, max_batch_size=4, width_multiple=0)
+        plan([3], BatchPolicy(max_batch_tokens=10, max_batch_size=4, width_multiple=0))
 
 
 def _naive_padded(lengths, chunk):
@@ -189,7 +191,7 @@ def _naive_padded(lengths, chunk):
 @given(st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=120), st.integers(1, 40))
 def test_dp_never_pads_more_than_fixed_size_chunks(lengths, mbs):
     mbt = mbs * max(1, max(lengths))  # every fixed-size chunk of sorted items is feasible
-    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs)
+    batches = plan(lengths, BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs))
     assert sum(b.padded_tokens for b in batches) <= _naive_padded(lengths, mbs)
 
 
@@ -197,22 +199,22 @@ def test_dp_never_pads_more_than_fixed_size_chunks(lengths, mbs):
 
 
 def test_empty_input_gives_no_batches():
-    assert plan([], max_batch_tokens=10, max_batch_size=4) == []
+    assert plan([], BatchPolicy(max_batch_tokens=10, max_batch_size=4)) == []
 
 
 @pytest.mark.parametrize(("mbt", "mbs"), [(0, 4), (10, 0), (-1, 4), (10, -3)])
 def test_non_positive_limits_raise(mbt, mbs):
     with pytest.raises(ValueError):
-        plan([1, 2], max_batch_tokens=mbt, max_batch_size=mbs)
+        plan([1, 2], BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs))
 
 
 def test_negative_length_raises():
     with pytest.raises(ValueError, match="non-negative"):
-        plan([3, -1, 2], max_batch_tokens=10, max_batch_size=4)
+        plan([3, -1, 2], BatchPolicy(max_batch_tokens=10, max_batch_size=4))
 
 
 def test_length_equal_to_max_batch_tokens_is_accepted():
-    batches = plan([5, 10, 1], max_batch_tokens=10, max_batch_size=4)
+    batches = plan([5, 10, 1], BatchPolicy(max_batch_tokens=10, max_batch_size=4))
     assert [i for b in batches for i in b.indices] == [2, 0, 1]
     assert batches[-1] == Batch(indices=(1,), width=10)
 
@@ -229,7 +231,7 @@ def test_padding_fraction_known_plan():
 
 def test_padding_fraction_of_planned_equal_lengths_is_zero_and_zero_lengths_count_as_one():
     lengths = [7, 3, 7, 3, 0, 0]
-    batches = plan(lengths, max_batch_tokens=14, max_batch_size=2)
+    batches = plan(lengths, BatchPolicy(max_batch_tokens=14, max_batch_size=2))
     # Sorted: 0,0 | 3,3 | 7,7 — each batch is homogeneous, so nothing is padded.
     assert [b.indices for b in batches] == [(4, 5), (1, 3), (0, 2)]
     assert [b.width for b in batches] == [1, 3, 7]
@@ -239,9 +241,9 @@ def test_padding_fraction_of_planned_equal_lengths_is_zero_and_zero_lengths_coun
 
 def test_overhead_trades_padding_against_batch_count():
     # Separate: padded 1 + 100 = 101 plus 2 overheads; together: 2*100 = 200 plus one overhead.
-    apart = plan([100, 1], max_batch_tokens=1000, max_batch_size=2, batch_overhead_tokens=64)
+    apart = plan([100, 1], BatchPolicy(max_batch_tokens=1000, max_batch_size=2, batch_overhead_tokens=64))
     assert apart == [Batch(indices=(1,), width=1), Batch(indices=(0,), width=100)]
-    together = plan([100, 1], max_batch_tokens=1000, max_batch_size=2, batch_overhead_tokens=200)
+    together = plan([100, 1], BatchPolicy(max_batch_tokens=1000, max_batch_size=2, batch_overhead_tokens=200))
     assert together == [Batch(indices=(1, 0), width=100)]
 
 
@@ -266,7 +268,7 @@ def _realistic_lengths(seed: int, n: int, cap: int) -> list[int]:
 def test_dp_pads_no_more_than_fixed_chunks_on_realistic_mixes(seed, n, cap, mbs):
     lengths = _realistic_lengths(seed, n, cap)
     mbt = mbs * cap  # every fixed-size chunk is feasible
-    batches = plan(lengths, max_batch_tokens=mbt, max_batch_size=mbs)
+    batches = plan(lengths, BatchPolicy(max_batch_tokens=mbt, max_batch_size=mbs))
     dp = sum(b.padded_tokens for b in batches)
     naive = _naive_padded(lengths, mbs)
     assert dp <= naive
@@ -275,7 +277,7 @@ def test_dp_pads_no_more_than_fixed_chunks_on_realistic_mixes(seed, n, cap, mbs)
 
 def test_dp_strictly_beats_fixed_chunks_on_a_skewed_mix():
     lengths = [100, 10, 100, 10, 100, 10]
-    batches = plan(lengths, max_batch_tokens=400, max_batch_size=4)
+    batches = plan(lengths, BatchPolicy(max_batch_tokens=400, max_batch_size=4))
     naive = _naive_padded(lengths, 4)  # [10,10,10,100] -> 400, [100,100] -> 200
     assert naive == 600
     assert batches == [Batch(indices=(1, 3, 5), width=10), Batch(indices=(0, 2, 4), width=100)]
@@ -284,7 +286,7 @@ def test_dp_strictly_beats_fixed_chunks_on_a_skewed_mix():
 
 def test_plan_is_deterministic():
     lengths = _realistic_lengths(7, 500, 512)
-    first = plan(lengths, max_batch_tokens=8192, max_batch_size=64)
+    first = plan(lengths, BatchPolicy(max_batch_tokens=8192, max_batch_size=64))
     for _ in range(3):
-        assert plan(list(lengths), max_batch_tokens=8192, max_batch_size=64) == first
-    assert plan(tuple(lengths), max_batch_tokens=8192, max_batch_size=64) == first
+        assert plan(list(lengths), BatchPolicy(max_batch_tokens=8192, max_batch_size=64)) == first
+    assert plan(tuple(lengths), BatchPolicy(max_batch_tokens=8192, max_batch_size=64)) == first

@@ -48,7 +48,7 @@ from padless.bench.offline_configs import (
 )
 from padless.bench.peak import compute_precision, measure_matmul_peak, peak_size_on
 from padless.bench.workload import describe_lengths, describe_mix, make_workload
-from padless.config import OPENVINO_BACKENDS, BatchConfig, ModelConfig
+from padless.config import OPENVINO_BACKENDS, BatchConfig, EngineSpec, ModelConfig
 from padless.default_model import ensure_default
 from padless.engine import Classifier, Stats, model_flops
 from padless.errors import ConfigError, ItemError
@@ -105,11 +105,11 @@ def run_offline_bench(
     console = Console(stderr=True) if progress else None
     load_start = _loadavg()
     ensure_default(model)  # the default model is built on first use, as by padless.Classifier
-    limits: dict[str, Any] = {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
-                              "width_multiple": width_multiple}
-    clf = Classifier(model, backend="torch", **limits)
-    extra = {padless_config_name(b): Classifier(model, backend=b, **limits,
-                                                streams=streams if b in ("auto", *OPENVINO_BACKENDS) else 0)
+    spec = EngineSpec.of(model=model, backend="torch", max_batch_tokens=max_batch_tokens,
+                         max_batch_size=max_batch_size, width_multiple=width_multiple)
+    clf = Classifier.from_spec(spec)
+    extra = {padless_config_name(b): Classifier.from_spec(
+                 spec.replace(backend=b, streams=streams if b in ("auto", *OPENVINO_BACKENDS) else 0))
              for b in backends if b != "torch" and padless_config_name(b) in names}
     if "pad512-b32" in names and (clf.max_length < PAD_WIDTH or not hasattr(clf.runtime, "model")):
         raise ConfigError(f"pad512-b32 needs the torch backend and a model that accepts {PAD_WIDTH} tokens")

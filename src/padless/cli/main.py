@@ -30,7 +30,15 @@ from padless.cli.options import (
     TokensOpt,
     WidthOpt,
 )
-from padless.config import LONG_PROMOTE_MS, SERVING_STREAMS, BatchConfig, ModelConfig, QueueConfig, ServerConfig
+from padless.config import (
+    LONG_PROMOTE_MS,
+    SERVING_STREAMS,
+    BatchConfig,
+    EngineSpec,
+    ModelConfig,
+    QueueConfig,
+    ServerConfig,
+)
 from padless.errors import PadlessError
 from padless.faults import crash_point
 
@@ -41,30 +49,23 @@ models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Buil
 app.add_typer(models_app, name="models")
 
 
-def _load_classifier(model: str, backend: str, max_length: int | None, truncate: bool, max_chars: int,
-                     threads: int, max_batch_tokens: int, max_batch_size: int, serving: bool = False,
-                     pair_truncation: str = ModelConfig.pair_truncation,
-                     width_multiple: int = BatchConfig.width_multiple, streams: int = ModelConfig.streams) -> object:
-    """Validate options first (one clear line for impossible ones), build the default model if needed, load.
+def _load_classifier(engine: EngineSpec, serving: bool = False) -> object:
+    """Validate the engine first (one clear line for impossible settings), build the default model if needed, load.
     ``serving``: resolve ``auto`` as ``padless serve`` does (:func:`padless.server.run.serving_backend`), and run
     :data:`padless.config.SERVING_STREAMS`."""
-    streams = SERVING_STREAMS if serving else streams
-    ModelConfig(model=model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
-                threads=threads, streams=streams, pair_truncation=pair_truncation).validate()
-    BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                width_multiple=width_multiple).validate(max_length)
+    if serving:
+        engine = engine.replace(streams=SERVING_STREAMS)
+    engine.validate()
     quiet_libraries()
     from padless import loader
     from padless.engine import Classifier
 
-    ensure_default(model)
-    if serving and backend == "auto":
+    ensure_default(engine.model.model)
+    if serving and engine.model.backend == "auto":
         from padless.server.run import serving_backend
 
-        backend = serving_backend(str(loader.resolve(model)), backend)
-    return Classifier(model, backend=backend, max_length=max_length, truncate=truncate, max_chars=max_chars,
-                      threads=threads, streams=streams, max_batch_tokens=max_batch_tokens,
-                      max_batch_size=max_batch_size, width_multiple=width_multiple, pair_truncation=pair_truncation)
+        engine = engine.replace(backend=serving_backend(str(loader.resolve(engine.model.model)), "auto"))
+    return Classifier.from_spec(engine)
 
 
 @app.command()
@@ -101,15 +102,17 @@ def classify(
     workers: Annotated[int, typer.Option(envvar="PADLESS_WORKERS", help="--ray: worker actors; 0 = one per CPU of the cluster (--threads then defaults to CPUs / workers).")] = 0,
 ) -> None:
     """Classify every row of a file; keeps the input's columns and adds label, score and error."""
+    engine = EngineSpec.of(model=model, backend=backend, max_length=max_length, truncate=truncate,
+                           max_chars=max_chars, threads=threads, streams=streams, pair_truncation=pair_truncation,
+                           max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                           width_multiple=width_multiple)
     if use_ray:  # imported here: without --ray the CLI never imports Ray
         from padless.cli.ray_classify import run_ray_classify
 
         run_ray_classify(input=input, output=output, address=ray_address, workers=workers, threads=threads,
-                         chunk_rows=BatchConfig.ray_chunk_rows if chunk_rows is None else chunk_rows, input_format=input_format, output_format=format, resume=resume,
-                         overwrite=overwrite, progress=progress, model=model, column=column,
-                         pair_column=pair_column, backend=backend, max_length=max_length, truncate=truncate,
-                         max_chars=max_chars, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                         width_multiple=width_multiple, streams=streams, pair_truncation=pair_truncation, top_k=top_k,
+                         chunk_rows=BatchConfig.ray_chunk_rows if chunk_rows is None else chunk_rows,
+                         input_format=input_format, output_format=format, resume=resume, overwrite=overwrite,
+                         progress=progress, engine=engine, column=column, pair_column=pair_column, top_k=top_k,
                          raw_scores=raw_scores, output_prefix=output_prefix)
         return
     from padless.fileio import FORMATS, detect_format
@@ -131,8 +134,7 @@ def classify(
     if input != "-" and not Path(input).is_file():
         raise PadlessError(f"cannot read {input}: no such file")
     crash_point("before-model-load")  # a crash-test hook (padless.faults); does nothing unless asked to
-    clf = _load_classifier(model, backend, max_length, truncate, max_chars, threads, max_batch_tokens, max_batch_size,
-                           pair_truncation=pair_truncation, width_multiple=width_multiple, streams=streams)
+    clf = _load_classifier(engine)
     from padless.cli.progress import run_with_progress
 
     summary = run_with_progress(spec, clf, show=sys.stderr.isatty() if progress is None else progress)
@@ -186,7 +188,8 @@ def evaluate_cmd(
     from padless.evaluate import evaluate
 
     data = datasets.load(eval_set)
-    clf = _load_classifier(model, backend, None, True, ModelConfig.max_chars, threads, max_batch_tokens, max_batch_size)
+    clf = _load_classifier(EngineSpec.of(model=model, backend=backend, threads=threads,
+                                         max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size))
     metrics = evaluate(clf, data)
     metrics.pop("predicted")
     typer.echo(json.dumps(metrics))
@@ -242,24 +245,23 @@ def serve(
     queue_cfg = QueueConfig(max_wait_ms=max_wait_ms, max_queue_inputs=max_queue_inputs,
                             max_queue_tokens=max_queue_tokens, lookahead=lookahead, forward_timeout_s=forward_timeout)
     server_cfg.validate()
-    queue_cfg.validate(BatchConfig(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                                   width_multiple=width_multiple))
+    engine = EngineSpec.of(model=model, backend=backend, max_length=max_length, max_chars=max_chars, threads=threads,
+                           pair_truncation=pair_truncation, max_batch_tokens=max_batch_tokens,
+                           max_batch_size=max_batch_size, width_multiple=width_multiple)
+    queue_cfg.validate(engine.batch)
     if ray:  # imported here: Ray is an optional extra, and nothing else in padless may import it
         from padless.cli.ray_serve import run_ray_serve
 
-        run_ray_serve(model=model, backend=backend, max_length=max_length, max_chars=max_chars,
-                      max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                      width_multiple=width_multiple, threads=threads, pair_truncation=pair_truncation, queue=queue_cfg, server=server_cfg, address=ray_address,
-                      replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
-                      long_model=long_model, long_backend=long_backend, long_threads=long_threads,
-                      long_promote_ms=long_promote_ms, proxy=ray_proxy, log_level=log_level)
+        run_ray_serve(engine=engine, queue=queue_cfg, server=server_cfg, address=ray_address, replicas=replicas,
+                      long_threshold=long_threshold, long_replicas=long_replicas, long_model=long_model,
+                      long_backend=long_backend, long_threads=long_threads, long_promote_ms=long_promote_ms,
+                      proxy=ray_proxy, log_level=log_level)
         return
     if (ray_address or replicas != 1 or long_threshold or long_replicas != 1 or long_model or long_backend
             or long_threads or long_promote_ms != LONG_PROMOTE_MS or ray_proxy != "auto"):
         raise PadlessError("--ray-address, --replicas, --long-threshold, --long-replicas, --long-model, "
                            "--long-backend, --long-threads, --long-promote-ms and --ray-proxy need --ray")
-    clf = _load_classifier(model, backend, max_length, True, max_chars, threads, max_batch_tokens, max_batch_size,
-                           serving=True, pair_truncation=pair_truncation, width_multiple=width_multiple)
+    clf = _load_classifier(engine, serving=True)
     from padless.server.run import serve as run_server
 
     run_server(clf, server_cfg, queue_cfg, log_level=log_level)  # type: ignore[arg-type]

@@ -13,13 +13,15 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from padless.config import EngineSpec
 from padless.errors import InputError
 
 
 def run_ray_classify(*, input: str, output: str, address: str | None, workers: int, threads: int, chunk_rows: int,
                      input_format: str | None, output_format: str | None, resume: bool, overwrite: bool,
-                     progress: bool | None, **options: Any) -> Any:
-    """Check the options, join or start the cluster, run the job, report. ``options``: :class:`ScoreOptions`'s."""
+                     progress: bool | None, engine: EngineSpec, **options: Any) -> Any:
+    """Check the options, join or start the cluster, run the job, report. ``engine``: the workers' engine (whole);
+    ``options``: :class:`ScoreOptions`'s other fields."""
     if input == "-":
         raise InputError("--ray reads files (a file, a folder or a glob), not stdin")
     if output == "-":
@@ -33,11 +35,11 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
     from padless.cli.common import ensure_default
     from padless.ray.data import ScoreOptions
 
-    ScoreOptions(**options).validate()  # before the default model is built or Ray starts
+    ScoreOptions(engine=engine, **options).validate()  # before the default model is built or Ray starts
     from padless import loader
 
-    ensure_default(options["model"])
-    path = loader.resolve(options["model"]).resolve()
+    ensure_default(engine.model.model)
+    path = loader.resolve(engine.model.model).resolve()
     # A folder without a classification head is refused here, not on every worker. The driver never runs the model,
     # so it reads config.json itself rather than import transformers (and torch), which would delay Ray's start.
     loader.check_head(path)
@@ -48,8 +50,8 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
     connected_here = not ray.is_initialized()  # a caller's own connection (a test's, a notebook's) stays open
     init_ray(address)
     spec = RayJobSpec(input=input, output=output, input_format=input_format,
-                      options=ScoreOptions(**{**options, "model": str(path)}), workers=workers, threads=threads,
-                      batch_rows=chunk_rows, resume=resume, overwrite=overwrite)
+                      options=ScoreOptions(engine=engine.replace(model=str(path)), **options), workers=workers,
+                      threads=threads, batch_rows=chunk_rows, resume=resume, overwrite=overwrite)
     show = sys.stderr.isatty() if progress is None else progress
     try:
         summary = _with_bar(spec, run_ray_job) if show else run_ray_job(spec)

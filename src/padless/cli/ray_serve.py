@@ -18,14 +18,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 
 from padless.cli.common import ensure_default, quiet_libraries
-from padless.config import QueueConfig, ServerConfig
+from padless.config import EngineSpec, QueueConfig, ServerConfig
 from padless.errors import PadlessError
 from padless.ray.cluster import free_port, run_watched, sigterm_held_by_children, stop_leftover_haproxy
+
+if TYPE_CHECKING:
+    from padless.ray.serve import ServeOptions
 
 START_TIMEOUT_S = 600.0  # replicas load their models in parallel; a big model on a busy cluster takes minutes
 # After a signal, how long Ray's own processes get to exit before padless decides the cluster is still alive (and
@@ -34,26 +37,22 @@ CLUSTER_EXIT_S = 2.0
 SHUTDOWN_GRACE_S = 15.0  # Serve's shutdown beyond the replicas' graceful drain before padless stops waiting
 
 
-def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars: int, max_batch_tokens: int,
-                  max_batch_size: int, width_multiple: int, threads: int, pair_truncation: str, queue: QueueConfig,
-                  server: ServerConfig,
-                  address: str | None, replicas: int, long_threshold: int, long_replicas: int,
-                  long_model: str | None, long_backend: str | None, long_threads: int, long_promote_ms: int, proxy: str,
+def run_ray_serve(*, engine: EngineSpec, queue: QueueConfig, server: ServerConfig, address: str | None,
+                  replicas: int, long_threshold: int, long_replicas: int, long_model: str | None,
+                  long_backend: str | None, long_threads: int, long_promote_ms: int, proxy: str,
                   log_level: str) -> None:
-    """Serve until a signal, then drain (see the module docstring). Options are ``padless serve``'s; ``proxy`` is
-    Serve's front door (:func:`padless.ray.front_door.controller_env`)."""
+    """Serve until a signal, then drain (see the module docstring). ``engine``: the short tier's (the long tier's
+    derives from it); options are ``padless serve``'s; ``proxy`` is Serve's front door
+    (:func:`padless.ray.front_door.controller_env`)."""
     quiet_libraries()
-    from padless.ray.serve import DrainSignal, serve_app
+    from padless.ray.serve import DrainSignal, ServeOptions, serve_app_for
     from padless.ray.serve_router import DRAIN_NAMESPACE
 
-    options: dict[str, Any] = dict(
-        backend=backend, replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
-        long_model=long_model, long_backend=long_backend, long_threads=long_threads, long_promote_ms=long_promote_ms,
-        max_length=max_length,
-        max_chars=max_chars, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-        width_multiple=width_multiple, threads=threads,
-        pair_truncation=pair_truncation, queue=queue, server=server)
-    server, proxy_env, local = _prepare(model, long_model, address, proxy, server, options)
+    opts = ServeOptions(engine=engine, replicas=replicas, long_threshold=long_threshold, long_replicas=long_replicas,
+                        long_model=long_model, long_backend=long_backend, long_threads=long_threads,
+                        long_promote_ms=long_promote_ms, queue=queue, server=server)
+    opts, proxy_env, local = _prepare(opts, address, proxy)
+    server = opts.server
     stop = threading.Event()
     ray, haproxy_node = _start_cluster(address, local, proxy_env)
     previous = _stop_on_signals(stop)
@@ -62,7 +61,7 @@ def run_ray_serve(*, model: str, backend: str, max_length: int | None, max_chars
     run = _Run(abandoned=False, early=False)
     shutdown_abandoned = False
     try:
-        app = serve_app(model, drain_signal=drain_name, **options)
+        app = serve_app_for(replace(opts, drain_signal=drain_name))
         run = _serve_until_signal(ray, app, server, proxy_env=proxy_env, log_level=log_level,
                                   long_threshold=long_threshold, drain=drain, stop=stop)
     finally:
@@ -85,24 +84,23 @@ class _Run(NamedTuple):
     early: bool
 
 
-def _prepare(model: str, long_model: str | None, address: str | None, proxy: str, server: ServerConfig,
-             options: dict[str, Any]) -> tuple[ServerConfig, dict[str, str] | None, bool]:
-    """Check the options and models before Ray starts (building the default model if needed): the server config
-    with its port chosen, Serve's controller environment, and whether the cluster is one this process starts."""
+def _prepare(opts: ServeOptions, address: str | None, proxy: str) -> tuple[ServeOptions, dict[str, str] | None, bool]:
+    """Check the options and models before Ray starts (building the default model if needed): the options with the
+    server's port chosen, Serve's controller environment, and whether the cluster is one this process starts."""
     from padless.ray.cluster import cluster_address
     from padless.ray.front_door import controller_env
-    from padless.ray.serve import ServeOptions, preflight
+    from padless.ray.serve import preflight_for
 
-    ServeOptions(model=model, **options).validate()  # before minutes of building the default model
+    opts.validate()  # before minutes of building the default model
     local = cluster_address(address) is None  # a cluster this process starts (and so owns)
     proxy_env = controller_env(proxy, local_cluster=local)
-    if server.port == 0:  # "any free port": chosen here, since HAProxy cannot bind port 0, and said when ready
-        server = replace(server, port=free_port())
-    ensure_default(model)
-    if long_model:
-        ensure_default(long_model)
-    preflight(model, **options)  # impossible options and mismatched models: one line, before Ray starts
-    return server, proxy_env, local
+    if opts.server.port == 0:  # "any free port": chosen here, since HAProxy cannot bind port 0, and said when ready
+        opts = replace(opts, server=replace(opts.server, port=free_port()))
+    ensure_default(opts.engine.model.model)
+    if opts.long_model:
+        ensure_default(opts.long_model)
+    preflight_for(opts)  # impossible options and mismatched models: one line, before Ray starts
+    return opts, proxy_env, local
 
 
 def _start_cluster(address: str | None, local: bool, proxy_env: dict[str, str] | None) -> tuple[Any, str | None]:

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 
-from padless.config import BatchConfig, ModelConfig, OutputConfig
+from padless.config import BatchConfig, EngineSpec, ModelConfig, OutputConfig
 from padless.errors import ConfigError
 from padless.fileio import Row
 from padless.ray.cluster import biggest_node_cpus, import_ray, init_ray
 from padless.ray.offline_io import READ_ERROR, TableReader
 
-__all__ = ["ID_FIELDS", "ROW_ID", "ScoreOptions", "classify", "plan_workers"]
+__all__ = ["ID_FIELDS", "ROW_ID", "ScoreOptions", "classify", "classify_with", "plan_workers"]
 
 # The stable row id columns ``padless classify --ray`` adds (before ``--output-prefix``): a sortable id, and the
 # input file and 0-based row number it stands for.
@@ -40,19 +40,10 @@ ROW_ID = ID_FIELDS[0]
 class ScoreOptions:
     """Everything a worker needs to load the model and score a batch (it travels to every actor)."""
 
-    model: str  # a local folder, resolved on the driver
+    # The engine each worker loads: its model a local folder, resolved on the driver; its threads planned there.
+    engine: EngineSpec = field(default_factory=EngineSpec)
     column: str = "text"
     pair_column: str | None = None
-    backend: str = "auto"
-    max_length: int | None = None
-    truncate: bool = True
-    max_chars: int = ModelConfig.max_chars
-    threads: int = 1
-    max_batch_tokens: int = BatchConfig.max_batch_tokens
-    max_batch_size: int = BatchConfig.max_batch_size
-    width_multiple: int = BatchConfig.width_multiple
-    streams: int = ModelConfig.streams
-    pair_truncation: str = ModelConfig.pair_truncation
     top_k: int = 1
     raw_scores: bool = False
     output_prefix: str = ""
@@ -60,11 +51,7 @@ class ScoreOptions:
 
     def validate(self) -> None:
         """Refuse impossible options (one line, :class:`~padless.errors.ConfigError`) before anything starts."""
-        ModelConfig(model=self.model, backend=self.backend, max_length=self.max_length, truncate=self.truncate,
-                    max_chars=self.max_chars, threads=self.threads, streams=self.streams,
-                    pair_truncation=self.pair_truncation).validate()
-        BatchConfig(max_batch_tokens=self.max_batch_tokens, max_batch_size=self.max_batch_size,
-                    width_multiple=self.width_multiple).validate(self.max_length)
+        self.engine.validate()
         OutputConfig(top_k=self.top_k, raw_scores=self.raw_scores).validate()
 
 
@@ -116,11 +103,19 @@ def classify(ds: Any, model: str = "default", column: str = "text", *, pair_colu
     seconds)``, told after each batch (the CLI's live bar). The model must be a folder every node can read (or
     ``default``/a Hub id already cached on every node).
     """
-    opts = ScoreOptions(model=model, column=column, pair_column=pair_column, backend=backend, max_length=max_length,
-                        truncate=truncate, max_chars=max_chars, threads=threads or 0,
-                        max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                        width_multiple=width_multiple, streams=streams, pair_truncation=pair_truncation, top_k=top_k,
-                        raw_scores=raw_scores, output_prefix=output_prefix, id_columns=id_columns)
+    engine = EngineSpec.of(model=model, backend=backend, max_length=max_length, truncate=truncate,
+                           max_chars=max_chars, threads=threads or 0, max_batch_tokens=max_batch_tokens,
+                           max_batch_size=max_batch_size, width_multiple=width_multiple, streams=streams,
+                           pair_truncation=pair_truncation)
+    opts = ScoreOptions(engine=engine, column=column, pair_column=pair_column, top_k=top_k, raw_scores=raw_scores,
+                        output_prefix=output_prefix, id_columns=id_columns)
+    return classify_with(ds, opts, workers=workers, threads=threads, batch_rows=batch_rows, progress=progress)
+
+
+def classify_with(ds: Any, opts: ScoreOptions, *, workers: int | None = None, threads: int | None = None,
+                  batch_rows: int = BatchConfig.ray_chunk_rows, progress: Any = None) -> Any:
+    """:func:`classify` with its options as one value (``opts.engine`` whole); ``workers``, ``threads``,
+    ``batch_rows`` and ``progress`` as there (``threads`` wins over ``opts.engine``'s)."""
     opts.validate()
     if batch_rows < 1:
         raise ConfigError("batch_rows must be positive")
@@ -130,6 +125,7 @@ def classify(ds: Any, model: str = "default", column: str = "text", *, pair_colu
     check_max_errored_blocks(DataContext.get_current())
     check_max_errored_blocks(ds.context)
     cpus = int(ray.cluster_resources().get("CPU", 1))
+    threads = threads or opts.engine.model.threads or None
     if not workers and not threads and cpus > 1:
         # Ray's own readers and writers reserve a CPU per task by default: leave them one, or a pool holding every
         # CPU would wait forever for its input. (The CLI reads and writes with num_cpus=0 and uses every CPU.)
@@ -138,11 +134,12 @@ def classify(ds: Any, model: str = "default", column: str = "text", *, pair_colu
     from padless import loader
     from padless.default_model import ensure_default
 
+    model = opts.engine.model.model
     ensure_default(model)
-    opts = replace(opts, model=str(loader.resolve(model).resolve()), threads=threads)
+    opts = replace(opts, engine=opts.engine.replace(model=str(loader.resolve(model).resolve()), threads=threads))
     schema = ds.schema(fetch_if_missing=False)  # only when known without running anything: classify stays lazy
     if schema is not None:
-        _check_columns([n for n in schema.names if n != READ_ERROR and n not in id_columns], opts)
+        _check_columns([n for n in schema.names if n != READ_ERROR and n not in opts.id_columns], opts)
     return ds.map_batches(
         _Scorer, fn_constructor_kwargs={"opts": opts, "progress": progress}, batch_size=batch_rows,
         # Exactly-once rests on Ray Data's actor defaults (ActorPoolMapOperator._apply_default_remote_args):
@@ -180,10 +177,7 @@ class _Scorer:
 
         quiet_libraries()
         self.opts, self.progress = opts, progress
-        self.clf = Classifier(opts.model, backend=opts.backend, max_length=opts.max_length, truncate=opts.truncate,
-                              max_chars=opts.max_chars, threads=opts.threads, max_batch_tokens=opts.max_batch_tokens,
-                              max_batch_size=opts.max_batch_size, width_multiple=opts.width_multiple,
-                              streams=opts.streams, pair_truncation=opts.pair_truncation)
+        self.clf = Classifier.from_spec(opts.engine)
         import ray
 
         self.worker = ray.get_runtime_context().get_actor_id() or f"pid-{os.getpid()}"
@@ -223,6 +217,7 @@ class _Scorer:
 
 def options_dict(opts: ScoreOptions) -> dict[str, Any]:
     """The options that change the output (they guard ``--resume``)."""
-    keep = ("column", "pair_column", "backend", "max_length", "truncate", "max_chars", "pair_truncation", "top_k",
-            "raw_scores", "output_prefix")
-    return {k: v for k, v in asdict(opts).items() if k in keep}
+    engine = opts.engine.flat()
+    face = {"column": opts.column, "pair_column": opts.pair_column, "top_k": opts.top_k,
+            "raw_scores": opts.raw_scores, "output_prefix": opts.output_prefix}
+    return {**{k: engine[k] for k in ("backend", "max_length", "truncate", "max_chars", "pair_truncation")}, **face}

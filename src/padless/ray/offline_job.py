@@ -29,7 +29,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ from padless.ray.data import (
     ID_FIELDS,
     ScoreOptions,
     check_max_errored_blocks,
-    classify,
+    classify_with,
     options_dict,
     plan_workers,
 )
@@ -60,7 +60,7 @@ class RayJobSpec:
     input: str
     output: str
     input_format: str | None
-    options: ScoreOptions  # its ``model`` as the user named it; resolved to a folder before the workers start
+    options: ScoreOptions  # its engine's ``model`` as the user named it; resolved to a folder before the workers start
     workers: int = 0
     threads: int = 0
     batch_rows: int = BatchConfig.ray_chunk_rows
@@ -165,13 +165,8 @@ def run_ray_job(spec: RayJobSpec, on_progress: Callable[[dict[str, list[float]]]
     # Reads and writes reserve no CPU: the workers hold the CPUs (one per core by default), and a read or write
     # task that waited for one would stall the pipeline. Ray Data's backpressure still bounds what is in flight.
     ds = ray.data.read_datasource(source, num_cpus=0)
-    scored = classify(ds, opts.model, opts.column, pair_column=opts.pair_column, backend=opts.backend,
-                      top_k=opts.top_k, raw_scores=opts.raw_scores, workers=workers, threads=threads,
-                      batch_rows=spec.batch_rows, max_length=opts.max_length, truncate=opts.truncate,
-                      max_chars=opts.max_chars, max_batch_tokens=opts.max_batch_tokens,
-                      max_batch_size=opts.max_batch_size, width_multiple=opts.width_multiple,
-                      streams=opts.streams, pair_truncation=opts.pair_truncation,
-                      output_prefix=opts.output_prefix, progress=progress, id_columns=ids)
+    scored = classify_with(ds, replace(opts, id_columns=ids), workers=workers, threads=threads,
+                           batch_rows=spec.batch_rows, progress=progress)
     _run_polling(lambda: scored.write_datasink(io.make_sink(out_dir, out_fs, ids[0]), ray_remote_args={"num_cpus": 0}),
                  lambda: on_progress(ray.get(progress.snapshot.remote())) if on_progress else None, poll_s)
     crash_point("ray-parts-written")  # a kill here: every part written, the run not yet recorded complete
@@ -235,7 +230,7 @@ def _fingerprint(display: list[str], resolved: list[str], fs: pafs.FileSystem, f
                  batch_rows: int) -> str:
     infos = fs.get_file_info(resolved)
     keyed = {"files": [[d, i.size, i.mtime_ns] for d, i in zip(display, infos)], "format": fmt,
-             "batch_rows": batch_rows, "model": opts.model, **options_dict(opts)}
+             "batch_rows": batch_rows, "model": opts.engine.model.model, **options_dict(opts)}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
 
 

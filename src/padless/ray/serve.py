@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from padless.config import LONG_PROMOTE_MS, BatchConfig, ModelConfig, QueueConfig, ServerConfig
+from padless.config import LONG_PROMOTE_MS, SERVING_STREAMS, EngineSpec, QueueConfig, ServerConfig
 from padless.errors import ConfigError
 from padless.ray.cluster import biggest_node_cpus, import_ray
 from padless.ray.serve_router import RayService, RemoteRuntime
@@ -40,16 +40,13 @@ APP_NAME = "padless"
 
 @dataclass(frozen=True, kw_only=True)
 class IngressSettings:
-    """What the ingress replica needs: the (short) model's tokenizer and limits, and padless's server options."""
+    """What the ingress replica needs: the short tier's engine (its model's tokenizer and limits; its backend for
+    /info until a tier has answered), and padless's server options."""
 
-    model: str
-    max_length: int | None
-    max_chars: int
-    pair_truncation: str
+    engine: EngineSpec
     long_threshold: int
     server: ServerConfig
     queue: QueueConfig
-    backend: str  # the short tier's, for /info until a tier has answered
     drain_signal: str | None = None
 
 
@@ -66,9 +63,8 @@ class PadlessIngress:
         hf_logging.set_verbosity_error()
         # The tokenizer, labels and post-processing of the model; the dummy runtime loads no weights and is then
         # replaced by a stand-in that refuses to run: the model runs in the tiers.
-        clf = Classifier(settings.model, backend="dummy", max_length=settings.max_length,
-                         max_chars=settings.max_chars, pair_truncation=settings.pair_truncation)
-        clf.runtime = RemoteRuntime({"backend": settings.backend})
+        clf = Classifier.from_spec(settings.engine.replace(backend="dummy", threads=0, streams=0))
+        clf.runtime = RemoteRuntime({"backend": settings.engine.model.backend})
         handles = {"short": short, **({"long": long} if long is not None else {})}
         self.service = RayService(clf, server=settings.server, queue=settings.queue, handles=handles,
                                   long_threshold=settings.long_threshold, drain_signal=settings.drain_signal)
@@ -135,26 +131,27 @@ class DrainSignal:
 class ServeOptions:
     """Everything :func:`serve_app` takes, checked (see its docstring)."""
 
-    model: str = "default"
-    backend: str = "auto"
+    # The short tier's (or only tier's) engine: threads per replica, 0: short_tier_threads(...); width_multiple 0:
+    # each tier's backend's choice. The long tier's is derived from it (long_model, long_backend, long_threads).
+    engine: EngineSpec = field(default_factory=EngineSpec)
     replicas: int = 1
     long_threshold: int = 0  # 0: one tier
     long_replicas: int = 1
     long_model: str | None = None  # None: the same model
     long_backend: str | None = None  # None: the same backend
-    max_length: int | None = None
-    max_chars: int = ModelConfig.max_chars
-    max_batch_tokens: int = BatchConfig.max_batch_tokens
-    max_batch_size: int = BatchConfig.max_batch_size
-    width_multiple: int = BatchConfig.width_multiple  # 0: each tier's backend's choice
-    threads: int = 0  # per short-tier (or only-tier) replica; 0: short_tier_threads(...)
     long_threads: int = 0  # per long-tier replica; 0: every CPU of the biggest node (the cores the short tier idles)
     long_promote_ms: int = LONG_PROMOTE_MS  # a long request this old lifts its replica to normal priority; 0: never
-    pair_truncation: str = ModelConfig.pair_truncation
     queue: QueueConfig = field(default_factory=QueueConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     ingress_replicas: int = 1
     drain_signal: str | None = None
+
+    @classmethod
+    def of(cls, model: str = "default", **options: Any) -> ServeOptions:
+        """From :func:`serve_app`'s flat keywords: :data:`ENGINE_OPTIONS` go into ``engine``, the rest are fields;
+        an unknown name raises TypeError."""
+        engine = {k: options.pop(k) for k in ENGINE_OPTIONS if k in options}
+        return cls(engine=EngineSpec.of(model=model, **engine), **options)
 
     def validate(self) -> None:
         for name in ("replicas", "long_replicas", "ingress_replicas"):
@@ -169,14 +166,16 @@ class ServeOptions:
             raise ConfigError(f"long-promote-ms must be 0 (never) or positive, got {self.long_promote_ms}")
         if self.long_threads < 0:
             raise ConfigError(f"long-threads must be 0 (every CPU of a node) or positive, got {self.long_threads}")
-        for backend in (self.backend, self.long_backend or self.backend):
-            ModelConfig(model=self.model, backend=backend, max_length=self.max_length, max_chars=self.max_chars,
-                        threads=self.threads, pair_truncation=self.pair_truncation).validate()
-        batch = BatchConfig(max_batch_tokens=self.max_batch_tokens, max_batch_size=self.max_batch_size,
-                            width_multiple=self.width_multiple)
-        batch.validate(self.max_length)
-        self.queue.validate(batch)
+        self.engine.validate()
+        if self.long_backend:
+            self.engine.replace(backend=self.long_backend).validate()
+        self.queue.validate(self.engine.batch)
         self.server.validate()
+
+
+# serve_app's keywords that are engine settings (the rest of EngineSpec's are fixed for serving, or unused).
+ENGINE_OPTIONS = ("backend", "max_length", "max_chars", "max_batch_tokens", "max_batch_size", "width_multiple",
+                  "threads", "pair_truncation")
 
 
 def serve_app(model: str = "default", **options: Any) -> Any:
@@ -197,19 +196,27 @@ def serve_app(model: str = "default", **options: Any) -> Any:
     (:class:`~padless.config.ServerConfig`; host and port are ``serve.start``'s), ``ingress_replicas``. Impossible
     combinations raise :class:`~padless.errors.ConfigError`.
     """
-    opts, short_path, long_path, max_length = preflight(model, **options)
+    return serve_app_for(ServeOptions.of(model, **options))
+
+
+def serve_app_for(opts: ServeOptions) -> Any:
+    """:func:`serve_app` with its options as one value (``opts.engine`` whole)."""
+    opts, short_path, long_path, max_length = preflight_for(opts)
     from padless.server.run import serving_backend
 
-    short_backend = serving_backend(short_path, opts.backend)
-    long_backend = serving_backend(long_path, opts.long_backend or opts.backend)
     share = _CpuShare.of(opts)
-    short = _tier(opts, share, "short", short_path, short_backend, opts.replicas, share.threads, max_length)
-    long = (_tier(opts, share, "long", long_path, long_backend, opts.long_replicas, share.long_threads, max_length)
-            if opts.long_threshold else None)
-    settings = IngressSettings(model=short_path, max_length=max_length, max_chars=opts.max_chars,
-                               pair_truncation=opts.pair_truncation, long_threshold=opts.long_threshold,
-                               server=opts.server, queue=opts.queue, backend=short_backend,
-                               drain_signal=opts.drain_signal)
+    # Each tier's engine: the options' whole, with its model folder, serving backend and threads resolved.
+    serving = opts.engine.replace(max_length=max_length, streams=SERVING_STREAMS)
+    short_engine = serving.replace(model=short_path, backend=serving_backend(short_path, opts.engine.model.backend),
+                                   threads=share.threads)
+    short = _tier(opts, share, "short", short_engine, opts.replicas)
+    long = None
+    if opts.long_threshold:
+        long_backend = serving_backend(long_path, opts.long_backend or opts.engine.model.backend)
+        long = _tier(opts, share, "long", serving.replace(model=long_path, backend=long_backend,
+                                                          threads=share.long_threads), opts.long_replicas)
+    settings = IngressSettings(engine=short_engine, long_threshold=opts.long_threshold, server=opts.server,
+                               queue=opts.queue, drain_signal=opts.drain_signal)
     return _ingress(opts).bind(settings, short, long)
 
 
@@ -232,7 +239,8 @@ class _CpuShare:
         # short_tier_threads), and the long tier may use every core of its node. Fixed shares cap a long burst at
         # the long tier's share while the short tier's cores idle. Shared cores are work-conserving, and a short
         # batch still never queues behind a long one.
-        threads = opts.threads or short_tier_threads(cpus, node_cpus, opts.replicas, tiers=bool(opts.long_threshold))
+        threads = opts.engine.model.threads or short_tier_threads(cpus, node_cpus, opts.replicas,
+                                                                  tiers=bool(opts.long_threshold))
         long_threads = (opts.long_threads or node_cpus) if opts.long_threshold else 0
         # Threads that share cores must not spin-wait for work (ONNX Runtime's default, libgomp's first moments):
         # a spinning idle pool would take the cores it is meant to lend. And the long tier borrows only CPU time
@@ -242,15 +250,12 @@ class _CpuShare:
         return cls(cpus=cpus, total=total, threads=threads, long_threads=long_threads, shared=shared)
 
 
-def _tier(opts: ServeOptions, share: _CpuShare, name: str, path: str, backend: str, replicas: int, threads: int,
-          max_length: int) -> Any:
-    """One tier's deployment, bound to its settings."""
-    settings = TierSettings(name=name, model=path, backend=backend, max_length=max_length,
-                            max_chars=opts.max_chars, threads=threads, max_batch_tokens=opts.max_batch_tokens,
-                            max_batch_size=opts.max_batch_size, pair_truncation=opts.pair_truncation,
-                            queue=opts.queue, width_multiple=opts.width_multiple, spin=not share.shared,
+def _tier(opts: ServeOptions, share: _CpuShare, name: str, engine: EngineSpec, replicas: int) -> Any:
+    """One tier's deployment, bound to its settings (``engine`` whole: model folder, backend, threads resolved)."""
+    settings = TierSettings(name=name, engine=engine, queue=opts.queue, spin=not share.shared,
                             background=share.shared and name == "long",
                             promote_after_s=opts.long_promote_ms / 1000)
+    threads = engine.model.threads
     # Ray's reservation: what a replica really uses, but never more than a fair share (fractions are fine), so
     # every replica of every tier can be placed on a small machine.
     num_cpus = min(float(threads), share.cpus / share.total)
@@ -288,9 +293,13 @@ def _ingress(opts: ServeOptions) -> Any:
 def preflight(model: str, **options: Any) -> tuple[ServeOptions, str, str, int]:
     """Check :func:`serve_app`'s options and models without starting anything: the options, the short and long
     model folders, and the ingress's token limit. Raises :class:`~padless.errors.ConfigError` (one line)."""
-    opts = ServeOptions(model=model, **options)
+    return preflight_for(ServeOptions.of(model, **options))
+
+
+def preflight_for(opts: ServeOptions) -> tuple[ServeOptions, str, str, int]:
+    """:func:`preflight` with its options as one value."""
     opts.validate()
-    short_path = _resolve(opts.model)
+    short_path = _resolve(opts.engine.model.model)
     long_path = _resolve(opts.long_model) if opts.long_model else short_path
     max_length = _check_models(short_path, long_path if opts.long_threshold else None, opts)
     return opts, short_path, long_path, max_length
@@ -305,7 +314,8 @@ def build_app(args: dict[str, str]) -> Any:
     values: dict[str, Any] = {}
     for key, raw in args.items():
         key = key.replace("-", "_")
-        if key not in ServeOptions.__dataclass_fields__ or key in ("queue", "server", "drain_signal"):
+        known = key in ENGINE_OPTIONS or key == "model" or key in ServeOptions.__dataclass_fields__
+        if not known or key in ("engine", "queue", "server", "drain_signal"):
             raise ConfigError(f"unknown serve_app option {key!r}")
         try:
             values[key] = kinds.get(key, str)(raw)
@@ -330,8 +340,8 @@ def _check_models(short_path: str, long_path: str | None, opts: ServeOptions) ->
 
     tok = AutoTokenizer.from_pretrained(short_path)
     limit = model_max_length(tok, AutoConfig.from_pretrained(short_path))
-    max_length = min(opts.max_length or limit, limit)
-    BatchConfig(max_batch_tokens=opts.max_batch_tokens, max_batch_size=opts.max_batch_size).validate(max_length)
+    max_length = min(opts.engine.model.max_length or limit, limit)
+    opts.engine.batch.validate(max_length)
     if long_path is None:
         return max_length
     if opts.long_threshold >= max_length:
@@ -370,4 +380,5 @@ def _runtime_env() -> dict[str, Any]:
     return {"env_vars": env}
 
 
-__all__ = ["APP_NAME", "DrainSignal", "PadlessIngress", "ServeOptions", "build_app", "preflight", "serve_app"]
+__all__ = ["APP_NAME", "ENGINE_OPTIONS", "DrainSignal", "PadlessIngress", "ServeOptions", "build_app", "preflight",
+           "preflight_for", "serve_app", "serve_app_for"]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from padless.batcher import Batcher, Observer
-from padless.config import SERVING_STREAMS, QueueConfig
+from padless.config import EngineSpec, QueueConfig
 from padless.errors import DeadlineExceededError, TooLongError
 from padless.ray.tier_priority import Promoter
 from padless.tokenize import PairIds
@@ -36,16 +36,9 @@ class TierSettings:
     """What a tier replica loads and how it batches (everything a replica needs is in here, no globals)."""
 
     name: str  # "short" or "long"
-    model: str  # a resolved local folder
-    backend: str
-    max_length: int | None
-    max_chars: int
-    threads: int
-    max_batch_tokens: int
-    max_batch_size: int
-    pair_truncation: str
+    # What a replica runs, whole: its model a resolved local folder; streams SERVING_STREAMS (serve_app sets it).
+    engine: EngineSpec
     queue: QueueConfig
-    width_multiple: int = 0  # 0: the backend's choice (Runtime.width_multiple)
     spin: bool = True  # False when the tiers' threads share cores: an idle pool must not spin on a lent core
     background: bool = False  # run only on CPU time nobody else wants (the long tier's, when it shares the cores)
     promote_after_s: float = 0.0  # with background: a request this old lifts the replica to normal priority; 0: never
@@ -93,13 +86,7 @@ class TierReplica:
         self.promoter = Promoter(settings.promote_after_s) if settings.background else None
         if self.promoter is not None:
             self.promoter.start()
-        self.clf = Classifier(settings.model, backend=settings.backend, max_length=settings.max_length,
-                              max_chars=settings.max_chars, threads=settings.threads,
-                              max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
-                              width_multiple=settings.width_multiple,
-                              streams=SERVING_STREAMS,
-                              pair_truncation=settings.pair_truncation,
-                              runtime_options=None if settings.spin else {"spin": False})
+        self.clf = Classifier.from_spec(settings.engine, runtime_options=None if settings.spin else {"spin": False})
         # Warm up before Serve routes anything here: the constructor's end is what makes this replica "running".
         await asyncio.get_running_loop().run_in_executor(None, self.clf.runtime.warmup)
         self.stats = TierStats(replica=uuid.uuid4().hex[:8])
