@@ -1,4 +1,5 @@
-"""padless: run Hugging Face transformer text classifiers on real, mixed-length text without padding waste."""
+"""padless: run Hugging Face transformer text classifiers and embedding models on real, mixed-length text without
+padding waste."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ if os.environ.get("PADLESS_OPENVINO_TELEMETRY") != "1":
 
 if TYPE_CHECKING:
     from padless.default_model import Classifier
+    from padless.embedder import Embedder
     from padless.postprocess import Prediction
 
-__all__ = ["Classifier", "Prediction", "__version__"]
+__all__ = ["Classifier", "Embedder", "Prediction", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from padless.default_model import Classifier
 
         return Classifier
+    if name == "Embedder":
+        from padless.embedder import Embedder
+
+        return Embedder
     if name == "Prediction":
         from padless.postprocess import Prediction
 

@@ -1,6 +1,12 @@
-"""The offline engine: tokenize once, plan length-sorted batches, run them, post-process, restore input order.
+"""The offline engine: tokenize once, plan length-sorted batches, run them, restore input order, post-process.
 
-:class:`Classifier` is the public Python API::
+One engine, several tasks. :class:`Engine` is the task-agnostic part: it loads the folder and its tokenizer, sets
+the limits, starts the runtime (a ``padless optimize`` folder's variant included), and turns items into ``rows × D``
+outputs in input order (:meth:`Engine.outputs`), with a per-row error where an item cannot be run. Each task adds its
+own reading of those rows: :class:`Classifier` (logits → predictions, here) and
+:class:`padless.embedder.Embedder` (vectors).
+
+:class:`Classifier` is the public Python API for classification::
 
     from padless import Classifier
     clf = Classifier("default")
@@ -32,7 +38,7 @@ from padless.planner import Batch, BatchPolicy, plan
 from padless.postprocess import PostProcessor, Prediction
 from padless.runtime import ModelInfo, Runtime, load_runtime
 from padless.runtime.base import Feed
-from padless.tokenize import TextEncoder, model_max_length, type_ids_of
+from padless.tokenize import Encoded, TextEncoder, model_max_length, type_ids_of
 
 log = logging.getLogger("padless.engine")
 Result = Prediction | ItemError
@@ -50,14 +56,221 @@ class Stats:
     padded_tokens: int = 0  # tokens computed, padding included
     model_flops: float = 0.0  # useful FLOPs (model_flops below) of the items, padding excluded
     tokenize_s: float = 0.0
-    forward_s: float = 0.0  # padding the batches and running them (logits pads each as the runtime asks for it)
+    forward_s: float = 0.0  # padding the batches and running them (outputs pads each as the runtime asks for it)
 
     @property
     def padding_fraction(self) -> float:
         return 0.0 if self.padded_tokens == 0 else 1.0 - self.real_tokens / self.padded_tokens
 
 
-class Classifier:
+class Engine:
+    """The task-agnostic engine (see the module docstring); a task subclasses it. Subclasses set up their own
+    options, then call :meth:`_load`; the hooks below (``_resolve``, ``_read_info``, ``_tokenizer_dir``,
+    ``_default_max_length``, ``_encode``, ``output_width``, ``_new_stats``) are where a task differs."""
+
+    task = "classify"
+
+    # -- loading -------------------------------------------------------------------------------------------------
+
+    def _load(self, spec: EngineSpec, *, variant: str | None, runtime_options: dict[str, Any] | None) -> None:
+        spec.validate()
+        self.spec = spec
+        model, backend, threads = spec.model.model, spec.model.backend, spec.model.threads
+        from transformers import AutoTokenizer
+
+        self.path = self._resolve(model)
+        self.folder_info = self._read_info(self.path)
+        self.info: ModelInfo = self.folder_info
+        tokenizer = AutoTokenizer.from_pretrained(str(self._tokenizer_dir()))
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelError(f"{self.path} has no fast tokenizer (tokenizer.json); padless needs one")
+        limit = model_max_length(tokenizer, _config_of(self._tokenizer_dir()))
+        self.max_length = min(spec.model.max_length or self._default_max_length(limit), limit)
+        spec.batch.validate(self.max_length)
+        self.encoder = TextEncoder(tokenizer, max_length=self.max_length, truncate=spec.model.truncate,
+                                   max_chars=spec.model.max_chars, pair_truncation=spec.model.pair_truncation)
+        options = dict(runtime_options or {})
+        manifest = None
+        named = variant is not None
+        if (backend == "auto" and optimized.is_optimized(self.path)) or named:
+            # A padless optimize folder: run the variant its manifest selected (or the one named), after checking
+            # its files' hashes; below, its outputs on the stored sample are checked too.
+            variant, backend, chosen, manifest = optimized.selected_runtime(self.path, variant)
+            options = {**chosen, **options}
+        elif backend == "auto":
+            backend = "torch"
+        self._prepare()
+        try:
+            self._start(backend, variant, manifest, threads, options)
+        except Exception as err:
+            if manifest is None or not backend.startswith("openvino"):
+                raise
+            # An OpenVINO variant that cannot load or run here (no OpenVINO, no bf16 on this CPU, outputs that
+            # drifted): asked for by name, that is an error; selected by `auto`, the folder's reference runs.
+            reason = f"the {variant} variant cannot run here: {_one_line(err)}"
+            if named:
+                raise ModelError(reason) from None
+            reference = str(manifest["reference"]["name"])
+            log.warning("%s; running the folder's %s reference instead", reason, reference)
+            self._start("torch", reference, manifest, threads, {})
+
+    def _start(self, backend: str, variant: str | None, manifest: dict[str, Any] | None, threads: int,
+               options: dict[str, Any]) -> None:
+        self.backend = backend
+        self.variant = variant
+        # A student variant runs another folder's weights (same labels, checked when it was built): its own config
+        # says what it computes, for the useful-FLOPs figures.
+        self.weights_dir = Path(options["model_dir"]) if "model_dir" in options else self.path
+        self.info = self.folder_info if self.weights_dir == self.path else self._read_info(self.weights_dir)
+        self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads,
+                                             streams=self.model_config.streams, **options)
+        self.stats = self._new_stats()
+        if manifest is not None:
+            optimized.recheck(manifest, str(variant), lambda texts: self.outputs(texts)[0])
+            self.stats = self._new_stats()
+
+    def _resolve(self, model: str) -> Path:
+        return loader.resolve(model)
+
+    def _read_info(self, path: Path) -> ModelInfo:
+        return loader.read_info(path, task="classify")
+
+    def _tokenizer_dir(self) -> Path:
+        """Where the tokenizer and the model's config are (a sentence-transformers folder's Transformer module)."""
+        embedding = self.folder_info.embedding
+        return self.path / embedding.transformer_path if embedding is not None else self.path
+
+    def _default_max_length(self, limit: int) -> int:
+        """The token limit when none is configured, given the model's own ``limit``."""
+        return limit
+
+    def _prepare(self) -> None:
+        """Called once the folder is read, before the runtime starts (a classifier builds its post-processor)."""
+
+    def _new_stats(self) -> Stats:
+        return Stats()
+
+    # -- settings ------------------------------------------------------------------------------------------------
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.spec.model
+
+    @property
+    def batch_config(self) -> BatchConfig:
+        return self.spec.batch
+
+    @property
+    def policy(self) -> BatchPolicy:
+        """How this engine plans batches: its batch limits, its token limit as the widest batch, and the runtime's
+        width rounding and per-batch price where the config defers to it. The server's batcher and the Ray tiers
+        plan with this same value."""
+        b = self.spec.batch
+        return BatchPolicy(max_batch_tokens=b.max_batch_tokens, max_batch_size=b.max_batch_size,
+                           width_multiple=self.width_multiple, max_width=self.max_length,
+                           batch_overhead_tokens=self.batch_overhead_tokens)
+
+    @property
+    def width_multiple(self) -> int:
+        """The multiple batch widths are rounded up to: the configured one, or (0) the runtime's choice. The
+        server's batcher and the Ray tiers plan with it too, so served batches are as wide as offline ones."""
+        return self.batch_config.width_multiple or self.runtime.width_multiple
+
+    @property
+    def batch_overhead_tokens(self) -> int:
+        """The runtime's fixed cost of one forward call in tokens (the planner's price of one more batch); the
+        server's batcher and the Ray tiers plan with it too."""
+        return self.runtime.batch_overhead_tokens
+
+    @property
+    def output_width(self) -> int:
+        """Columns of one output row (a classifier's labels; an embedder's vector size)."""
+        return len(self.info.id2label) or 1
+
+    # -- running -------------------------------------------------------------------------------------------------
+
+    def _encode(self, items: Sequence[object]) -> list[Encoded]:
+        """Token ids (or the item's error) for each item, in input order."""
+        return self.encoder.encode(items)
+
+    def outputs(self, items: Sequence[object]) -> tuple[np.ndarray, list[ItemError | None]]:
+        """The runtime's rows (``items × output_width``, input order) and, per row, the error that kept it from
+        running (a NaN row)."""
+        started = time.perf_counter()
+        encoded = self._encode(items)
+        self.stats.tokenize_s += time.perf_counter() - started
+        errors: list[ItemError | None] = [e if isinstance(e, ItemError) else None for e in encoded]
+        out = np.full((len(items), self.output_width), np.nan, dtype=np.float32)
+        good = [i for i, e in enumerate(errors) if e is None]
+        if good:
+            out[good] = self.forward_rows([encoded[i] for i in good])  # type: ignore[misc]
+        self.stats.rows += len(items)
+        self.stats.errors += len(items) - len(good)
+        return out, errors
+
+    def forward_rows(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Run token-id rows (special tokens included, each at most ``max_length``) in planned batches; returns
+        ``rows × output_width`` in the order given. Updates the stats' batch and token counts."""
+        out = np.full((len(ids), self.output_width), np.nan, dtype=np.float32)
+        # Costliest first: a runtime with several streams (OpenVINO) runs the plan's batches concurrently, and a
+        # big batch started last would leave the other streams idle while it finishes. Order is restored below.
+        batches = sorted(self.plan([len(x) for x in ids]), key=lambda b: -b.padded_tokens)
+        started = time.perf_counter()
+        results = self.runtime.forward_many(self.pad([ids[k] for k in b.indices], b.width) for b in batches)
+        self.stats.forward_s += time.perf_counter() - started
+        for batch, rows in zip(batches, results, strict=True):
+            out[list(batch.indices)] = rows
+            self._count([len(ids[k]) for k in batch.indices], batch.width)
+        return out
+
+    def plan(self, lengths: Sequence[int]) -> list[Batch]:
+        """Batches for rows of these token lengths, under :attr:`policy`."""
+        return plan(lengths, self.policy)
+
+    def forward_padded(self, rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
+        """Right-pad ``rows`` to ``width`` and run the runtime on that one batch (the server's batcher calls this);
+        updates the stats."""
+        started = time.perf_counter()
+        outputs = self.runtime.forward(*self.pad(rows, width))
+        self.stats.forward_s += time.perf_counter() - started
+        self._count([len(row) for row in rows], width)
+        return outputs
+
+    def pad(self, rows: Sequence[Sequence[int]], width: int) -> Feed:
+        """``rows`` right-padded to ``width``: ids, mask, and segments where any row is a text pair
+        (:class:`~padless.tokenize.PairIds` bring theirs; None otherwise)."""
+        input_ids = np.full((len(rows), width), self.encoder.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        segments = [type_ids_of(row) for row in rows]
+        types = None if all(s is None for s in segments) else np.zeros((len(rows), width), dtype=np.int64)
+        for r, (row, segment) in enumerate(zip(rows, segments)):
+            input_ids[r, : len(row)] = row
+            mask[r, : len(row)] = 1
+            if types is not None and segment is not None:
+                types[r, : len(row)] = segment
+        return input_ids, mask, types
+
+    def _count(self, real: Sequence[int], width: int) -> None:
+        self.stats.batches += 1
+        self.stats.real_tokens += sum(real)
+        self.stats.padded_tokens += len(real) * width
+        self.stats.model_flops += sum(model_flops(self.info, n) for n in real)
+
+    def with_options(self, **changes: Any) -> Any:
+        """A shallow copy sharing the loaded runtime, with other batch limits (for benchmarks)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.spec = replace(self.spec, batch=replace(self.spec.batch, **changes))
+        clone.stats = self._new_stats()
+        return clone
+
+    def describe_backend(self) -> dict[str, Any]:
+        """What runs the batches: the runtime's description, the widths it is fed and the variant, for ``/info``."""
+        return {**self.runtime.describe(), "width_multiple": self.width_multiple,
+                **({"variant": self.variant} if self.variant else {})}
+
+
+class Classifier(Engine):
     """A text classifier that batches without padding waste. See the module docstring."""
 
     def __init__(
@@ -91,92 +304,8 @@ class Classifier:
         clf._load(spec, variant=variant, runtime_options=runtime_options)
         return clf
 
-    def _load(self, spec: EngineSpec, *, variant: str | None, runtime_options: dict[str, Any] | None) -> None:
-        spec.validate()
-        self.spec = spec
-        model, backend, threads = spec.model.model, spec.model.backend, spec.model.threads
-        from transformers import AutoTokenizer
-
-        self.path = loader.resolve(model)
-        self.folder_info = loader.read_info(self.path)
-        self.info: ModelInfo = self.folder_info
-        tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-        if not getattr(tokenizer, "is_fast", False):
-            raise ModelError(f"{self.path} has no fast tokenizer (tokenizer.json); padless needs one")
-        limit = model_max_length(tokenizer, _config_of(self.path))
-        self.max_length = min(spec.model.max_length or limit, limit)
-        spec.batch.validate(self.max_length)
-        self.encoder = TextEncoder(tokenizer, max_length=self.max_length, truncate=spec.model.truncate,
-                                   max_chars=spec.model.max_chars, pair_truncation=spec.model.pair_truncation)
-        options = dict(runtime_options or {})
-        manifest = None
-        named = variant is not None
-        if (backend == "auto" and optimized.is_optimized(self.path)) or named:
-            # A padless optimize folder: run the variant its manifest selected (or the one named), after checking
-            # its files' hashes; below, its outputs on the stored sample are checked too.
-            variant, backend, chosen, manifest = optimized.selected_runtime(self.path, variant)
-            options = {**chosen, **options}
-        elif backend == "auto":
-            backend = "torch"
+    def _prepare(self) -> None:
         self.post = PostProcessor(self.info.id2label, self.info.problem_type)
-        try:
-            self._start(backend, variant, manifest, threads, options)
-        except Exception as err:
-            if manifest is None or not backend.startswith("openvino"):
-                raise
-            # An OpenVINO variant that cannot load or run here (no OpenVINO, no bf16 on this CPU, outputs that
-            # drifted): asked for by name, that is an error; selected by `auto`, the folder's reference runs.
-            reason = f"the {variant} variant cannot run here: {_one_line(err)}"
-            if named:
-                raise ModelError(reason) from None
-            reference = str(manifest["reference"]["name"])
-            log.warning("%s; running the folder's %s reference instead", reason, reference)
-            self._start("torch", reference, manifest, threads, {})
-
-    def _start(self, backend: str, variant: str | None, manifest: dict[str, Any] | None, threads: int,
-               options: dict[str, Any]) -> None:
-        self.backend = backend
-        self.variant = variant
-        # A student variant runs another folder's weights (same labels, checked when it was built): its own config
-        # says what it computes, for the useful-FLOPs figures.
-        self.weights_dir = Path(options["model_dir"]) if "model_dir" in options else self.path
-        self.info = self.folder_info if self.weights_dir == self.path else loader.read_info(self.weights_dir)
-        self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads,
-                                             streams=self.model_config.streams, **options)
-        self.stats = Stats()
-        if manifest is not None:
-            optimized.recheck(manifest, str(variant), lambda texts: self.logits(texts)[0])
-            self.stats = Stats()
-
-    @property
-    def model_config(self) -> ModelConfig:
-        return self.spec.model
-
-    @property
-    def batch_config(self) -> BatchConfig:
-        return self.spec.batch
-
-    @property
-    def policy(self) -> BatchPolicy:
-        """How this classifier plans batches: its batch limits, its token limit as the widest batch, and the
-        runtime's width rounding and per-batch price where the config defers to it. The server's batcher and the
-        Ray tiers plan with this same value."""
-        b = self.spec.batch
-        return BatchPolicy(max_batch_tokens=b.max_batch_tokens, max_batch_size=b.max_batch_size,
-                           width_multiple=self.width_multiple, max_width=self.max_length,
-                           batch_overhead_tokens=self.batch_overhead_tokens)
-
-    @property
-    def width_multiple(self) -> int:
-        """The multiple batch widths are rounded up to: the configured one, or (0) the runtime's choice. The
-        server's batcher and the Ray tiers plan with it too, so served batches are as wide as offline ones."""
-        return self.batch_config.width_multiple or self.runtime.width_multiple
-
-    @property
-    def batch_overhead_tokens(self) -> int:
-        """The runtime's fixed cost of one forward call in tokens (the planner's price of one more batch); the
-        server's batcher and the Ray tiers plan with it too."""
-        return self.runtime.batch_overhead_tokens
 
     @property
     def labels(self) -> list[str]:
@@ -206,65 +335,11 @@ class Classifier:
 
     def logits(self, texts: Sequence[object]) -> tuple[np.ndarray, list[ItemError | None]]:
         """Raw logits (``rows × labels``, input order) and, per row, the error that kept it unscored (NaN row)."""
-        started = time.perf_counter()
-        encoded = self.encoder.encode(texts)
-        self.stats.tokenize_s += time.perf_counter() - started
-        errors: list[ItemError | None] = [e if isinstance(e, ItemError) else None for e in encoded]
-        out = np.full((len(texts), len(self.info.id2label) or 1), np.nan, dtype=np.float32)
-        good = [i for i, e in enumerate(errors) if e is None]
-        ids: list[Sequence[int]] = [encoded[i] for i in good]  # type: ignore[misc]
-        # Costliest first: a runtime with several streams (OpenVINO) runs the plan's batches concurrently, and a
-        # big batch started last would leave the other streams idle while it finishes. Order is restored below.
-        batches = sorted(self.plan([len(x) for x in ids]), key=lambda b: -b.padded_tokens)
-        started = time.perf_counter()
-        results = self.runtime.forward_many(self.pad([ids[k] for k in b.indices], b.width) for b in batches)
-        self.stats.forward_s += time.perf_counter() - started
-        for batch, logits in zip(batches, results, strict=True):
-            out[[good[k] for k in batch.indices]] = logits
-            self._count([len(ids[k]) for k in batch.indices], batch.width)
-        self.stats.rows += len(texts)
-        self.stats.errors += len(texts) - len(good)
-        return out, errors
-
-    def plan(self, lengths: Sequence[int]) -> list[Batch]:
-        """Batches for rows of these token lengths, under :attr:`policy`."""
-        return plan(lengths, self.policy)
-
-    def forward_padded(self, rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
-        """Right-pad ``rows`` to ``width`` and run the runtime on that one batch (the server's batcher calls this);
-        updates the stats."""
-        started = time.perf_counter()
-        logits = self.runtime.forward(*self.pad(rows, width))
-        self.stats.forward_s += time.perf_counter() - started
-        self._count([len(row) for row in rows], width)
-        return logits
-
-    def pad(self, rows: Sequence[Sequence[int]], width: int) -> Feed:
-        """``rows`` right-padded to ``width``: ids, mask, and segments where any row is a text pair
-        (:class:`~padless.tokenize.PairIds` bring theirs; None otherwise)."""
-        input_ids = np.full((len(rows), width), self.encoder.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        segments = [type_ids_of(row) for row in rows]
-        types = None if all(s is None for s in segments) else np.zeros((len(rows), width), dtype=np.int64)
-        for r, (row, segment) in enumerate(zip(rows, segments)):
-            input_ids[r, : len(row)] = row
-            mask[r, : len(row)] = 1
-            if types is not None and segment is not None:
-                types[r, : len(row)] = segment
-        return input_ids, mask, types
-
-    def _count(self, real: Sequence[int], width: int) -> None:
-        self.stats.batches += 1
-        self.stats.real_tokens += sum(real)
-        self.stats.padded_tokens += len(real) * width
-        self.stats.model_flops += sum(model_flops(self.info, n) for n in real)
+        return self.outputs(texts)
 
     def with_options(self, **changes: Any) -> Classifier:
         """A shallow copy sharing the loaded runtime, with other batch limits (for benchmarks)."""
-        clone = object.__new__(Classifier)
-        clone.__dict__.update(self.__dict__)
-        clone.spec = replace(self.spec, batch=replace(self.spec.batch, **changes))
-        clone.stats = Stats()
+        clone: Classifier = super().with_options(**changes)
         return clone
 
     def describe(self) -> dict[str, Any]:
@@ -279,11 +354,6 @@ class Classifier:
             "max_batch_size": self.batch_config.max_batch_size,
             **self.describe_backend(),
         }
-
-    def describe_backend(self) -> dict[str, Any]:
-        """What runs the batches: the runtime's description, the widths it is fed and the variant, for ``/info``."""
-        return {**self.runtime.describe(), "width_multiple": self.width_multiple,
-                **({"variant": self.variant} if self.variant else {})}
 
 
 def model_flops(info: ModelInfo, length: int) -> float:
