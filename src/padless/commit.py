@@ -76,6 +76,10 @@ class Refuse:
 Decision = StartFresh | Continue | AlreadyComplete | Refuse
 
 
+# Formats committed as numbered Parquet part files beside the output, put together at completion.
+PART_FORMATS = ("parquet", "npy")
+
+
 def new_state(fingerprint: str, fmt: str, columns: list[str]) -> dict[str, Any]:
     """The state written before the output is touched: nothing committed yet."""
     return {"version": STATE_VERSION, "fingerprint": fingerprint, "format": fmt, "columns": list(columns),
@@ -110,11 +114,11 @@ def decide(state: dict[str, Any] | None, facts: OutputFacts, *, output: str, fmt
     if state is None:
         if facts.exists:
             return Refuse(f"{output} exists but has no {Path(output + STATE_SUFFIX).name} beside it, so padless "
-                          "cannot tell how much of it is done; pass --overwrite to classify it again")
+                          "cannot tell how much of it is done; pass --overwrite to run it again")
         return StartFresh()
     if not _well_formed(state):
         return Refuse(f"{output + STATE_SUFFIX} is unreadable or from another padless version; "
-                      "pass --overwrite to classify again")
+                      "pass --overwrite to run it again")
     if state["fingerprint"] != fingerprint or state["format"] != fmt:
         return Refuse(f"{output} was started with another input file or other options; "
                       "rerun the original command, or pass --overwrite to start again")
@@ -122,15 +126,15 @@ def decide(state: dict[str, Any] | None, facts: OutputFacts, *, output: str, fmt
     if state["complete"]:
         if not facts.exists:
             return Refuse(f"{output} is missing, though its state file records it complete; "
-                          "pass --overwrite to classify again")
+                          "pass --overwrite to run it again")
         if facts.size != state["output_size"]:
             return Refuse(f"{output} has changed since padless completed it ({facts.size} bytes, "
-                          f"{state['output_size']} recorded); pass --overwrite to classify again")
+                          f"{state['output_size']} recorded); pass --overwrite to run it again")
         return AlreadyComplete(counts, state["rows_done"], remove_parts=facts.parts_dir)
     committed = state["committed"]
     if committed is None:  # killed before the first commit: nothing in the output can be trusted
         return StartFresh()
-    if fmt == "parquet":
+    if fmt in PART_FORMATS:
         missing = [n for n in range(committed) if n not in facts.parts]
         if missing:
             return Refuse(f"{output}.parts/ lacks {len(missing)} committed part file(s); "

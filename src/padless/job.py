@@ -1,7 +1,11 @@
-"""The offline classification job behind ``padless classify``: stream, classify in chunks, commit, resume.
+"""The offline job behind ``padless classify`` and ``padless embed``: stream, run a row task in chunks, commit, resume.
 
-Contract: every input row appears in the output exactly once, in input order, with either a prediction or an
+Contract: every input row appears in the output exactly once, in input order, with either a result or an
 ``error`` entry; the summary counts ``rows_in = rows_scored + rows_errored``. Memory is bounded by one chunk.
+
+What a row becomes is the task's (:class:`RowTask`: :class:`ClassifyTask` adds label, score, [scores,] error;
+:class:`EmbedTask` adds embedding, error); reading, chunking, the commit/resume protocol, the state file, the kill
+points, the sinks and the summary are shared.
 
 Resume: beside a file output, the state file ``<output>.padless-state.json`` (format and decision table in
 :mod:`padless.commit`) is written before the output is created, updated after each committed chunk, and marked
@@ -26,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from padless import commit
 from padless.errors import InputError, ItemError
@@ -45,8 +49,8 @@ class JobSpec:
     output: str
     output_format: str
     chunk_rows: int
-    top_k: int
-    raw_scores: bool
+    top_k: int = 1  # classify only
+    raw_scores: bool = False  # classify only
     output_prefix: str = ""
     pair_column: str | None = None  # with it, each row's input is the pair (column, pair_column)
     resume: bool = False
@@ -64,14 +68,109 @@ class JobSummary:
     output: str = ""
 
 
-def _fingerprint(spec: JobSpec, model_desc: dict[str, Any]) -> str:
+class RowTask(Protocol):
+    """What a job does to each row; everything else (reading, chunks, commits, resume, summary) is the job's.
+
+    ``columns(input_columns)``: the output's columns and the names of the task's own (``names["error"]`` is the
+    per-row error column); ``records(chunk)``: one record per row, in order, never raising for one row;
+    ``fingerprint()``: every option that changes the output, hashed into the resume state; ``vector_columns``:
+    columns holding fixed-width float32 vectors (name → width), typed so in Parquet; ``stats``: the runner's."""
+
+    vector_columns: dict[str, int]
+
+    @property
+    def stats(self) -> Any: ...
+
+    def columns(self, input_columns: list[str]) -> tuple[list[str], dict[str, str]]: ...
+
+    def records(self, chunk: list[Row]) -> list[dict[str, Any]]: ...
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+
+class ClassifyTask:
+    """``padless classify``'s rows: label, score, [scores,] error (:func:`classify_rows`)."""
+
+    vector_columns: dict[str, int] = {}
+
+    def __init__(self, classifier: Any, *, top_k: int = 1, raw_scores: bool = False, output_prefix: str = "") -> None:
+        self.classifier = classifier
+        self.top_k, self.raw_scores, self.output_prefix = top_k, raw_scores, output_prefix
+        self.names: dict[str, str] = {}
+
+    @property
+    def stats(self) -> Any:
+        return self.classifier.stats
+
+    def columns(self, input_columns: list[str]) -> tuple[list[str], dict[str, str]]:
+        columns, self.names = added_columns(input_columns, output_prefix=self.output_prefix, top_k=self.top_k)
+        return columns, self.names
+
+    def records(self, chunk: list[Row]) -> list[dict[str, Any]]:
+        return classify_rows(chunk, self.classifier, self.names, top_k=self.top_k, raw_scores=self.raw_scores)
+
+    def fingerprint(self) -> dict[str, Any]:
+        # Exactly the keys hashed before the job took other tasks, so that an output started then still resumes.
+        desc = self.classifier.describe()
+        return {"top_k": self.top_k, "raw_scores": self.raw_scores,
+                "model": {k: desc.get(k) for k in ("path", "max_length", "truncate", "pair_truncation", "backend",
+                                                   "dtype")}}
+
+
+# The keys of Embedder.describe() an embed output's resume state hashes.
+EMBED_FINGERPRINT = ("path", "task", "pooling", "normalize", "dimensions", "prompt", "long", "chunk_overlap",
+                     "max_length", "truncate", "max_chars", "backend", "dtype", "variant")
+
+
+class EmbedTask:
+    """``padless embed``'s rows: embedding (a float32 vector of the embedder's width), error. A row the embedder
+    cannot embed keeps its place with the error and a null embedding."""
+
+    def __init__(self, embedder: Any, *, output_prefix: str = "") -> None:
+        self.embedder = embedder
+        self.output_prefix = output_prefix
+        self.names: dict[str, str] = {k: output_prefix + k for k in ("embedding", "error")}
+        self.vector_columns = {self.names["embedding"]: int(embedder.dimension)}
+
+    @property
+    def stats(self) -> Any:
+        return self.embedder.stats
+
+    def columns(self, input_columns: list[str]) -> tuple[list[str], dict[str, str]]:
+        _refuse_clash(input_columns, [self.names["embedding"], self.names["error"]])
+        return input_columns + [self.names["embedding"], self.names["error"]], self.names
+
+    def records(self, chunk: list[Row]) -> list[dict[str, Any]]:
+        texts = [row.text if row.error is None else None for row in chunk]
+        embeddable = [i for i, t in enumerate(texts) if t is not None]
+        results = self.embedder.run([texts[i] for i in embeddable])
+        by_row: dict[int, Any] = dict(zip(embeddable, results))
+        records = []
+        for i, row in enumerate(chunk):
+            record = dict(row.columns)
+            result = by_row.get(i)
+            error = row.error
+            if isinstance(result, ItemError):
+                error = f"{result.code}: {result}"
+            elif error is None and result is None:
+                error = "internal: no result for this row"
+            record[self.names["embedding"]] = result if error is None else None
+            record[self.names["error"]] = error
+            records.append(record)
+        return records
+
+    def fingerprint(self) -> dict[str, Any]:
+        # What decides the vectors (not threads, streams or batch limits, which a resumed run may change).
+        desc = self.embedder.describe()
+        return {"task": "embed", "model": {k: desc.get(k) for k in EMBED_FINGERPRINT}}
+
+
+def _fingerprint(spec: JobSpec, task: RowTask) -> str:
     stat = os.stat(spec.input)
     keyed = {
         "input": os.path.abspath(spec.input), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-        "column": spec.column, "top_k": spec.top_k, "raw_scores": spec.raw_scores, "format": spec.output_format,
-        "prefix": spec.output_prefix, "pair_column": spec.pair_column,
-        "model": {k: model_desc.get(k) for k in ("path", "max_length", "truncate", "pair_truncation", "backend",
-                                                   "dtype")},
+        "column": spec.column, "format": spec.output_format, "prefix": spec.output_prefix,
+        "pair_column": spec.pair_column, **task.fingerprint(),
     }
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -86,15 +185,29 @@ def added_columns(input_columns: list[str], *, output_prefix: str, top_k: int) -
     names padless's own columns get (a clash with an input column is refused, naming ``--output-prefix``)."""
     names = {k: output_prefix + k for k in ("label", "score", "scores", "error")}
     wanted = ["label", "score"] + (["scores"] if top_k != 1 else []) + ["error"]
-    clash = [names[k] for k in wanted if names[k] in input_columns]
-    if clash:
-        raise InputError(f"the input already has column(s) {', '.join(clash)}; "
-                         "pass --output-prefix (e.g. pred_) to name padless's columns differently")
+    _refuse_clash(input_columns, [names[k] for k in wanted])
     return input_columns + [names[k] for k in wanted], names
 
 
-def run_job(spec: JobSpec, classifier: Any, on_chunk: Callable[[int, Any], None] | None = None) -> JobSummary:
-    """Classify ``spec.input`` into ``spec.output``; ``on_chunk(rows_done_in_chunk, stats)`` after each commit."""
+def _refuse_clash(input_columns: list[str], added: list[str]) -> None:
+    clash = [name for name in added if name in input_columns]
+    if clash:
+        raise InputError(f"the input already has column(s) {', '.join(clash)}; "
+                         "pass --output-prefix (e.g. pred_) to name padless's columns differently")
+
+
+def as_task(spec: JobSpec, runner: Any) -> RowTask:
+    """``runner`` itself when it is a :class:`RowTask`; a classifier becomes :class:`ClassifyTask` with the spec's
+    top_k, raw_scores and output prefix."""
+    if hasattr(runner, "records") and hasattr(runner, "fingerprint"):
+        return runner  # type: ignore[no-any-return]
+    return ClassifyTask(runner, top_k=spec.top_k, raw_scores=spec.raw_scores, output_prefix=spec.output_prefix)
+
+
+def run_job(spec: JobSpec, runner: Any, on_chunk: Callable[[int, Any], None] | None = None) -> JobSummary:
+    """Run a row task (or classify with a classifier, see :func:`as_task`) over ``spec.input`` into
+    ``spec.output``; ``on_chunk(rows_done_in_chunk, stats)`` after each commit."""
+    task = as_task(spec, runner)
     started = time.perf_counter()
     if spec.input == "-" and spec.resume:
         raise InputError("--resume needs an input file: stdin cannot be replayed")
@@ -102,7 +215,7 @@ def run_job(spec: JobSpec, classifier: Any, on_chunk: Callable[[int, Any], None]
     summary = JobSummary(output=spec.output)
     state_path = Path(spec.output + commit.STATE_SUFFIX)
     # Only a file read into a file keeps a state: stdin cannot be replayed, stdout cannot be cut back.
-    fingerprint = _fingerprint(spec, classifier.describe()) if spec.input != "-" and spec.output != "-" else None
+    fingerprint = _fingerprint(spec, task) if spec.input != "-" and spec.output != "-" else None
     on_disk: dict[str, Any] | None = None
     resume: commit.Continue | None = None
     if spec.output != "-":
@@ -122,7 +235,7 @@ def run_job(spec: JobSpec, classifier: Any, on_chunk: Callable[[int, Any], None]
     skip = resume.rows_done if resume is not None else 0
     chunks = reader.chunks(spec.chunk_rows, skip=skip)
     first = next(chunks, None)  # reading the first chunk tells a CSV reader its header
-    columns, names = output_columns(_input_columns(reader, spec, first), spec)
+    columns, names = task.columns(_input_columns(reader, spec, first))
     # The state this run keeps up to date (None: not resumable). A fresh one goes to disk before the output is
     # touched, so that no kill from here on can leave an output that passes for a finished one.
     state: dict[str, Any] | None = None
@@ -134,12 +247,12 @@ def run_job(spec: JobSpec, classifier: Any, on_chunk: Callable[[int, Any], None]
         crash_point("state-written")
     elif spec.output != "-":
         state_path.unlink(missing_ok=True)  # an earlier run's state must not describe this output
-    sink = make_sink(spec.output, spec.output_format, columns)
+    sink = make_sink(spec.output, spec.output_format, columns, vector_columns=task.vector_columns)
     sink.open(resume.committed if resume is not None else None)
     crash_point("output-opened")
     rows_done = skip
     for chunk in _chain([first] if first is not None else [], chunks):
-        records = classify_rows(chunk, classifier, names, top_k=spec.top_k, raw_scores=spec.raw_scores)
+        records = task.records(chunk)
         sink.write(records)
         crash_point("chunk-written")
         committed = sink.commit()
@@ -153,7 +266,7 @@ def run_job(spec: JobSpec, classifier: Any, on_chunk: Callable[[int, Any], None]
             commit.write_state(state_path, state)
             crash_point("state-updated")
         if on_chunk is not None:
-            on_chunk(len(chunk), classifier.stats)
+            on_chunk(len(chunk), task.stats)
     sink.finish()
     if state is not None:  # completion is recorded only once the final output is durable and in place
         commit.write_state(state_path, commit.completed(state, os.path.getsize(spec.output)))
@@ -166,7 +279,7 @@ def run_job(spec: JobSpec, classifier: Any, on_chunk: Callable[[int, Any], None]
 def _output_facts(spec: JobSpec) -> commit.OutputFacts:
     output = Path(spec.output)
     size = output.stat().st_size if output.is_file() else 0
-    if spec.output_format != "parquet":
+    if spec.output_format not in commit.PART_FORMATS:
         return commit.OutputFacts(exists=output.exists(), size=size)
     return commit.OutputFacts(exists=output.exists(), size=size, parts=finished_parts(spec.output),
                               parts_dir=parts_dir(spec.output).is_dir())

@@ -4,6 +4,11 @@ Text formats (JSONL, CSV, TSV) append to the output file; after each chunk they 
 offset reached. Parquet cannot be appended to, so each chunk becomes a part file in ``<output>.parts/``; ``finish``
 streams the parts, in order, into a temporary file that is fsynced and renamed over the output, and ``cleanup``
 removes the parts once the job has recorded completion. Stdout is written the same way but cannot be resumed.
+
+Vector columns (``padless embed``'s ``embedding``) are written as a JSON list of floats in JSONL, and as a
+fixed-size float32 list (``fixed_size_list<float32>[dim]``) in Parquet; CSV and TSV do not take them. A ``.npy``
+output (one vector column) commits Parquet parts as a Parquet output does; ``finish`` streams their vectors into a
+float32 ``rows × dim`` array (NaN rows where a row has none), written to a temporary file and renamed into place.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float)):
         return value
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # a NumPy vector (an embedding) or scalar
+        return value.tolist()
     return str(value)  # dates, decimals and bytes from Parquet inputs
 
 
@@ -124,10 +131,12 @@ class TextSink(Sink):
 
 
 class ParquetSink(Sink):
-    """Parquet via numbered part files, concatenated at the end."""
+    """Parquet via numbered part files, concatenated at the end. ``vector_columns`` (name → width) are written as
+    fixed-size float32 lists, null where a row has none."""
 
-    def __init__(self, path: str, columns: Sequence[str]) -> None:
+    def __init__(self, path: str, columns: Sequence[str], vector_columns: dict[str, int] | None = None) -> None:
         super().__init__(path, columns)
+        self.vector_columns = dict(vector_columns or {})
         self.parts_dir = parts_dir(path)
         self.merge_tmp = Path(path + ".tmp")
         self.parts = 0
@@ -149,7 +158,13 @@ class ParquetSink(Sink):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist([{k: _jsonable(r.get(k)) for k in self.columns} for r in records])
+        plain = [k for k in self.columns if k not in self.vector_columns]
+        table = pa.Table.from_pylist([{k: _jsonable(r.get(k)) for k in plain} for r in records])
+        if self.vector_columns:
+            arrays = {k: table.column(k) for k in plain} if records else {k: pa.nulls(0) for k in plain}
+            for name, width in self.vector_columns.items():
+                arrays[name] = _vectors([r.get(name) for r in records], width)
+            table = pa.table({k: arrays[k] for k in self.columns})
         tmp = self.parts_dir / f"part-{self.parts:06d}.parquet.tmp"
         pq.write_table(table, tmp)
         _fsync_file(tmp)
@@ -170,7 +185,8 @@ class ParquetSink(Sink):
         # then cast while streaming so memory holds one part at a time.
         schemas = [pq.read_schema(p) for p in parts]
         if not schemas:  # no input rows: still write a valid, empty file with the expected columns
-            schemas = [pa.schema([(c, pa.string()) for c in self.columns])]
+            schemas = [pa.schema([(c, pa.list_(pa.float32(), self.vector_columns[c]) if c in self.vector_columns
+                                   else pa.string()) for c in self.columns])]
             tables = iter([schemas[0].empty_table()])
         schema = pa.unify_schemas(schemas, promote_options="permissive")
         with pq.ParquetWriter(self.merge_tmp, schema) as writer:
@@ -184,6 +200,66 @@ class ParquetSink(Sink):
 
     def cleanup(self) -> None:
         remove_parts(self.path)
+
+
+class NpySink(ParquetSink):
+    """A ``rows × dim`` float32 ``.npy`` array of the one vector column, in input order; NaN rows for rows without
+    a vector. Committed as Parquet parts (all columns, so errors are kept until completion), put together at the end."""
+
+    def __init__(self, path: str, columns: Sequence[str], vector_columns: dict[str, int] | None = None) -> None:
+        super().__init__(path, columns, vector_columns)
+        if len(self.vector_columns) != 1:
+            raise ValueError("a .npy output holds exactly one vector column")
+        (self.vector_name, self.width), = self.vector_columns.items()
+
+    def finish(self) -> None:
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        parts = [self.parts_dir / f"part-{n:06d}.parquet" for n in range(self.parts)]
+        rows = sum(pq.read_metadata(p).num_rows for p in parts)
+        if rows == 0:  # a memory map cannot be empty
+            with open(self.merge_tmp, "wb") as fh:
+                np.lib.format.write_array(fh, np.zeros((0, self.width), dtype=np.float32))
+            parts = []
+        array = np.lib.format.open_memmap(self.merge_tmp, mode="w+", dtype=np.float32, shape=(rows, self.width)) \
+            if rows else None
+        at = 0
+        for part in parts:
+            column = pq.read_table(part, columns=[self.vector_name]).column(self.vector_name).combine_chunks()
+            n = len(column)
+            block = np.full((n, self.width), np.nan, dtype=np.float32)
+            if n:
+                valid = ~column.is_null().to_numpy(zero_copy_only=False)
+                # flatten() keeps the valid rows' values only, in order
+                block[valid] = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, self.width)
+            assert array is not None
+            array[at:at + n] = block
+            at += n
+            crash_point("merge-started")
+        if array is not None:
+            array.flush()
+            del array
+        _fsync_file(self.merge_tmp)
+        os.replace(self.merge_tmp, self.path)
+        fsync_dir(Path(self.path).parent)
+        crash_point("merged")
+
+
+def _vectors(values: list[Any], width: int) -> Any:
+    """A ``fixed_size_list<float32>[width]`` array of ``values`` (vectors, or None for a row without one)."""
+    import numpy as np
+    import pyarrow as pa
+
+    flat = np.zeros((len(values), width), dtype=np.float32)
+    missing = np.zeros(len(values), dtype=bool)
+    for i, value in enumerate(values):
+        if value is None:
+            missing[i] = True
+        else:
+            flat[i] = np.asarray(value, dtype=np.float32).reshape(width)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), width,
+                                             mask=pa.array(missing) if missing.any() else None)
 
 
 def parts_dir(path: str) -> Path:
@@ -209,7 +285,11 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def make_sink(path: str, fmt: str, columns: Sequence[str]) -> Sink:
+def make_sink(path: str, fmt: str, columns: Sequence[str], *, vector_columns: dict[str, int] | None = None) -> Sink:
     if fmt == "parquet":
-        return ParquetSink(path, columns)
+        return ParquetSink(path, columns, vector_columns)
+    if fmt == "npy":
+        return NpySink(path, columns, vector_columns)
+    if vector_columns and fmt not in ("jsonl",):
+        raise ValueError(f"vector columns cannot be written as {fmt}")
     return TextSink(path, columns, fmt)

@@ -1,9 +1,12 @@
-"""`padless classify --resume` after `kill -9` at every kill point: every input row appears exactly once, in order.
+"""`padless classify --resume` and `padless embed --resume` after `kill -9` at every kill point: every input row
+appears exactly once, in order.
 
 The killed run is a real process that SIGKILLs itself at a named moment (``PADLESS_CRASH_AT``, see padless.faults);
 the follow-up runs (the plain re-run that must refuse, then ``--resume``) go through the same CLI in-process, which
 keeps the suite to one process start per case. The deterministic dummy backend on the tiny model's tokenizer makes
-the resumed output comparable row for row with one uninterrupted reference run per format.
+the resumed output comparable row for row with one uninterrupted reference run per format. ``padless embed`` runs
+the same job code with another row task; it is checked on its own formats at a representative subset of the points
+(the tiny classifier folder read as an encoder: ``read_info(task="embed")`` takes any encoder folder).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from cli_support import run_cli
@@ -30,15 +34,20 @@ COMMON_POINTS = ["before-model-load", "state-written", "output-opened", "chunk-w
                  "committed:3", f"committed:{CHUNKS}"]
 FINAL_POINTS = {"jsonl": [f"state-updated:{CHUNKS}"], "csv": [f"state-updated:{CHUNKS}"],
                 "parquet": ["merge-started:3", "merged", "completed"]}
-CASES = [(fmt, point) for fmt in FORMATS for point in COMMON_POINTS + FINAL_POINTS[fmt]]
+CASES = [("classify", fmt, point) for fmt in FORMATS for point in COMMON_POINTS + FINAL_POINTS[fmt]]
+EMBED_FORMATS = ["jsonl", "parquet", "npy"]
+EMBED_POINTS = ["before-model-load", "state-written", "chunk-written:1", "state-updated:2", f"committed:{CHUNKS}"]
+EMBED_FINAL = {"jsonl": [f"state-updated:{CHUNKS}"], "parquet": ["merge-started:3", "merged", "completed"],
+               "npy": ["merge-started:3", "merged", "completed"]}
+CASES += [("embed", fmt, point) for fmt in EMBED_FORMATS for point in EMBED_POINTS + EMBED_FINAL[fmt]]
 # The rows the state file counts as committed after a kill at each point (None: no state file yet).
 ROWS_DONE_AT = {"before-model-load": None, "state-written": 0, "output-opened": 0, "chunk-written:1": 0,
                 "state-updated:2": 2 * CHUNK, "committed:3": 2 * CHUNK, f"committed:{CHUNKS}": ROWS - CHUNK,
                 f"state-updated:{CHUNKS}": ROWS, "merge-started:3": ROWS, "merged": ROWS, "completed": ROWS}
 
 
-def _args(src: Path, dst: Path, model: Path, *extra: str) -> list[str]:
-    return ["classify", str(src), "-o", str(dst), "--model", str(model), "--backend", "dummy",
+def _args(src: Path, dst: Path, model: Path, *extra: str, task: str = "classify") -> list[str]:
+    return [task, str(src), "-o", str(dst), "--model", str(model), "--backend", "dummy",
             "--chunk-rows", str(CHUNK), "--no-progress", *extra]
 
 
@@ -48,6 +57,10 @@ def _subprocess(args: list[str], **env: str) -> subprocess.CompletedProcess[str]
 
 
 def _read(path: Path) -> list[str]:
+    if path.suffix == ".npy":
+        array = np.load(path)
+        assert array.dtype == np.float32
+        return [json.dumps(row.tolist()) for row in array]
     if path.suffix == ".parquet":
         return [json.dumps(r, sort_keys=True) for r in pq.read_table(path).to_pylist()]
     return path.read_text(encoding="utf-8").splitlines()
@@ -69,46 +82,49 @@ def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def references(src: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    """One uninterrupted run per format, read back."""
+def references(src: Path, tiny_model_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], list[str]]:
+    """One uninterrupted run per task and format, read back."""
     folder = tmp_path_factory.mktemp("resume-reference")
     out = {}
-    for fmt in FORMATS:
-        done = _subprocess(_args(src, folder / f"reference.{fmt}", tiny_model_dir),
-                           PADLESS_CACHE=str(folder / "padless-cache"))
-        assert done.returncode == 0, done.stderr
-        out[fmt] = _read(folder / f"reference.{fmt}")
-    assert len(out["jsonl"]) == ROWS and len(out["csv"]) == ROWS + 1  # the CSV header
+    for task, formats in (("classify", FORMATS), ("embed", EMBED_FORMATS)):
+        for fmt in formats:
+            dst = folder / f"reference-{task}.{fmt}"
+            done = _subprocess(_args(src, dst, tiny_model_dir, task=task), PADLESS_CACHE=str(folder / "padless-cache"))
+            assert done.returncode == 0, done.stderr
+            out[task, fmt] = _read(dst)
+    assert len(out["classify", "jsonl"]) == ROWS and len(out["classify", "csv"]) == ROWS + 1  # the CSV header
+    assert len(out["embed", "jsonl"]) == len(out["embed", "npy"]) == ROWS
     return out
 
 
-@pytest.mark.parametrize(("fmt", "point"), CASES)
-def test_killed_run_resumes_to_the_exact_output(fmt: str, point: str, src: Path, tiny_model_dir: Path,
-                                                references: dict[str, list[str]], tmp_path: Path,
+@pytest.mark.parametrize(("task", "fmt", "point"), CASES)
+def test_killed_run_resumes_to_the_exact_output(task: str, fmt: str, point: str, src: Path, tiny_model_dir: Path,
+                                                references: dict[tuple[str, str], list[str]], tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / f"out.{fmt}"
-    killed = _subprocess(_args(src, out, tiny_model_dir), PADLESS_CRASH_AT=point)
+    killed = _subprocess(_args(src, out, tiny_model_dir, task=task), PADLESS_CRASH_AT=point)
     assert killed.returncode == -9, f"not killed at {point}: rc={killed.returncode} {killed.stderr}"
     left_behind = out.exists() or _state(out).exists()
     assert left_behind == (point != "before-model-load")
     rows_done = json.loads(_state(out).read_text())["rows_done"] if _state(out).exists() else None
     assert rows_done == ROWS_DONE_AT[point]
-    if fmt != "parquet" and out.exists():  # a torn write after the last commit, as a kill mid-write can leave
+    if fmt in ("jsonl", "csv") and out.exists():  # a torn write after the last commit, as a kill mid-write can leave
         with open(out, "ab") as fh:
             fh.write(b'{"half a row')
 
     if left_behind:
-        code, _, err = run_cli(_args(src, out, tiny_model_dir), monkeypatch, capsys)
+        code, _, err = run_cli(_args(src, out, tiny_model_dir, task=task), monkeypatch, capsys)
         assert code == 2 and "--resume" in err and err.startswith("error: "), err
 
-    code, _, err = run_cli(_args(src, out, tiny_model_dir, "--resume"), monkeypatch, capsys)
+    code, _, err = run_cli(_args(src, out, tiny_model_dir, "--resume", task=task), monkeypatch, capsys)
     assert code == 0, err
     assert ("already complete" in err) == (point == "completed")
     summary = _summary(err)
     assert summary["rows_in"] == ROWS == summary["rows_scored"] + summary["rows_errored"]
     assert summary["rows_skipped_by_resume"] == (rows_done or 0)
-    assert _read(out) == references[fmt]
+    assert _read(out) == references[task, fmt]
     state = json.loads(_state(out).read_text())
     assert state["complete"] is True and state["output_size"] == out.stat().st_size
     assert not Path(str(out) + ".parts").exists()
@@ -116,7 +132,7 @@ def test_killed_run_resumes_to_the_exact_output(fmt: str, point: str, src: Path,
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_completed_run_resumed_is_already_complete(fmt: str, src: Path, tiny_model_dir: Path,
-                                                   references: dict[str, list[str]], tmp_path: Path,
+                                                   references: dict[tuple[str, str], list[str]], tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / f"out.{fmt}"
@@ -127,14 +143,14 @@ def test_completed_run_resumed_is_already_complete(fmt: str, src: Path, tiny_mod
     summary = _summary(err)
     assert (summary["rows_in"], summary["already_complete"]) == (ROWS, True)
     assert summary["rows_in"] == summary["rows_scored"] + summary["rows_errored"]
-    assert _read(out) == references[fmt]
+    assert _read(out) == references["classify", fmt]
 
     with open(out, "ab") as fh:  # changed since completion: no longer vouched for
         fh.write(b"\n")
     code, _, err = run_cli(_args(src, out, tiny_model_dir, "--resume"), monkeypatch, capsys)
     assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run_cli(_args(src, out, tiny_model_dir, "--overwrite"), monkeypatch, capsys)
-    assert code == 0 and _read(out) == references[fmt], err
+    assert code == 0 and _read(out) == references["classify", fmt], err
 
 
 def test_output_without_state_is_refused_not_complete(src: Path, tiny_model_dir: Path, tmp_path: Path,

@@ -15,6 +15,7 @@ import typer
 
 from padless.cli import bench as bench_commands  # `bench` and `loadtest`, registered below
 from padless.cli import compress as compress_commands  # `prune` and `distill`, registered below
+from padless.cli import embed as embed_commands  # `embed`, registered below
 from padless.cli import optimize as optimize_commands  # `optimize` and `verify`, registered below
 from padless.cli.common import build_default_with_progress, ensure_default, quiet_libraries
 from padless.cli.options import (
@@ -140,6 +141,9 @@ def classify(
     summary = run_with_progress(spec, clf, show=sys.stderr.isatty() if progress is None else progress)
     if summary.rows_in != summary.rows_scored + summary.rows_errored:
         raise PadlessError("internal accounting error: rows in != scored + errored")
+
+
+embed_commands.register(app)  # `padless embed`, listed after classify
 
 
 @models_app.command("build")
