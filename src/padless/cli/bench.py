@@ -1,4 +1,4 @@
-"""``padless bench`` (offline; ``bench serve``; ``bench ray``) and ``padless loadtest``: the commands that measure.
+"""``padless bench`` (offline; ``bench serve``; ``bench ray``; ``bench embed``) and ``padless loadtest``: the commands that measure.
 
 Each imports its benchmark module only when it runs, so ``padless --help`` stays fast.
 """
@@ -27,7 +27,8 @@ MinRequestsOpt = Annotated[int, typer.Option(envvar="PADLESS_BENCH_MIN_REQUESTS"
 bench_app = typer.Typer(rich_markup_mode=None,
                         help="Benchmarks. Without a subcommand: offline, padless side by side with "
                              "transformers.pipeline baselines in one process, configs interleaved; "
-                             "`bench serve` and `bench ray` measure serving.")
+                             "`bench serve` and `bench ray` measure serving; `bench embed` compares "
+                             "embeddings with sentence-transformers.")
 
 
 @bench_app.callback(invoke_without_command=True)
@@ -153,6 +154,31 @@ def bench_ray(
     typer.echo(json.dumps({part: result[part]["ratios"] for part in ("offline", "serving") if part in result},
                           indent=2))
     typer.echo(f"wrote {opts['out_dir'] / 'bench-ray.json'}")
+
+
+@bench_app.command("embed")
+def bench_embed(
+    ctx: typer.Context,
+    rounds: Annotated[int, typer.Option(envvar="PADLESS_BENCH_ROUNDS", help="Interleaved rounds; medians reported.")] = 3,
+    backend: Annotated[str, typer.Option(envvar="PADLESS_BENCH_BACKENDS", help="Comma-separated backends for padless configs (padless = torch fp32, always run; others appear as padless-<backend>, e.g. torch,onnx,openvino).")] = "torch",
+) -> None:
+    """padless's Embedder vs SentenceTransformer.encode (batch_size 32 and 128), in one process, interleaved.
+
+    Takes --model ('default': all-MiniLM-L6-v2, the Embedder's default), --mix, -n, --seed and --out-dir from
+    `padless bench` (before `embed`); writes bench-embed.json there."""
+    quiet_libraries()
+    from rich.console import Console
+
+    from padless.bench.embed import OUTPUT, render_table, run_embed_bench
+
+    opts = ctx.obj
+    _check_mix(opts["mix"])
+    console = Console(stderr=True)
+    result = run_embed_bench(opts["model"], mix=opts["mix"], n=opts["n"], rounds=rounds, seed=opts["seed"],
+                             backends=[b.strip() for b in backend.split(",") if b.strip()],
+                             out_dir=opts["out_dir"], command=["padless", *sys.argv[1:]], say=console.print)
+    Console(width=max(Console().width, 120)).print(render_table(result))
+    typer.echo(f"wrote {opts['out_dir'] / OUTPUT}")
 
 
 def loadtest(
