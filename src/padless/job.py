@@ -29,6 +29,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -141,18 +142,9 @@ class EmbedTask:
         return input_columns + [self.names["embedding"], self.names["error"]], self.names
 
     def records(self, chunk: list[Row]) -> list[dict[str, Any]]:
-        texts = [row.text if row.error is None else None for row in chunk]
-        embeddable = [i for i, t in enumerate(texts) if t is not None]
-        results = self.embedder.run([texts[i] for i in embeddable])
-        by_row: dict[int, Any] = dict(zip(embeddable, results))
         records = []
-        for i, row in enumerate(chunk):
-            record = dict(row.columns)
-            result = by_row.get(i)
-            error = row.error
-            if isinstance(result, ItemError):
-                error = f"{result.code}: {result}"
-            elif error is None and result is None:
+        for record, result, error in row_results(chunk, self.embedder.run):
+            if error is None and result is None:
                 error = "internal: no result for this row"
             record[self.names["embedding"]] = result if error is None else None
             record[self.names["error"]] = error
@@ -311,22 +303,29 @@ def _chain(first: list[list[Row]], rest: Any) -> Any:
     yield from rest
 
 
+
+def row_results(chunk: list[Row],
+                run: Callable[[list[Any]], list[Any]]) -> list[tuple[dict[str, Any], Any, str | None]]:
+    """Each row's columns, its result from ``run`` (None for a row not run) and its error: the row's own read error
+    (such rows are not run), else the result's ItemError as ``code: message``. Shared by every row task."""
+    texts = [row.text if row.error is None else None for row in chunk]
+    runnable = [i for i, t in enumerate(texts) if t is not None]
+    by_row: dict[int, Any] = dict(zip(runnable, run([texts[i] for i in runnable])))
+    out = []
+    for i, row in enumerate(chunk):
+        result = by_row.get(i)
+        error = f"{result.code}: {result}" if isinstance(result, ItemError) else row.error
+        out.append((dict(row.columns), result, error))
+    return out
+
 def classify_rows(chunk: list[Row], classifier: Any, names: dict[str, str], *, top_k: int,
                   raw_scores: bool) -> list[dict[str, Any]]:
     """Each row's record: its columns, then label, score, [scores,] error. A row read with an error, or one the
     classifier cannot score, keeps its place with the error and null predictions (shared by the local and Ray
     faces, so both report the same errors)."""
-    texts = [row.text if row.error is None else None for row in chunk]
-    scorable = [i for i, t in enumerate(texts) if t is not None]
-    results = classifier.run([texts[i] for i in scorable], top_k=top_k, raw_scores=raw_scores)
-    by_row: dict[int, Any] = dict(zip(scorable, results))
     records = []
-    for i, row in enumerate(chunk):
-        record = dict(row.columns)
-        result = by_row.get(i)
-        error = row.error
-        if isinstance(result, ItemError):
-            error = f"{result.code}: {result}"
+    run = partial(classifier.run, top_k=top_k, raw_scores=raw_scores)
+    for record, result, error in row_results(chunk, run):
         if error is None and result is not None:
             record[names["label"]] = result.label
             record[names["score"]] = result.score
