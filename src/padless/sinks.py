@@ -163,7 +163,7 @@ class ParquetSink(Sink):
         if self.vector_columns:
             arrays = {k: table.column(k) for k in plain} if records else {k: pa.nulls(0) for k in plain}
             for name, width in self.vector_columns.items():
-                arrays[name] = _vectors([r.get(name) for r in records], width)
+                arrays[name] = vector_array([r.get(name) for r in records], width)
             table = pa.table({k: arrays[k] for k in self.columns})
         tmp = self.parts_dir / f"part-{self.parts:06d}.parquet.tmp"
         pq.write_table(table, tmp)
@@ -218,35 +218,28 @@ class NpySink(ParquetSink):
 
         parts = [self.parts_dir / f"part-{n:06d}.parquet" for n in range(self.parts)]
         rows = sum(pq.read_metadata(p).num_rows for p in parts)
-        if rows == 0:  # a memory map cannot be empty
-            with open(self.merge_tmp, "wb") as fh:
-                np.lib.format.write_array(fh, np.zeros((0, self.width), dtype=np.float32))
-            parts = []
-        array = np.lib.format.open_memmap(self.merge_tmp, mode="w+", dtype=np.float32, shape=(rows, self.width)) \
-            if rows else None
-        at = 0
-        for part in parts:
-            column = pq.read_table(part, columns=[self.vector_name]).column(self.vector_name).combine_chunks()
-            n = len(column)
-            block = np.full((n, self.width), np.nan, dtype=np.float32)
-            if n:
-                valid = ~column.is_null().to_numpy(zero_copy_only=False)
-                # flatten() keeps the valid rows' values only, in order
-                block[valid] = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, self.width)
-            assert array is not None
-            array[at:at + n] = block
-            at += n
-            crash_point("merge-started")
-        if array is not None:
-            array.flush()
-            del array
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                  "shape": (rows, self.width)}
+        # Written block by block rather than through a memory map, whose dirty pages would count in the process's
+        # resident memory until the end: peak memory stays one part's vectors whatever the row count.
+        with open(self.merge_tmp, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, header)
+            for part in parts:
+                column = pq.read_table(part, columns=[self.vector_name]).column(self.vector_name).combine_chunks()
+                block = np.full((len(column), self.width), np.nan, dtype=np.float32)
+                if len(column):
+                    valid = ~column.is_null().to_numpy(zero_copy_only=False)
+                    # flatten() keeps the valid rows' values only, in order
+                    block[valid] = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, self.width)
+                fh.write(block.tobytes())
+                crash_point("merge-started")
         _fsync_file(self.merge_tmp)
         os.replace(self.merge_tmp, self.path)
         fsync_dir(Path(self.path).parent)
         crash_point("merged")
 
 
-def _vectors(values: list[Any], width: int) -> Any:
+def vector_array(values: list[Any], width: int) -> Any:
     """A ``fixed_size_list<float32>[width]`` array of ``values`` (vectors, or None for a row without one)."""
     import numpy as np
     import pyarrow as pa
