@@ -132,6 +132,23 @@ def test_bench_embed_cli(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pyte
 
 
 @pytest.mark.slow
+def test_bench_embed_with_the_classify_twin(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--classify adds padless's Classifier on the same encoder and texts: the same real tokens through the engine,
+    and the embed-over-classify ratio, paired per round like every other ratio."""
+    code, out, err = run_cli(["bench", "--model", str(tiny_model_dir), "-n", "16", "--out-dir", str(tmp_path),
+                              "embed", "--rounds", "2", "--classify"], monkeypatch, capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / OUTPUT).read_text())
+    twin = saved["configs"]["padless-classify"]
+    assert twin["stats_real_tokens"] == saved["configs"]["padless"]["stats_real_tokens"]
+    assert twin["stats_real_tokens"] == saved["workload"]["real_tokens"] and "min_cosine_vs_st_b32" not in twin
+    per_round = [c / e for c, e in zip(twin["seconds_per_round"], saved["configs"]["padless"]["seconds_per_round"])]
+    assert saved["ratios"]["padless_vs_padless-classify"] == pytest.approx(statistics.median(per_round))
+    assert "padless-classify" in out
+
+
+@pytest.mark.slow
 def test_embed_bench_with_onnx(tiny_model_dir: Path) -> None:
     result = run_embed_bench(str(tiny_model_dir), n=12, rounds=2, backends=["onnx"], peak_size=256, command=[])
     configs, ratios = result["configs"], result["ratios"]

@@ -6,7 +6,9 @@ Configs:
 * ``st-b32``: ``SentenceTransformer(folder).encode(texts, batch_size=32)`` (its default batch size);
 * ``st-b128``: the same with ``batch_size=128``;
 * ``padless``: :meth:`padless.embedder.Embedder.vectors` on the torch fp32 backend with its defaults;
-* ``padless-<backend>`` (``backends=["onnx", "openvino", …]``): the same embedder on another backend.
+* ``padless-<backend>`` (``backends=["onnx", "openvino", …]``): the same embedder on another backend;
+* ``padless-classify`` (``classify=True``): :class:`padless.Classifier`, torch fp32, on the same encoder weights with
+  a seeded 2-label head (:func:`classify_twin`): what embedding costs over classifying the same texts.
 
 sentence-transformers runs on the device padless's torch backend runs on (the CPU here), with the ``max_seq_length``
 padless uses (the folder's). It sorts the texts by character count, longest first (``np.argsort`` of the negated
@@ -39,7 +41,7 @@ from padless.bench.peak import measure_matmul_peak, peak_size_on
 from padless.bench.workload import describe_lengths, describe_mix, make_workload
 from padless.config import EngineSpec
 from padless.embedder import Embedder
-from padless.engine import Stats, model_flops
+from padless.engine import Classifier, Stats, model_flops
 from padless.errors import ConfigError, ItemError
 from padless.machine import describe
 
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 ST_BATCHES = {"st-b32": 32, "st-b128": 128}
 REFERENCE = "st-b32"  # sentence-transformers as most people call it: every ratio and cosine is taken against it
 PADLESS = "padless"
+CLASSIFY = "padless-classify"  # the classify task on the same encoder: no vectors, so no cosine
 WARMUP_TEXTS = 8
 OUTPUT = "bench-embed.json"
 
@@ -83,6 +86,23 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)))
 
 
+def classify_twin(emb: Embedder, folder: Path) -> Classifier:
+    """A torch fp32 :class:`Classifier` on ``emb``'s own encoder weights with a seeded, untrained 2-label head, saved
+    into ``folder``, with ``emb``'s token limit: the same encoder and texts through the classify task."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    assert emb.folder_info.embedding is not None
+    source = Path(emb.path) / emb.folder_info.embedding.transformer_path
+    torch.manual_seed(0)
+    # A folder that already has a head of another size gets a fresh 2-label one, as any other folder does.
+    model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=2,
+                                                               ignore_mismatched_sizes=True)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(folder)
+    return Classifier.from_spec(EngineSpec.of(model=str(folder), backend="torch", max_length=emb.max_length))
+
+
 def _loadavg() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
@@ -95,6 +115,7 @@ def run_embed_bench(
     rounds: int = 3,
     seed: int = 0,
     backends: list[str] | None = None,
+    classify: bool = False,
     out_dir: Path | None = None,
     peak_size: int = 2048,
     command: list[str] | None = None,
@@ -102,7 +123,21 @@ def run_embed_bench(
 ) -> dict[str, Any]:
     """Run the configs interleaved over ``rounds`` and return the results (see the module docstring); with
     ``out_dir``, also write ``bench-embed.json`` there. ``model``: ``default`` (all-MiniLM-L6-v2, the Embedder's
-    default), a sentence-transformers folder, a plain Hugging Face folder (mean pooling) or a Hub id."""
+    default), a sentence-transformers folder, a plain Hugging Face folder (mean pooling) or a Hub id. ``classify``:
+    add ``padless-classify``."""
+    if not classify:
+        return _run(model, mix=mix, n=n, rounds=rounds, seed=seed, backends=backends, twin=None, out_dir=out_dir,
+                    peak_size=peak_size, command=command, say=say)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="padless-classify-twin-") as folder:
+        return _run(model, mix=mix, n=n, rounds=rounds, seed=seed, backends=backends, twin=Path(folder),
+                    out_dir=out_dir, peak_size=peak_size, command=command, say=say)
+
+
+def _run(model: str, *, mix: str, n: int, rounds: int, seed: int, backends: list[str] | None, twin: Path | None,
+         out_dir: Path | None, peak_size: int, command: list[str] | None,
+         say: Callable[[str], object] | None) -> dict[str, Any]:
     backends = list(dict.fromkeys(["torch", *(backends or [])]))
     if n < 1 or rounds < 1:
         raise ConfigError("n and rounds must be positive")
@@ -111,6 +146,7 @@ def run_embed_bench(
     spec = EngineSpec.of(model=model, backend="torch")
     emb = Embedder.from_spec(spec)
     extra = {padless_config_name(b): Embedder.from_spec(spec.replace(backend=b)) for b in backends if b != "torch"}
+    classifier = classify_twin(emb, twin) if twin is not None else None
     device = str(emb.describe().get("device", "cpu"))
     from sentence_transformers import SentenceTransformer
 
@@ -125,8 +161,8 @@ def run_embed_bench(
     texts = make_workload(emb.encoder.tokenizer, mix, n, seed)
     lengths = _padless_lengths(emb, texts)
     st_lengths = _st_lengths(st, texts)
-    names = [*ST_BATCHES, *(padless_config_name(b) for b in backends)]
-    run_config = _runners(st, emb, extra)
+    names = [*ST_BATCHES, *(padless_config_name(b) for b in backends), *([CLASSIFY] if classifier else [])]
+    run_config = _runners(st, emb, extra, classifier)
     # sentence-transformers runs where padless's torch reference runs; another backend where it says it runs
     devices = {name: str(extra[name].describe().get("device", "cpu")) if name in extra else device for name in names}
     peak_devices = sorted(set(devices.values()))
@@ -161,10 +197,11 @@ def run_embed_bench(
                          padding_fraction=1 - sum(st_lengths) / computed, batches=-(-n // ST_BATCHES[name]))
         else:
             engine_stats = stats[name]
-            sims = cosines(vectors[name], vectors[REFERENCE])
             entry.update(computed_tokens=engine_stats.padded_tokens, padding_fraction=engine_stats.padding_fraction,
-                         batches=engine_stats.batches, stats_real_tokens=engine_stats.real_tokens,
-                         min_cosine_vs_st_b32=float(sims.min()), mean_cosine_vs_st_b32=float(sims.mean()))
+                         batches=engine_stats.batches, stats_real_tokens=engine_stats.real_tokens)
+            if name != CLASSIFY:
+                sims = cosines(vectors[name], vectors[REFERENCE])
+                entry.update(min_cosine_vs_st_b32=float(sims.min()), mean_cosine_vs_st_b32=float(sims.mean()))
         configs[name] = entry
     result: dict[str, Any] = {
         "benchmark": "embed-offline",
@@ -233,6 +270,8 @@ def _st_lengths(st: Any, texts: list[str]) -> list[int]:
 
 
 def _description(name: str, extra: dict[str, Embedder]) -> str:
+    if name == CLASSIFY:
+        return "padless Classifier, torch backend (float32), the same encoder with a 2-label head"
     if name in ST_BATCHES:
         return f"SentenceTransformer.encode, batch_size={ST_BATCHES[name]} (sorted by characters, padded per batch)"
     described = extra[name].describe() if name in extra else {}
@@ -240,7 +279,7 @@ def _description(name: str, extra: dict[str, Embedder]) -> str:
     return f"padless Embedder, {backend} backend ({described.get('dtype', 'float32')})"
 
 
-def _runners(st: Any, emb: Embedder, extra: dict[str, Embedder]) -> dict[str, Runner]:
+def _runners(st: Any, emb: Embedder, extra: dict[str, Embedder], classifier: Classifier | None) -> dict[str, Runner]:
     def st_runner(batch_size: int) -> Runner:
         def run(texts: list[str]) -> tuple[np.ndarray, Stats | None]:
             return np.asarray(st.encode(texts, batch_size=batch_size, show_progress_bar=False)), None
@@ -258,9 +297,21 @@ def _runners(st: Any, emb: Embedder, extra: dict[str, Embedder]) -> dict[str, Ru
 
         return run
 
+    def classify_runner(engine: Classifier) -> Runner:
+        def run(texts: list[str]) -> tuple[np.ndarray, Stats | None]:
+            clone = engine.with_options()
+            failed = [r for r in clone.run(texts) if isinstance(r, ItemError)]
+            if failed:
+                raise ConfigError(f"{len(failed)} workload items failed: {failed[0]}")
+            return np.empty((0,), dtype=np.float32), clone.stats
+
+        return run
+
     runners = {name: st_runner(size) for name, size in ST_BATCHES.items()}
     runners[PADLESS] = padless_runner(emb)
     runners.update({name: padless_runner(other) for name, other in extra.items()})
+    if classifier is not None:
+        runners[CLASSIFY] = classify_runner(classifier)
     return runners
 
 
@@ -294,10 +345,13 @@ def _ratio(seconds: dict[str, list[float]], faster: str, slower: str) -> float:
 
 
 def _ratios(names: list[str], seconds: dict[str, list[float]]) -> dict[str, float]:
-    """Every config over ``st-b32``, and every padless config over every sentence-transformers config."""
+    """Every config over ``st-b32``, every padless config over every sentence-transformers config, and with
+    ``padless-classify`` the embedder over the classifier (1.0: embedding costs what classifying does)."""
     ratios = {f"{name}_vs_{REFERENCE}": _ratio(seconds, name, REFERENCE) for name in names if name != REFERENCE}
     ratios.update({f"{name}_vs_{other}": _ratio(seconds, name, other) for name in names
                    if name.startswith(PADLESS) for other in ST_BATCHES if other != REFERENCE})
+    if CLASSIFY in names:
+        ratios[f"{PADLESS}_vs_{CLASSIFY}"] = _ratio(seconds, PADLESS, CLASSIFY)
     return ratios
 
 

@@ -161,6 +161,7 @@ def bench_embed(
     ctx: typer.Context,
     rounds: Annotated[int, typer.Option(envvar="PADLESS_BENCH_ROUNDS", help="Interleaved rounds; medians reported.")] = 3,
     backend: Annotated[str, typer.Option(envvar="PADLESS_BENCH_BACKENDS", help="Comma-separated backends for padless configs (padless = torch fp32, always run; others appear as padless-<backend>, e.g. torch,onnx,openvino).")] = "torch",
+    classify: Annotated[bool, typer.Option("--classify/--no-classify", envvar="PADLESS_BENCH_CLASSIFY", help="Add padless-classify: padless's Classifier (torch fp32) on the same encoder with a 2-label head, to show what embedding costs over classifying.")] = False,
 ) -> None:
     """padless's Embedder vs SentenceTransformer.encode (batch_size 32 and 128), in one process, interleaved.
 
@@ -175,7 +176,7 @@ def bench_embed(
     _check_mix(opts["mix"])
     console = Console(stderr=True)
     result = run_embed_bench(opts["model"], mix=opts["mix"], n=opts["n"], rounds=rounds, seed=opts["seed"],
-                             backends=[b.strip() for b in backend.split(",") if b.strip()],
+                             backends=[b.strip() for b in backend.split(",") if b.strip()], classify=classify,
                              out_dir=opts["out_dir"], command=["padless", *sys.argv[1:]], say=console.print)
     Console(width=max(Console().width, 120)).print(render_table(result))
     typer.echo(f"wrote {opts['out_dir'] / OUTPUT}")
