@@ -18,6 +18,7 @@ drive it through every kill point of a simulated run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -78,12 +79,22 @@ Decision = StartFresh | Continue | AlreadyComplete | Refuse
 
 # Formats committed as numbered Parquet part files beside the output, put together at completion.
 PART_FORMATS = ("parquet", "npy")
+# The Ray Data job's output: a Parquet dataset folder whose parts are named by the rows they hold. Its state sits
+# inside the folder; a part is whole once it has its name, so the parts themselves are the commits and the job finds
+# what is done by reading their row ids (``rows_done`` and ``committed`` stay 0 until completion).
+DATASET_FORMAT = "ray-parquet"
+
+
+def fingerprint(keyed: dict[str, Any]) -> str:
+    """The hash a state records of what a run reads and every option that changes its output."""
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def new_state(fingerprint: str, fmt: str, columns: list[str]) -> dict[str, Any]:
-    """The state written before the output is touched: nothing committed yet."""
+    """The state written before the output is touched: nothing committed yet (a dataset's parts commit alone)."""
     return {"version": STATE_VERSION, "fingerprint": fingerprint, "format": fmt, "columns": list(columns),
-            "rows_done": 0, "committed": None, "counts": asdict(Counts()), "complete": False, "output_size": None}
+            "rows_done": 0, "committed": 0 if fmt == DATASET_FORMAT else None, "counts": asdict(Counts()),
+            "complete": False, "output_size": None}
 
 
 def after_commit(state: dict[str, Any], rows_done: int, committed: int, counts: Counts) -> dict[str, Any]:
@@ -97,12 +108,16 @@ def completed(state: dict[str, Any], output_size: int) -> dict[str, Any]:
 
 
 def decide(state: dict[str, Any] | None, facts: OutputFacts, *, output: str, fmt: str, fingerprint: str | None,
-           resume: bool, overwrite: bool) -> Decision:
+           resume: bool, overwrite: bool, state_file: str | None = None) -> Decision:
     """What a run must do, given the state file (``None`` when absent), the output on disk and the flags.
 
     A missing state beside an existing output is never taken as complete: only a state that says so, beside an
-    output of the recorded size, is. Whatever cannot be proven is refused, naming ``--overwrite``.
+    output of the recorded size, is. Whatever cannot be proven is refused, naming ``--overwrite``. For
+    :data:`DATASET_FORMAT` ``facts`` describe the folder (``exists``: it holds anything; ``size``: its parts' bytes)
+    and ``state_file`` names the state inside it; ``Continue`` then leaves finding the finished rows to the job.
     """
+    state_file = state_file or output + STATE_SUFFIX
+    where = "in it" if fmt == DATASET_FORMAT else "beside it"
     if resume and overwrite:
         return Refuse("pass either --resume or --overwrite, not both")
     if overwrite:
@@ -113,11 +128,11 @@ def decide(state: dict[str, Any] | None, facts: OutputFacts, *, output: str, fmt
         return StartFresh()
     if state is None:
         if facts.exists:
-            return Refuse(f"{output} exists but has no {Path(output + STATE_SUFFIX).name} beside it, so padless "
+            return Refuse(f"{output} exists but has no {Path(state_file).name} {where}, so padless "
                           "cannot tell how much of it is done; pass --overwrite to run it again")
         return StartFresh()
     if not _well_formed(state):
-        return Refuse(f"{output + STATE_SUFFIX} is unreadable or from another padless version; "
+        return Refuse(f"{state_file} is unreadable or from another padless version; "
                       "pass --overwrite to run it again")
     if state["fingerprint"] != fingerprint or state["format"] != fmt:
         return Refuse(f"{output} was started with another input file or other options; "
@@ -132,6 +147,8 @@ def decide(state: dict[str, Any] | None, facts: OutputFacts, *, output: str, fmt
                           f"{state['output_size']} recorded); pass --overwrite to run it again")
         return AlreadyComplete(counts, state["rows_done"], remove_parts=facts.parts_dir)
     committed = state["committed"]
+    if fmt == DATASET_FORMAT:
+        return Continue(0, 0, counts, list(state["columns"]))
     if committed is None:  # killed before the first commit: nothing in the output can be trusted
         return StartFresh()
     if fmt in PART_FORMATS:

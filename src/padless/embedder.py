@@ -74,6 +74,11 @@ class EmbedOptions:
             raise ConfigError(f"dimensions must be positive, got {self.dimensions}")
 
 
+def resolve_model(model: str) -> Path:
+    """The folder an embedder loads: ``default`` is the all-MiniLM-L6-v2 package, else :func:`loader.resolve`."""
+    return loader.base_encoder_path() if model == DEFAULT else loader.resolve(model)
+
+
 class Embedder(Engine):
     """Sentence embeddings that batch without padding waste. See the module docstring."""
 
@@ -131,7 +136,7 @@ class Embedder(Engine):
     # -- the engine's hooks --------------------------------------------------------------------------------------
 
     def _resolve(self, model: str) -> Path:
-        return loader.base_encoder_path() if model == DEFAULT else loader.resolve(model)
+        return resolve_model(model)
 
     def _read_info(self, path: Path) -> ModelInfo:
         info = loader.read_info(path, task="embed", pooling=self.options.pooling)

@@ -23,8 +23,6 @@ parts not yet removed).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -138,7 +136,7 @@ class EmbedTask:
         return self.embedder.stats
 
     def columns(self, input_columns: list[str]) -> tuple[list[str], dict[str, str]]:
-        _refuse_clash(input_columns, [self.names["embedding"], self.names["error"]])
+        refuse_clash(input_columns, [self.names["embedding"], self.names["error"]])
         return input_columns + [self.names["embedding"], self.names["error"]], self.names
 
     def records(self, chunk: list[Row]) -> list[dict[str, Any]]:
@@ -164,7 +162,7 @@ def _fingerprint(spec: JobSpec, task: RowTask) -> str:
         "column": spec.column, "format": spec.output_format, "prefix": spec.output_prefix,
         "pair_column": spec.pair_column, **task.fingerprint(),
     }
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
+    return commit.fingerprint(keyed)
 
 
 def output_columns(input_columns: list[str], spec: JobSpec) -> tuple[list[str], dict[str, str]]:
@@ -177,11 +175,12 @@ def added_columns(input_columns: list[str], *, output_prefix: str, top_k: int) -
     names padless's own columns get (a clash with an input column is refused, naming ``--output-prefix``)."""
     names = {k: output_prefix + k for k in ("label", "score", "scores", "error")}
     wanted = ["label", "score"] + (["scores"] if top_k != 1 else []) + ["error"]
-    _refuse_clash(input_columns, [names[k] for k in wanted])
+    refuse_clash(input_columns, [names[k] for k in wanted])
     return input_columns + [names[k] for k in wanted], names
 
 
-def _refuse_clash(input_columns: list[str], added: list[str]) -> None:
+def refuse_clash(input_columns: list[str], added: list[str]) -> None:
+    """One line naming ``--output-prefix`` when a column padless adds is already an input column."""
     clash = [name for name in added if name in input_columns]
     if clash:
         raise InputError(f"the input already has column(s) {', '.join(clash)}; "
@@ -303,7 +302,6 @@ def _chain(first: list[list[Row]], rest: Any) -> Any:
     yield from rest
 
 
-
 def row_results(chunk: list[Row],
                 run: Callable[[list[Any]], list[Any]]) -> list[tuple[dict[str, Any], Any, str | None]]:
     """Each row's columns, its result from ``run`` (None for a row not run) and its error: the row's own read error
@@ -317,6 +315,7 @@ def row_results(chunk: list[Row],
         error = f"{result.code}: {result}" if isinstance(result, ItemError) else row.error
         out.append((dict(row.columns), result, error))
     return out
+
 
 def classify_rows(chunk: list[Row], classifier: Any, names: dict[str, str], *, top_k: int,
                   raw_scores: bool) -> list[dict[str, Any]]:

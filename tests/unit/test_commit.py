@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from padless.commit import (
+    DATASET_FORMAT,
     STATE_SUFFIX,
     AlreadyComplete,
     Continue,
@@ -348,3 +349,44 @@ def test_state_file_round_trips_and_leaves_no_temporary(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     path.write_text("{not json")
     assert read_state(path) == {}
+
+
+# The Ray Data job's dataset folder (DATASET_FORMAT): its parts are its commits, its state lives inside it.
+
+def _dataset(state: dict[str, Any] | None, facts: OutputFacts, **flags: bool) -> Decision:
+    return decide(state, facts, output="vectors", fmt=DATASET_FORMAT, fingerprint=FP, state_file=DATASET_STATE,
+                  resume=flags.get("resume", False), overwrite=flags.get("overwrite", False))
+
+
+DATASET_STATE = "vectors/_padless_state.json"
+
+
+def test_dataset_runs_fresh_into_nothing_and_refuses_a_plain_rerun() -> None:
+    assert _dataset(None, NOTHING) == StartFresh()
+    decision = _dataset(new_state(FP, DATASET_FORMAT, COLUMNS), OutputFacts(exists=True))
+    assert isinstance(decision, Refuse) and "--resume" in decision.message
+
+
+def test_dataset_resumes_from_its_parts_whatever_has_been_written() -> None:
+    """Killed before the first part or after some: the job reads the finished row ids, so it continues either way
+    (a state written before any part is not 'start over' here, unlike a file output's)."""
+    state = new_state(FP, DATASET_FORMAT, COLUMNS)
+    assert state["committed"] == 0
+    for facts in (OutputFacts(exists=True), OutputFacts(exists=True, size=5000)):
+        assert _dataset(state, facts, resume=True) == Continue(0, 0, Counts(), COLUMNS)
+
+
+def test_dataset_complete_only_while_its_parts_are_unchanged() -> None:
+    state = completed(after_commit(new_state(FP, DATASET_FORMAT, COLUMNS), 7, 3, Counts(7, 6, 1)), 5000)
+    assert _dataset(state, OutputFacts(exists=True, size=5000), resume=True) == AlreadyComplete(Counts(7, 6, 1), 7,
+                                                                                               remove_parts=False)
+    decision = _dataset(state, OutputFacts(exists=True, size=4000), resume=True)
+    assert isinstance(decision, Refuse) and "has changed" in decision.message
+
+
+@pytest.mark.parametrize("state", [None, {}, {"fingerprint": FP, "complete": False, "input": "in"}])
+def test_dataset_without_a_readable_state_is_refused_naming_the_state_inside(state: dict[str, Any] | None) -> None:
+    """The last case is the state an older padless wrote for --ray: it cannot be vouched for, so it is refused."""
+    decision = _dataset(state, OutputFacts(exists=True, size=10), resume=True)
+    assert isinstance(decision, Refuse) and "--overwrite" in decision.message
+    assert ("_padless_state.json in it" if state is None else DATASET_STATE) in decision.message

@@ -1,4 +1,5 @@
-"""``padless embed``: one embedding per row of a file, as a resumable job (the same job code as ``padless classify``).
+"""``padless embed``: one embedding per row of a file, as a resumable job (the same job code as ``padless classify``,
+and with ``--ray`` the same Ray Data job).
 
 Registered on the app by :func:`register`; imports the embedder only when it runs, so ``padless --help`` stays fast.
 """
@@ -16,11 +17,14 @@ from padless.cli.options import (
     BackendOpt,
     MaxCharsOpt,
     MaxLenOpt,
+    RayAddressOpt,
+    RayDataOpt,
     RowsOpt,
     StreamsOpt,
     ThreadsOpt,
     TokensOpt,
     WidthOpt,
+    WorkersOpt,
 )
 from padless.config import BatchConfig, EngineSpec, ModelConfig
 from padless.errors import PadlessError
@@ -49,7 +53,7 @@ def embed(
     max_batch_tokens: TokensOpt = BatchConfig.max_batch_tokens,
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
     width_multiple: WidthOpt = BatchConfig.width_multiple,
-    chunk_rows: Annotated[int, typer.Option(envvar="PADLESS_CHUNK_ROWS", help="Rows read, sorted and committed together.")] = BatchConfig.chunk_rows,
+    chunk_rows: Annotated[int | None, typer.Option(envvar="PADLESS_CHUNK_ROWS", help=f"Rows read, sorted and committed together; with --ray, rows per worker call [default: {BatchConfig.chunk_rows}; {BatchConfig.ray_chunk_rows} with --ray]", show_default=False)] = None,
     threads: ThreadsOpt = 0,
     streams: StreamsOpt = ModelConfig.streams,
     pooling: Annotated[str | None, typer.Option(envvar="PADLESS_POOLING", help=f"How token vectors become one: {', '.join(POOLINGS)} [default: the model's; mean for a plain encoder].", show_default=False)] = None,
@@ -63,11 +67,31 @@ def embed(
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run of the same command.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar [default: on a terminal].")] = None,
+    use_ray: RayDataOpt = False,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = 0,
 ) -> None:
     """Embed every row of a file; keeps the input's columns and adds embedding and error."""
     engine = EngineSpec.of(model=model, backend=backend, max_length=max_length, truncate=truncate,
                            max_chars=max_chars, threads=threads, streams=streams, max_batch_tokens=max_batch_tokens,
                            max_batch_size=max_batch_size, width_multiple=width_multiple)
+    chunk_rows = chunk_rows if chunk_rows is not None else (
+        BatchConfig.ray_chunk_rows if use_ray else BatchConfig.chunk_rows)
+    _check_embed_options(engine, chunk_rows=chunk_rows, pooling=pooling, dimensions=dimensions, long=long,
+                         chunk_overlap=chunk_overlap, prompt=prompt, prompt_name=prompt_name)
+    if use_ray:  # imported here: without --ray the CLI never imports Ray
+        from padless.cli.ray_job import run_ray_offline
+        from padless.embedder import EmbedOptions
+
+        options = EmbedOptions(pooling=pooling, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name,
+                               prompt=prompt, long=long, chunk_overlap=chunk_overlap)
+        run_ray_offline(input=input, output=output, address=ray_address, workers=workers, threads=threads,
+                        chunk_rows=chunk_rows, input_format=input_format, output_format=format, resume=resume,
+                        overwrite=overwrite, progress=progress, engine=engine, column=column,
+                        output_prefix=output_prefix, embed=options)
+        return
+    if ray_address or workers:
+        raise PadlessError("--ray-address and --workers need --ray")
     from padless.fileio import detect_format
     from padless.job import JobSpec
 
@@ -78,8 +102,6 @@ def embed(
         raise PadlessError(f"padless embed cannot write {out_fmt} (a vector per row); use parquet, jsonl or npy")
     if out_fmt in ("parquet", "npy") and output == "-":
         raise PadlessError(f"{out_fmt} cannot be written to stdout; pass -o FILE.{out_fmt}")
-    _check_embed_options(engine, chunk_rows=chunk_rows, pooling=pooling, dimensions=dimensions, long=long,
-                         chunk_overlap=chunk_overlap, prompt=prompt, prompt_name=prompt_name)
     spec = JobSpec(input=input, input_format=in_fmt, column=column, output=output, output_format=out_fmt,
                    chunk_rows=chunk_rows, output_prefix=output_prefix, resume=resume, overwrite=overwrite)
     if input != "-" and not Path(input).is_file():

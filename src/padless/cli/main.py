@@ -24,12 +24,15 @@ from padless.cli.options import (
     MaxLenOpt,
     ModelOpt,
     PairTruncOpt,
+    RayAddressOpt,
+    RayDataOpt,
     RowsOpt,
     ServeBackendOpt,
     StreamsOpt,
     ThreadsOpt,
     TokensOpt,
     WidthOpt,
+    WorkersOpt,
 )
 from padless.config import (
     LONG_PROMOTE_MS,
@@ -98,9 +101,9 @@ def classify(
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run of the same command.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar [default: on a terminal].")] = None,
-    use_ray: Annotated[bool, typer.Option("--ray", envvar="PADLESS_RAY", help="Run on Ray Data: INPUT may be a file, a folder or a glob (any filesystem Ray reads); -o is a Parquet dataset folder.")] = False,
-    ray_address: Annotated[str | None, typer.Option(envvar="PADLESS_RAY_ADDRESS", help="Ray cluster to join ('auto' = the running one) [default: start a local cluster].", show_default=False)] = None,
-    workers: Annotated[int, typer.Option(envvar="PADLESS_WORKERS", help="--ray: worker actors; 0 = one per CPU of the cluster (--threads then defaults to CPUs / workers).")] = 0,
+    use_ray: RayDataOpt = False,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = 0,
 ) -> None:
     """Classify every row of a file; keeps the input's columns and adds label, score and error."""
     engine = EngineSpec.of(model=model, backend=backend, max_length=max_length, truncate=truncate,
@@ -108,14 +111,16 @@ def classify(
                            max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                            width_multiple=width_multiple)
     if use_ray:  # imported here: without --ray the CLI never imports Ray
-        from padless.cli.ray_classify import run_ray_classify
+        from padless.cli.ray_job import run_ray_offline
 
-        run_ray_classify(input=input, output=output, address=ray_address, workers=workers, threads=threads,
-                         chunk_rows=BatchConfig.ray_chunk_rows if chunk_rows is None else chunk_rows,
-                         input_format=input_format, output_format=format, resume=resume, overwrite=overwrite,
-                         progress=progress, engine=engine, column=column, pair_column=pair_column, top_k=top_k,
-                         raw_scores=raw_scores, output_prefix=output_prefix)
+        run_ray_offline(input=input, output=output, address=ray_address, workers=workers, threads=threads,
+                        chunk_rows=BatchConfig.ray_chunk_rows if chunk_rows is None else chunk_rows,
+                        input_format=input_format, output_format=format, resume=resume, overwrite=overwrite,
+                        progress=progress, engine=engine, column=column, pair_column=pair_column, top_k=top_k,
+                        raw_scores=raw_scores, output_prefix=output_prefix)
         return
+    if ray_address or workers:
+        raise PadlessError("--ray-address and --workers need --ray")
     from padless.fileio import FORMATS, detect_format
     from padless.job import JobSpec
 

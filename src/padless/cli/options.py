@@ -20,3 +20,6 @@ WidthOpt = Annotated[int, typer.Option(envvar="PADLESS_WIDTH_MULTIPLE", help="Ro
 ThreadsOpt = Annotated[int, typer.Option(envvar="PADLESS_THREADS", help="CPU threads; 0 = every usable core.")]
 StreamsOpt = Annotated[int, typer.Option(envvar="PADLESS_STREAMS", help="Batches computed at once, the threads split between them (OpenVINO backends; others run 1); 0 = the backend's choice: OpenVINO's throughput setting, 2 on 2 cores. padless serve runs 1: its batcher hands over one batch at a time.")]
 PairTruncOpt = Annotated[str, typer.Option(envvar="PADLESS_PAIR_TRUNCATION", help="How an over-long text pair is cut: longest_first (transformers' default), only_first, only_second.")]
+RayDataOpt = Annotated[bool, typer.Option("--ray", envvar="PADLESS_RAY", help="Run on Ray Data: INPUT may be a file, a folder or a glob (any filesystem Ray reads); -o is a Parquet dataset folder.")]
+RayAddressOpt = Annotated[str | None, typer.Option(envvar="PADLESS_RAY_ADDRESS", help="Ray cluster to join ('auto' = the running one) [default: start a local cluster].", show_default=False)]
+WorkersOpt = Annotated[int, typer.Option(envvar="PADLESS_WORKERS", help="--ray: worker actors; 0 = one per CPU of the cluster (--threads then defaults to CPUs / workers).")]

@@ -1,6 +1,7 @@
-"""``padless classify --ray``: the CLI side of a Ray Data offline job (:mod:`padless.ray.offline_job`).
+"""``padless classify --ray`` and ``padless embed --ray``: the CLI side of a Ray Data offline job
+(:mod:`padless.ray.offline_job`).
 
-Imported only inside the ``--ray`` branch of ``padless classify``, so the CLI never imports Ray otherwise. Shows a
+Imported only inside the ``--ray`` branch of those commands, so the CLI never imports Ray otherwise. Shows a
 progress bar on a terminal (rows/s, tokens/s, padding %, ETA) and prints one JSON summary line when stderr is not
 a terminal, as local mode does; the summary adds the workers, their threads and each worker's throughput.
 """
@@ -10,18 +11,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from padless.config import EngineSpec
 from padless.errors import InputError
 
 
-def run_ray_classify(*, input: str, output: str, address: str | None, workers: int, threads: int, chunk_rows: int,
-                     input_format: str | None, output_format: str | None, resume: bool, overwrite: bool,
-                     progress: bool | None, engine: EngineSpec, **options: Any) -> Any:
+def run_ray_offline(*, input: str, output: str, address: str | None, workers: int, threads: int, chunk_rows: int,
+                    input_format: str | None, output_format: str | None, resume: bool, overwrite: bool,
+                    progress: bool | None, engine: EngineSpec, **options: Any) -> Any:
     """Check the options, join or start the cluster, run the job, report. ``engine``: the workers' engine (whole);
-    ``options``: :class:`ScoreOptions`'s other fields."""
+    ``options``: :class:`ScoreOptions`'s other fields (``embed`` set: an embed job)."""
     if input == "-":
         raise InputError("--ray reads files (a file, a folder or a glob), not stdin")
     if output == "-":
@@ -35,14 +36,21 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
     from padless.cli.common import ensure_default
     from padless.ray.data import ScoreOptions
 
-    ScoreOptions(engine=engine, **options).validate()  # before the default model is built or Ray starts
+    opts = ScoreOptions(engine=engine, **options)
+    opts.validate()  # before the default model is built or Ray starts
     from padless import loader
 
-    ensure_default(engine.model.model)
-    path = loader.resolve(engine.model.model).resolve()
-    # A folder without a classification head is refused here, not on every worker. The driver never runs the model,
-    # so it reads config.json itself rather than import transformers (and torch), which would delay Ray's start.
-    loader.check_head(path)
+    if opts.embed is None:
+        ensure_default(engine.model.model)
+        path = loader.resolve(engine.model.model).resolve()
+        # A folder without a classification head is refused here, not on every worker. The driver never runs the
+        # model, so it reads config.json itself rather than import transformers (and torch), which would delay Ray.
+        loader.check_head(path)
+    else:
+        from padless.ray.data import check_embed, model_folder
+
+        path = model_folder(opts)
+        check_embed(replace(opts, engine=engine.replace(model=str(path))))  # config and tokenizer, no weights
     from padless.ray.cluster import import_ray, init_ray
     from padless.ray.offline_job import RayJobSpec, run_ray_job
 
@@ -50,11 +58,12 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
     connected_here = not ray.is_initialized()  # a caller's own connection (a test's, a notebook's) stays open
     init_ray(address)
     spec = RayJobSpec(input=input, output=output, input_format=input_format,
-                      options=ScoreOptions(engine=engine.replace(model=str(path)), **options), workers=workers,
+                      options=replace(opts, engine=engine.replace(model=str(path))), workers=workers,
                       threads=threads, batch_rows=chunk_rows, resume=resume, overwrite=overwrite)
     show = sys.stderr.isatty() if progress is None else progress
+    verb = "classifying" if opts.embed is None else "embedding"
     try:
-        summary = _with_bar(spec, run_ray_job) if show else run_ray_job(spec)
+        summary = _with_bar(spec, run_ray_job, verb) if show else run_ray_job(spec)
     finally:
         if connected_here:
             # Now rather than in Ray's exit hook, which first sleeps 0.5 s for log lines. A joined cluster is only
@@ -67,7 +76,8 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
         print(json.dumps({"summary": report}), file=sys.stderr)
     elif not summary.already_complete:
         rates = ", ".join(f"{w['rows_per_s']:,.0f}" for w in summary.per_worker)
-        print(f"{summary.rows_in:,} rows in = {summary.rows_scored:,} scored + {summary.rows_errored:,} errored · "
+        done = "scored" if opts.embed is None else "embedded"
+        print(f"{summary.rows_in:,} rows in = {summary.rows_scored:,} {done} + {summary.rows_errored:,} errored · "
               f"padding {summary.padding_fraction:.1%} · {summary.workers} workers × {summary.threads} threads "
               f"({rates} rows/s each) · {summary.seconds:.1f}s → {output}", file=sys.stderr)
     if summary.rows_in != summary.rows_scored + summary.rows_errored:
@@ -75,12 +85,12 @@ def run_ray_classify(*, input: str, output: str, address: str | None, workers: i
     return summary
 
 
-def _with_bar(spec: Any, run: Any) -> Any:
+def _with_bar(spec: Any, run: Any, verb: str) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True, soft_wrap=True)
-    columns = [TextColumn("classifying on Ray"), BarColumn(), TaskProgressColumn(),
+    columns = [TextColumn(f"{verb} on Ray"), BarColumn(), TaskProgressColumn(),
                TextColumn("{task.completed:,.0f} rows · {task.fields[rate]} · {task.fields[tokens]} · "
                           "padding {task.fields[padding]}"), TimeRemainingColumn()]
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""padless on Ray: Ray Data for offline jobs (:func:`classify`), Ray Serve for replicas and length tiers
+"""padless on Ray: Ray Data for offline jobs (:func:`classify`, :func:`embed`), Ray Serve for replicas and length tiers
 (:func:`serve_app`). One more face over the engine and the batcher; the core never imports Ray.
 
 Needs the optional extra ``padless[ray]`` (``ray[data,serve]==2.60.*``).
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["classify", "serve_app"]
+__all__ = ["classify", "embed", "serve_app"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so importing padless.ray costs nothing until Ray is really used.
-    if name == "classify":
-        from padless.ray.data import classify
+    if name in ("classify", "embed"):
+        from padless.ray import data
 
-        return classify
+        return getattr(data, name)
     if name == "serve_app":
         from padless.ray.serve import serve_app
 

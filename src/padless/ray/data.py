@@ -1,11 +1,13 @@
-"""padless on Ray Data: :func:`classify` turns a ``ray.data.Dataset`` into a lazy, scored Dataset.
+"""padless on Ray Data: :func:`classify` and :func:`embed` turn a ``ray.data.Dataset`` into a lazy Dataset with
+padless's columns added.
 
 Each worker is an actor (a callable class in ``map_batches`` with a fixed pool of ``workers``) that loads the model
 once — an optimize folder's variant is re-checked there, as on any load — and receives large pyarrow batches
 (``batch_rows``). Inside it padless runs exactly as in local mode: rows are validated by the same
-:class:`~padless.fileio.Reader` code, tokenized once, planned into token-budget batches, run and restored to order
-(:func:`padless.job.classify_rows`), so errors, labels and scores are the local ones and padding stays low whatever
-a block holds.
+:class:`~padless.fileio.Reader` code and handed to the same row task as ``padless classify`` or ``padless embed``
+(:class:`padless.job.ClassifyTask`, :class:`padless.job.EmbedTask`): tokenized once, planned into token-budget
+batches, run and restored to order, so errors, labels, scores and vectors are the local ones and padding stays low
+whatever a block holds.
 
 Fault tolerance is Ray's: a lost actor is restarted and its batch retried (Ray Data's actor defaults,
 ``max_restarts=-1``, ``max_task_retries=-1``); a lost block is rebuilt from lineage.
@@ -17,18 +19,20 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from padless.config import BatchConfig, EngineSpec, ModelConfig, OutputConfig
+from padless.embedder import EmbedOptions
 from padless.errors import ConfigError
 from padless.fileio import Row
 from padless.ray.cluster import biggest_node_cpus, import_ray, init_ray
 from padless.ray.offline_io import READ_ERROR, TableReader
 
-__all__ = ["ID_FIELDS", "ROW_ID", "ScoreOptions", "classify", "classify_with", "plan_workers"]
+__all__ = ["ID_FIELDS", "ROW_ID", "ScoreOptions", "classify", "embed", "plan_workers", "run_task"]
 
 # The stable row id columns ``padless classify --ray`` adds (before ``--output-prefix``): a sortable id, and the
 # input file and 0-based row number it stands for.
@@ -48,11 +52,21 @@ class ScoreOptions:
     raw_scores: bool = False
     output_prefix: str = ""
     id_columns: tuple[str, ...] = ()  # row id columns to keep last (the CLI's row_id, input_file, row_number)
+    embed: EmbedOptions | None = None  # set: the embed task (embedding, error); None: classify (label, score, …)
+
+    @property
+    def task(self) -> str:
+        return "classify" if self.embed is None else "embed"
 
     def validate(self) -> None:
         """Refuse impossible options (one line, :class:`~padless.errors.ConfigError`) before anything starts."""
         self.engine.validate()
-        OutputConfig(top_k=self.top_k, raw_scores=self.raw_scores).validate()
+        if self.embed is None:
+            OutputConfig(top_k=self.top_k, raw_scores=self.raw_scores).validate()
+            return
+        self.embed.validate()
+        if self.pair_column is not None:
+            raise ConfigError("a text pair is not an embedding input; embed one column")
 
 
 def plan_workers(cluster_cpus: int, workers: int | None, threads: int | None,
@@ -109,13 +123,36 @@ def classify(ds: Any, model: str = "default", column: str = "text", *, pair_colu
                            pair_truncation=pair_truncation)
     opts = ScoreOptions(engine=engine, column=column, pair_column=pair_column, top_k=top_k, raw_scores=raw_scores,
                         output_prefix=output_prefix, id_columns=id_columns)
-    return classify_with(ds, opts, workers=workers, threads=threads, batch_rows=batch_rows, progress=progress)
+    return run_task(ds, opts, workers=workers, threads=threads, batch_rows=batch_rows, progress=progress)
 
 
-def classify_with(ds: Any, opts: ScoreOptions, *, workers: int | None = None, threads: int | None = None,
-                  batch_rows: int = BatchConfig.ray_chunk_rows, progress: Any = None) -> Any:
-    """:func:`classify` with its options as one value (``opts.engine`` whole); ``workers``, ``threads``,
-    ``batch_rows`` and ``progress`` as there (``threads`` wins over ``opts.engine``'s)."""
+def embed(ds: Any, model: str = "default", column: str = "text", *, backend: str = "auto",
+          workers: int | None = None, threads: int | None = None, batch_rows: int = BatchConfig.ray_chunk_rows,
+          max_length: int | None = None, truncate: bool = True, max_chars: int = ModelConfig.max_chars,
+          max_batch_tokens: int = BatchConfig.max_batch_tokens, max_batch_size: int = BatchConfig.max_batch_size,
+          width_multiple: int = BatchConfig.width_multiple, streams: int = ModelConfig.streams,
+          pooling: str | None = None, normalize: bool | None = None, dimensions: int | None = None,
+          prompt_name: str | None = None, prompt: str | None = None, long: str = "truncate", chunk_overlap: int = 32,
+          output_prefix: str = "", progress: Any = None, id_columns: tuple[str, ...] = ()) -> Any:
+    """Embed ``ds[column]`` with ``model`` (``default``: all-MiniLM-L6-v2); returns a lazy Dataset with the input's
+    columns, then ``embedding`` (``fixed_size_list<float32>[dimension]``, null for a row that could not be
+    embedded) and ``error``. The options are :class:`padless.Embedder`'s, the rest :func:`classify`'s; the options
+    are checked against the model's folder here, before any worker starts (one line, ConfigError)."""
+    engine = EngineSpec.of(model=model, backend=backend, max_length=max_length, truncate=truncate,
+                           max_chars=max_chars, threads=threads or 0, max_batch_tokens=max_batch_tokens,
+                           max_batch_size=max_batch_size, width_multiple=width_multiple, streams=streams)
+    options = EmbedOptions(pooling=pooling, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name,
+                           prompt=prompt, long=long, chunk_overlap=chunk_overlap)
+    opts = ScoreOptions(engine=engine, column=column, output_prefix=output_prefix, id_columns=id_columns,
+                        embed=options)
+    return run_task(ds, opts, workers=workers, threads=threads, batch_rows=batch_rows, progress=progress)
+
+
+def run_task(ds: Any, opts: ScoreOptions, *, workers: int | None = None, threads: int | None = None,
+             batch_rows: int = BatchConfig.ray_chunk_rows, progress: Any = None) -> Any:
+    """:func:`classify` or :func:`embed` (``opts.embed`` set) with the options as one value (``opts.engine``
+    whole); ``workers``, ``threads``, ``batch_rows`` and ``progress`` as there (``threads`` wins over
+    ``opts.engine``'s)."""
     opts.validate()
     if batch_rows < 1:
         raise ConfigError("batch_rows must be positive")
@@ -131,15 +168,12 @@ def classify_with(ds: Any, opts: ScoreOptions, *, workers: int | None = None, th
         # CPU would wait forever for its input. (The CLI reads and writes with num_cpus=0 and uses every CPU.)
         workers = cpus - 1
     workers, threads = plan_workers(cpus, workers, threads, biggest_node_cpus())
-    from padless import loader
-    from padless.default_model import ensure_default
-
-    model = opts.engine.model.model
-    ensure_default(model)
-    opts = replace(opts, engine=opts.engine.replace(model=str(loader.resolve(model).resolve()), threads=threads))
-    schema = ds.schema(fetch_if_missing=False)  # only when known without running anything: classify stays lazy
+    opts = replace(opts, engine=opts.engine.replace(model=str(model_folder(opts)), threads=threads))
+    if opts.embed is not None:
+        check_embed(opts)
+    schema = ds.schema(fetch_if_missing=False)  # only when known without running anything: the result stays lazy
     if schema is not None:
-        _check_columns([n for n in schema.names if n != READ_ERROR and n not in opts.id_columns], opts)
+        check_columns([n for n in schema.names if n != READ_ERROR and n not in opts.id_columns], opts)
     return ds.map_batches(
         _Scorer, fn_constructor_kwargs={"opts": opts, "progress": progress}, batch_size=batch_rows,
         # Exactly-once rests on Ray Data's actor defaults (ActorPoolMapOperator._apply_default_remote_args):
@@ -151,54 +185,103 @@ def classify_with(ds: Any, opts: ScoreOptions, *, workers: int | None = None, th
         compute=ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1))
 
 
-def _check_columns(columns: list[str], opts: ScoreOptions) -> None:
-    from padless.job import added_columns
+def model_folder(opts: ScoreOptions) -> Path:
+    """The local folder the workers load: ``default`` is the built classifier for classify (built here when
+    missing) and all-MiniLM-L6-v2 for embed; anything else as :func:`padless.loader.resolve` finds it."""
+    model = opts.engine.model.model
+    if opts.embed is not None:
+        from padless.embedder import resolve_model
+
+        return resolve_model(model).resolve()
+    from padless import loader
+    from padless.default_model import ensure_default
+
+    ensure_default(model)
+    return loader.resolve(model).resolve()
+
+
+def check_embed(opts: ScoreOptions) -> None:
+    """Every embed option checked against the model's folder on the driver (its config and tokenizer, no weights),
+    so a bad one is one line here rather than a failure on every worker."""
+    from padless.embedder import Embedder
+
+    assert opts.embed is not None
+    Embedder.from_spec(opts.engine.replace(backend="dummy"), **asdict(opts.embed))
+
+
+def check_columns(columns: list[str], opts: ScoreOptions) -> list[str]:
+    """The output's columns (without the row ids), once the text column is found and no added column clashes with
+    an input column (one line each otherwise)."""
+    from padless.job import added_columns, refuse_clash
 
     for name in (opts.column, opts.pair_column):
         if name is not None and name not in columns:
             raise ConfigError(f"column {name!r} not found in the dataset; columns: {', '.join(columns) or 'none'}")
-    added_columns(columns, output_prefix=opts.output_prefix, top_k=opts.top_k)
+    if opts.embed is None:
+        return added_columns(columns, output_prefix=opts.output_prefix, top_k=opts.top_k)[0]
+    added = [opts.output_prefix + "embedding", opts.output_prefix + "error"]
+    refuse_clash(columns, added)
+    return columns + added
 
 
-def _types(top_k: int) -> dict[str, pa.DataType]:
-    types = {"label": pa.string(), "score": pa.float64(), "error": pa.string()}
-    if top_k != 1:
-        types["scores"] = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
-    return types
+def _make_task(opts: ScoreOptions) -> Any:
+    """The worker's row task, as local mode builds it (:class:`padless.job.RowTask`)."""
+    from padless import job
+
+    if opts.embed is None:
+        from padless.engine import Classifier
+
+        return job.ClassifyTask(Classifier.from_spec(opts.engine), top_k=opts.top_k, raw_scores=opts.raw_scores,
+                                output_prefix=opts.output_prefix)
+    from padless.embedder import Embedder
+
+    embedder = Embedder.from_spec(opts.engine, **asdict(opts.embed))
+    return job.EmbedTask(embedder, output_prefix=opts.output_prefix)
+
+
+def _column(values: list[Any], key: str, width: int | None) -> pa.Array:
+    """One added column as Arrow: a fixed-width float32 vector, or classify's typed scalars."""
+    if width is not None:
+        from padless.sinks import vector_array
+
+        return vector_array(values, width)
+    types = {"label": pa.string(), "score": pa.float64(), "error": pa.string(),
+             "scores": pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))}
+    return pa.array(values, types[key])
 
 
 class _Scorer:
-    """One Ray Data worker: loads the model once, scores pyarrow batches as local mode scores chunks."""
+    """One Ray Data worker: loads the model once, runs the row task on pyarrow batches as local mode runs chunks."""
 
     def __init__(self, opts: ScoreOptions, progress: Any = None) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-        from padless.engine import Classifier
         from padless.loader.folders import quiet_libraries
 
         quiet_libraries()
         self.opts, self.progress = opts, progress
-        self.clf = Classifier.from_spec(opts.engine)
+        self.task = _make_task(opts)
         import ray
 
         self.worker = ray.get_runtime_context().get_actor_id() or f"pid-{os.getpid()}"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from padless.job import added_columns, classify_rows
-
         started = time.perf_counter()
-        stats = self.clf.stats
+        stats = self.task.stats
         before = (stats.real_tokens, stats.padded_tokens)
         read_errors = batch.column(READ_ERROR).to_pylist() if READ_ERROR in batch.column_names else None
         data = batch.drop_columns([READ_ERROR]) if read_errors is not None else batch
         inputs = [n for n in data.column_names if n not in self.opts.id_columns]
-        _, names = added_columns(inputs, output_prefix=self.opts.output_prefix, top_k=self.opts.top_k)
+        columns, names = self.task.columns(inputs)
         rows = list(TableReader(data, self.opts.column, self.opts.pair_column).rows())
         if read_errors is not None:  # a row that failed to read keeps its reader's error, as in local mode
             rows = [r if e is None else Row(r.columns, None, e) for r, e in zip(rows, read_errors)]
-        records = classify_rows(rows, self.clf, names, top_k=self.opts.top_k, raw_scores=self.opts.raw_scores)
+        records = self.task.records(rows)
         out = data.select(inputs)
-        for key, dtype in _types(self.opts.top_k).items():
-            out = out.append_column(pa.field(names[key], dtype), pa.array([r[names[key]] for r in records], dtype))
+        keys = {name: key for key, name in names.items()}
+        for name in columns[len(inputs):]:
+            values = [r[name] for r in records]
+            array = _column(values, keys[name], self.task.vector_columns.get(name))
+            out = out.append_column(pa.field(name, array.type), array)
         for name in self.opts.id_columns:
             out = out.append_column(data.schema.field(name), data.column(name))
         errors = sum(r[names["error"]] is not None for r in records)
@@ -216,8 +299,10 @@ class _Scorer:
 
 
 def options_dict(opts: ScoreOptions) -> dict[str, Any]:
-    """The options that change the output (they guard ``--resume``)."""
+    """The options that change the output (they guard ``--resume``); an embed job adds the task and its options."""
     engine = opts.engine.flat()
     face = {"column": opts.column, "pair_column": opts.pair_column, "top_k": opts.top_k,
             "raw_scores": opts.raw_scores, "output_prefix": opts.output_prefix}
-    return {**{k: engine[k] for k in ("backend", "max_length", "truncate", "max_chars", "pair_truncation")}, **face}
+    task = {} if opts.embed is None else {"task": "embed", "embed": asdict(opts.embed)}
+    return {**{k: engine[k] for k in ("backend", "max_length", "truncate", "max_chars", "pair_truncation")}, **face,
+            **task}

@@ -1,8 +1,9 @@
-"""The Ray offline job behind ``padless classify --ray``: read files, classify on actors, write exactly once.
+"""The Ray offline job behind ``padless classify --ray`` and ``padless embed --ray``: read files, run the row task
+on actors, write exactly once.
 
-Output: a Parquet dataset folder. Each row has the input's columns, padless's (label, score, [scores,] error) and a
-stable row id: ``input_file``, ``row_number`` (0-based within that file) and ``row_id`` = file index · 10¹² + row
-number, so sorting by ``row_id`` restores input order (files in sorted path order).
+Output: a Parquet dataset folder. Each row has the input's columns, the task's (label, score, [scores,] error; or
+embedding, error) and a stable row id: ``input_file``, ``row_number`` (0-based within that file) and ``row_id`` =
+file index · 10¹² + row number, so sorting by ``row_id`` restores input order (files in sorted path order).
 
 Exactly once, nothing lost:
 
@@ -10,11 +11,13 @@ Exactly once, nothing lost:
 - a lost worker or node is Ray's to redo (actor restarts, task retries, lineage);
 - a part file's name is a function of the rows it holds and appears only when the part is whole (temporary name,
   fsync, rename), so a retried block rewrites the same file and a torn write is invisible;
-- ``_padless_state.json`` (inside the folder; names starting with ``_`` are skipped by Parquet readers) is written
-  before the first part and marked complete only after the parts were counted and every row id found once;
+- ``_padless_state.json`` (inside the folder; names starting with ``_`` are skipped by Parquet readers) is local
+  mode's state (:mod:`padless.commit`, format ``ray-parquet``), written before the first part and marked complete
+  only after the parts were counted and every row id found once; :func:`padless.commit.decide` reads it, as for a
+  local output;
 - ``--resume`` after a driver kill reads the row ids the finished parts hold and the read tasks skip those rows, so
   the union of old and new parts holds every row once. An output without a state, with another input or options,
-  is refused with one line naming ``--overwrite``.
+  or whose parts changed since completion, is refused with one line naming ``--overwrite``.
 
 Why not Ray Data's own checkpointing (``DataContext.checkpoint_config``)? In Ray 2.60 it filters checkpointed rows
 in an extra actor pool whose actors reserve 1 CPU and 1 GiB each (``plan_read_op.create_checkpoint_filter_op``; only
@@ -25,7 +28,6 @@ caller can record completion. The bookkeeping here has neither problem and is te
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -35,19 +37,21 @@ from typing import Any
 import numpy as np
 import pyarrow.fs as pafs
 
+from padless import commit
 from padless.config import BatchConfig
 from padless.errors import InputError, PadlessError
 from padless.faults import crash_point
-from padless.job import JobSummary
+from padless.job import JobSummary, refuse_clash
 from padless.ray import offline_io as io
 from padless.ray.cluster import biggest_node_cpus, run_watched
 from padless.ray.data import (
     ID_FIELDS,
     ScoreOptions,
+    check_columns,
     check_max_errored_blocks,
-    classify_with,
     options_dict,
     plan_workers,
+    run_task,
 )
 
 STATE_NAME = "_padless_state.json"
@@ -55,7 +59,7 @@ STATE_NAME = "_padless_state.json"
 
 @dataclass(frozen=True, kw_only=True)
 class RayJobSpec:
-    """What to read, where to write, and how: the CLI's options for ``classify --ray``."""
+    """What to read, where to write, and how: the CLI's options for ``classify --ray`` and ``embed --ray``."""
 
     input: str
     output: str
@@ -99,24 +103,6 @@ class Progress:
         return self.workers
 
 
-def decide(state: dict[str, Any] | None, exists: bool, fingerprint: str, *, output: str, resume: bool,
-           overwrite: bool) -> str:
-    """``fresh``, ``continue`` or ``complete``; anything that cannot be vouched for raises one line."""
-    if resume and overwrite:
-        raise InputError("pass either --resume or --overwrite, not both")
-    if overwrite or (not exists and state is None):
-        return "fresh"
-    if not resume:
-        raise InputError(f"{output} already exists; pass --resume to continue it or --overwrite to replace it")
-    if not state or "fingerprint" not in state:
-        raise InputError(f"{output} has no readable {STATE_NAME}, so padless cannot tell how much of it is done; "
-                         "pass --overwrite to classify it again")
-    if state["fingerprint"] != fingerprint:
-        raise InputError(f"{output} was started with other input files or other options; rerun the original "
-                         "command, or pass --overwrite to start again")
-    return "complete" if state.get("complete") else "continue"
-
-
 def run_ray_job(spec: RayJobSpec, on_progress: Callable[[dict[str, list[float]]], None] | None = None,
                 poll_s: float = 0.5) -> RayJobSummary:
     """Run the job on the Ray cluster already joined (:func:`padless.ray.cluster.init_ray`)."""
@@ -130,10 +116,8 @@ def run_ray_job(spec: RayJobSpec, on_progress: Callable[[dict[str, list[float]]]
     fmt = io.input_format(display, spec.input_format)
     columns = io.first_columns(display[0], resolved[0], in_fs, fmt, opts.column, opts.pair_column, spec.batch_rows)
     ids = (opts.output_prefix + ID_FIELDS[0], opts.output_prefix + ID_FIELDS[1], opts.output_prefix + ID_FIELDS[2])
-    clash = [n for n in ids if n in columns]
-    if clash:
-        raise InputError(f"the input already has column(s) {', '.join(clash)}; pass --output-prefix (e.g. pred_) "
-                         "to name padless's columns differently")
+    refuse_clash(columns, list(ids))
+    out_columns = check_columns(columns, opts) + list(ids)
     (out_dir,), out_fs = _resolve_paths_and_filesystem(spec.output)
     out_dir = out_dir.rstrip("/")
     workers, threads = plan_workers(int(ray.cluster_resources().get("CPU", 1)), spec.workers, spec.threads,
@@ -141,18 +125,23 @@ def run_ray_job(spec: RayJobSpec, on_progress: Callable[[dict[str, list[float]]]
     fingerprint = _fingerprint(display, resolved, in_fs, fmt, opts, spec.batch_rows)
     state = _read_state(out_fs, out_dir)
     summary = RayJobSummary(output=spec.output, files=len(display), workers=workers, threads=threads)
-    decision = decide(state, _non_empty(out_fs, out_dir), fingerprint, output=spec.output, resume=spec.resume,
-                      overwrite=spec.overwrite)
-    if decision == "complete":
-        assert state is not None
-        return _finish(summary, started, counts=state["counts"], already_complete=True)
-    if decision == "fresh":
-        out_fs.delete_dir_contents(out_dir, missing_dir_ok=True) if spec.overwrite else None
+    decision = commit.decide(state, _facts(out_fs, out_dir), output=spec.output, fmt=commit.DATASET_FORMAT,
+                             fingerprint=fingerprint, resume=spec.resume, overwrite=spec.overwrite,
+                             state_file=f"{spec.output.rstrip('/')}/{STATE_NAME}")
+    if isinstance(decision, commit.Refuse):
+        raise InputError(decision.message)
+    if isinstance(decision, commit.AlreadyComplete):
+        return _finish(summary, started, counts=decision.counts, already_complete=True)
+    if isinstance(decision, commit.StartFresh):
+        out_fs.delete_dir_contents(out_dir, missing_dir_ok=True)  # empty unless --overwrite (or a state-only run)
         out_fs.create_dir(out_dir, recursive=True)
-        _write_state(out_fs, out_dir, {"fingerprint": fingerprint, "complete": False, "input": spec.input})
+        state = commit.new_state(fingerprint, commit.DATASET_FORMAT, out_columns)
+        _write_state(out_fs, out_dir, state)
         crash_point("ray-state-written")  # a kill here: a state, no part yet
+    assert state is not None
     _remove_temporaries(out_fs, out_dir)  # torn parts of a killed run: never renamed, never counted
-    done = _row_ids(out_fs, out_dir, ids[0]) if decision == "continue" else np.array([], dtype=np.int64)
+    resuming = isinstance(decision, commit.Continue)
+    done = _row_ids(out_fs, out_dir, ids[0]) if resuming else np.array([], dtype=np.int64)
     summary.rows_skipped_by_resume = int(done.size)
 
     context = DataContext.get_current()
@@ -165,22 +154,22 @@ def run_ray_job(spec: RayJobSpec, on_progress: Callable[[dict[str, list[float]]]
     # Reads and writes reserve no CPU: the workers hold the CPUs (one per core by default), and a read or write
     # task that waited for one would stall the pipeline. Ray Data's backpressure still bounds what is in flight.
     ds = ray.data.read_datasource(source, num_cpus=0)
-    scored = classify_with(ds, replace(opts, id_columns=ids), workers=workers, threads=threads,
-                           batch_rows=spec.batch_rows, progress=progress)
+    scored = run_task(ds, replace(opts, id_columns=ids), workers=workers, threads=threads,
+                      batch_rows=spec.batch_rows, progress=progress)
     _run_polling(lambda: scored.write_datasink(io.make_sink(out_dir, out_fs, ids[0]), ray_remote_args={"num_cpus": 0}),
                  lambda: on_progress(ray.get(progress.snapshot.remote())) if on_progress else None, poll_s)
     crash_point("ray-parts-written")  # a kill here: every part written, the run not yet recorded complete
     _add_worker_stats(summary, ray.get(progress.snapshot.remote()))
     ray.kill(progress)
     counts = _verify(out_fs, out_dir, ids[0], opts.output_prefix + "error")
-    _write_state(out_fs, out_dir, {"fingerprint": fingerprint, "complete": True, "input": spec.input,
-                                   "counts": counts})
+    done_state = commit.after_commit(state, counts.rows_in, len(_parts(out_fs, out_dir)), counts)
+    _write_state(out_fs, out_dir, commit.completed(done_state, _parts_size(out_fs, out_dir)))
     return _finish(summary, started, counts=counts)
 
 
-def _finish(summary: RayJobSummary, started: float, *, counts: dict[str, int],
+def _finish(summary: RayJobSummary, started: float, *, counts: commit.Counts,
             already_complete: bool = False) -> RayJobSummary:
-    summary.rows_in, summary.rows_errored = counts["rows_in"], counts["rows_errored"]
+    summary.rows_in, summary.rows_errored = counts.rows_in, counts.rows_errored
     summary.rows_scored = summary.rows_in - summary.rows_errored
     summary.already_complete = already_complete
     summary.seconds = round(time.perf_counter() - started, 3)
@@ -231,7 +220,7 @@ def _fingerprint(display: list[str], resolved: list[str], fs: pafs.FileSystem, f
     infos = fs.get_file_info(resolved)
     keyed = {"files": [[d, i.size, i.mtime_ns] for d, i in zip(display, infos)], "format": fmt,
              "batch_rows": batch_rows, "model": opts.engine.model.model, **options_dict(opts)}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
+    return commit.fingerprint(keyed)
 
 
 def _read_state(fs: pafs.FileSystem, folder: str) -> dict[str, Any] | None:
@@ -257,13 +246,19 @@ def _write_state(fs: pafs.FileSystem, folder: str, state: dict[str, Any]) -> Non
     io.put_whole(fs, f"{folder}/{STATE_NAME}", json.dumps(state).encode("utf-8"))
 
 
-def _non_empty(fs: pafs.FileSystem, folder: str) -> bool:
+def _facts(fs: pafs.FileSystem, folder: str) -> commit.OutputFacts:
+    """What :func:`padless.commit.decide` needs of the folder: whether it holds anything, and its parts' bytes."""
     info = fs.get_file_info(folder)
     if info.type == pafs.FileType.File:
         raise InputError(f"{folder} is a file; --ray writes a Parquet dataset folder, pass a folder for -o")
     if info.type == pafs.FileType.NotFound:
-        return False
-    return bool(fs.get_file_info(pafs.FileSelector(folder, recursive=False)))
+        return commit.OutputFacts(exists=False)
+    exists = bool(fs.get_file_info(pafs.FileSelector(folder, recursive=False)))
+    return commit.OutputFacts(exists=exists, size=_parts_size(fs, folder))
+
+
+def _parts_size(fs: pafs.FileSystem, folder: str) -> int:
+    return sum(i.size or 0 for i in fs.get_file_info(_parts(fs, folder)))
 
 
 def _parts(fs: pafs.FileSystem, folder: str) -> list[str]:
@@ -289,7 +284,7 @@ def _read_columns(fs: pafs.FileSystem, folder: str, columns: list[str]) -> Any:
         return pads.dataset(parts, format="parquet", filesystem=fs).to_table(columns=columns)
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise InputError(f"a part file in {folder} is unreadable ({type(err).__name__}: {err}); "
-                         "pass --overwrite to classify again") from None
+                         "pass --overwrite to run it again") from None
 
 
 def _row_ids(fs: pafs.FileSystem, folder: str, id_column: str) -> np.ndarray:
@@ -300,15 +295,15 @@ def _row_ids(fs: pafs.FileSystem, folder: str, id_column: str) -> np.ndarray:
     return np.sort(table.column(id_column).to_numpy())
 
 
-def _verify(fs: pafs.FileSystem, folder: str, id_column: str, error_column: str) -> dict[str, int]:
+def _verify(fs: pafs.FileSystem, folder: str, id_column: str, error_column: str) -> commit.Counts:
     """Count the output and prove every row id is there once; only then may the run be recorded complete."""
     table = _read_columns(fs, folder, [id_column, error_column])
     if table is None:
-        return {"rows_in": 0, "rows_scored": 0, "rows_errored": 0}
+        return commit.Counts()
     ids = table.column(id_column).to_numpy()
     unique = np.unique(ids).size
     if unique != ids.size:
         raise PadlessError(f"internal error: {ids.size - unique} rows appear more than once in {folder}; "
                            "not marking it complete")
     errored = int(table.column(error_column).is_valid().to_numpy(zero_copy_only=False).sum())
-    return {"rows_in": int(ids.size), "rows_scored": int(ids.size) - errored, "rows_errored": errored}
+    return commit.Counts(rows_in=int(ids.size), rows_scored=int(ids.size) - errored, rows_errored=errored)
