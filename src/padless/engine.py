@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from padless import loader
 from padless.config import BatchConfig, EngineSpec, ModelConfig, OutputConfig
 from padless.errors import ItemError, ModelError, PadlessError
 from padless.loader import manifest as optimized
+from padless.machine import HeapTrimmer
 from padless.planner import Batch, BatchPolicy, plan
 from padless.postprocess import PostProcessor, Prediction
 from padless.runtime import ModelInfo, Runtime, load_runtime
@@ -125,6 +126,7 @@ class Engine:
         self.runtime: Runtime = load_runtime(backend, str(self.path), self.info, threads=threads,
                                              streams=self.model_config.streams, **options)
         self.stats = self._new_stats()
+        self._heap = HeapTrimmer()
         if manifest is not None:
             optimized.recheck(manifest, str(variant), lambda texts: self.outputs(texts)[0])
             self.stats = self._new_stats()
@@ -216,12 +218,19 @@ class Engine:
         # big batch started last would leave the other streams idle while it finishes. Order is restored below.
         batches = sorted(self.plan([len(x) for x in ids]), key=lambda b: -b.padded_tokens)
         started = time.perf_counter()
-        results = self.runtime.forward_many(self.pad([ids[k] for k in b.indices], b.width) for b in batches)
+        results = self.runtime.forward_many(self._feeds(ids, batches))
         self.stats.forward_s += time.perf_counter() - started
         for batch, rows in zip(batches, results, strict=True):
             out[list(batch.indices)] = rows
             self._count([len(ids[k]) for k in batch.indices], batch.width)
         return out
+
+    def _feeds(self, ids: Sequence[Sequence[int]], batches: list[Batch]) -> Iterator[Feed]:
+        """Each batch's padded feed, the C heap trimmed between batches now and then (offline runs only: the
+        server's batcher calls :meth:`forward_padded`, where a trim would land on a request's latency)."""
+        for b in batches:
+            self._heap.tick()
+            yield self.pad([ids[k] for k in b.indices], b.width)
 
     def plan(self, lengths: Sequence[int]) -> list[Batch]:
         """Batches for rows of these token lengths, under :attr:`policy`."""

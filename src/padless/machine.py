@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from functools import cache
 from typing import Any
 
@@ -76,3 +77,43 @@ def describe() -> dict[str, Any]:
             "gpu": gpu, "torch": torch.__version__,
             "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform()}
+
+
+@cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def return_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``; a no-op elsewhere). Costs about
+    a millisecond or two (up to 8 ms seen) on 2 cores with a model loaded: call it through :class:`HeapTrimmer`."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+class HeapTrimmer:
+    """:func:`return_free_memory` at most once per ``interval_s`` of calls to :meth:`tick`.
+
+    A model's batches of ever-changing shapes leave glibc's heap fragmented, and the pages it frees stay resident:
+    without this, an embed job's peak memory on torch grew by about 10 MiB per 1,000 rows; trimmed between batches
+    at most twice a second, it stays flat and the throughput is unchanged."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self.last = time.monotonic()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval_s:
+            return_free_memory()
+            self.last = time.monotonic()
