@@ -46,11 +46,12 @@ def run_ray_offline(*, input: str, output: str, address: str | None, workers: in
         # A folder without a classification head is refused here, not on every worker. The driver never runs the
         # model, so it reads config.json itself rather than import transformers (and torch), which would delay Ray.
         loader.check_head(path)
+        opts = replace(opts, engine=engine.replace(model=str(path)))
     else:
         from padless.ray.data import check_embed, model_folder
 
-        path = model_folder(opts)
-        check_embed(replace(opts, engine=engine.replace(model=str(path))))  # config and tokenizer, no weights
+        opts = replace(opts, engine=engine.replace(model=str(model_folder(opts))))
+        check_embed(opts)  # its config and tokenizer, no weights: a bad option is one line before Ray starts
     from padless.ray.cluster import import_ray, init_ray
     from padless.ray.offline_job import RayJobSpec, run_ray_job
 
@@ -58,7 +59,7 @@ def run_ray_offline(*, input: str, output: str, address: str | None, workers: in
     connected_here = not ray.is_initialized()  # a caller's own connection (a test's, a notebook's) stays open
     init_ray(address)
     spec = RayJobSpec(input=input, output=output, input_format=input_format,
-                      options=replace(opts, engine=engine.replace(model=str(path))), workers=workers,
+                      options=opts, workers=workers,
                       threads=threads, batch_rows=chunk_rows, resume=resume, overwrite=overwrite)
     show = sys.stderr.isatty() if progress is None else progress
     verb = "classifying" if opts.embed is None else "embedding"

@@ -54,10 +54,6 @@ class ScoreOptions:
     id_columns: tuple[str, ...] = ()  # row id columns to keep last (the CLI's row_id, input_file, row_number)
     embed: EmbedOptions | None = None  # set: the embed task (embedding, error); None: classify (label, score, …)
 
-    @property
-    def task(self) -> str:
-        return "classify" if self.embed is None else "embed"
-
     def validate(self) -> None:
         """Refuse impossible options (one line, :class:`~padless.errors.ConfigError`) before anything starts."""
         self.engine.validate()
@@ -145,6 +141,8 @@ def embed(ds: Any, model: str = "default", column: str = "text", *, backend: str
                            prompt=prompt, long=long, chunk_overlap=chunk_overlap)
     opts = ScoreOptions(engine=engine, column=column, output_prefix=output_prefix, id_columns=id_columns,
                         embed=options)
+    opts.validate()
+    check_embed(replace(opts, engine=engine.replace(model=str(model_folder(opts)))))
     return run_task(ds, opts, workers=workers, threads=threads, batch_rows=batch_rows, progress=progress)
 
 
@@ -152,7 +150,8 @@ def run_task(ds: Any, opts: ScoreOptions, *, workers: int | None = None, threads
              batch_rows: int = BatchConfig.ray_chunk_rows, progress: Any = None) -> Any:
     """:func:`classify` or :func:`embed` (``opts.embed`` set) with the options as one value (``opts.engine``
     whole); ``workers``, ``threads``, ``batch_rows`` and ``progress`` as there (``threads`` wins over
-    ``opts.engine``'s)."""
+    ``opts.engine``'s). Embed options are the caller's to check against the folder first (:func:`check_embed`,
+    as :func:`embed` and ``padless embed --ray`` do), so that it is done once, before anything starts."""
     opts.validate()
     if batch_rows < 1:
         raise ConfigError("batch_rows must be positive")
@@ -169,8 +168,6 @@ def run_task(ds: Any, opts: ScoreOptions, *, workers: int | None = None, threads
         workers = cpus - 1
     workers, threads = plan_workers(cpus, workers, threads, biggest_node_cpus())
     opts = replace(opts, engine=opts.engine.replace(model=str(model_folder(opts)), threads=threads))
-    if opts.embed is not None:
-        check_embed(opts)
     schema = ds.schema(fetch_if_missing=False)  # only when known without running anything: the result stays lazy
     if schema is not None:
         check_columns([n for n in schema.names if n != READ_ERROR and n not in opts.id_columns], opts)

@@ -59,7 +59,8 @@ STATE_NAME = "_padless_state.json"
 
 @dataclass(frozen=True, kw_only=True)
 class RayJobSpec:
-    """What to read, where to write, and how: the CLI's options for ``classify --ray`` and ``embed --ray``."""
+    """What to read, where to write, and how: the CLI's options for ``classify --ray`` and ``embed --ray``, with the
+    model already resolved and checked by the caller (a head for classify, :func:`padless.ray.data.check_embed`)."""
 
     input: str
     output: str
@@ -239,9 +240,7 @@ def _write_state(fs: pafs.FileSystem, folder: str, state: dict[str, Any]) -> Non
     if isinstance(fs, pafs.LocalFileSystem):
         from pathlib import Path
 
-        from padless.commit import write_state
-
-        write_state(Path(folder) / STATE_NAME, state)
+        commit.write_state(Path(folder) / STATE_NAME, state)
         return
     io.put_whole(fs, f"{folder}/{STATE_NAME}", json.dumps(state).encode("utf-8"))
 
