@@ -35,7 +35,7 @@ from padless.planner import BatchPolicy, plan
 from padless.tokenize import as_pair, char_count
 
 if TYPE_CHECKING:
-    from padless.engine import Classifier
+    from padless.engine import Engine
 
 log = logging.getLogger("padless.batcher")
 
@@ -110,7 +110,7 @@ class Batcher(Admission):
 
     def __init__(self, forward: Forward, *, policy: BatchPolicy, queue: QueueConfig, max_length: int | None = None,
                  observer: Observer | None = None) -> None:
-        """``policy``: how batches are planned (``Classifier.policy``); ``max_length``: the admission bound per input
+        """``policy``: how batches are planned (``Engine.policy``); ``max_length``: the admission bound per input
         (default: the policy's widest batch)."""
         self._forward = forward
         self.policy = policy
@@ -127,12 +127,12 @@ class Batcher(Admission):
         self.reserved_tokens = 0
 
     @classmethod
-    def for_classifier(cls, clf: Classifier, *, queue: QueueConfig, observer: Observer | None = None,
-                       forward: Forward | None = None) -> Batcher:
-        """A batcher that plans served batches as ``clf`` plans offline ones: one value, :attr:`Classifier.policy`
-        (batch limits, token limit, and the runtime's width rounding and per-batch price). ``forward`` defaults to
-        ``clf.forward_padded``."""
-        return cls(forward or clf.forward_padded, policy=clf.policy, queue=queue, max_length=clf.max_length,
+    def for_engine(cls, engine: Engine, *, queue: QueueConfig, observer: Observer | None = None,
+                   forward: Forward | None = None) -> Batcher:
+        """A batcher that plans served batches as ``engine`` (a classifier or an embedder) plans offline ones: one
+        value, :attr:`Engine.policy` (batch limits, token limit, and the runtime's width rounding and per-batch
+        price). ``forward`` defaults to ``engine.forward_padded``."""
+        return cls(forward or engine.forward_padded, policy=engine.policy, queue=queue, max_length=engine.max_length,
                    observer=observer)
 
     @property

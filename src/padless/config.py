@@ -18,6 +18,9 @@ from padless.errors import ConfigError
 BACKENDS = ("auto", "torch", "torch-bf16", "torch-fp16", "torch-int8", "onnx", "onnx-int8", "openvino", "openvino-bf16",
             "openvino-int8", "openvino-int8-bf16", "dummy")
 OPENVINO_BACKENDS = tuple(b for b in BACKENDS if b.startswith("openvino"))
+# What a model runs for: auto (the folder's own task, padless.loader.detect_task), classify (labels: classifiers,
+# cross-encoders) or embed (pooled vectors).
+TASKS = ("auto", "classify", "embed")
 # Kept in step with padless.tokenize.PAIR_TRUNCATIONS (transformers' truncation strategies for a text pair).
 PAIR_TRUNCATIONS = ("longest_first", "only_first", "only_second")
 
@@ -37,6 +40,9 @@ class ModelConfig:
     """Which model runs, where, and how its input is cut."""
 
     model: str = "default"
+    # auto: the folder's (a sentence-transformers or head-less folder embeds); "default" with embed is the default
+    # embedding model (all-MiniLM-L6-v2), with auto or classify padless's default classifier.
+    task: str = "auto"
     backend: str = "auto"  # auto: a padless optimize folder's selected variant, else torch
     max_length: int | None = None  # None: the model's own limit (e.g. 512 for BERT)
     truncate: bool = True  # False: over-long input is a per-row error instead of being cut
@@ -48,6 +54,8 @@ class ModelConfig:
     pair_truncation: str = "longest_first"  # how an over-long text pair is cut: longest_first, only_first, only_second
 
     def validate(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.max_length is not None and self.max_length < 2:

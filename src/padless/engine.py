@@ -32,7 +32,7 @@ import numpy as np
 
 from padless import loader
 from padless.config import BatchConfig, EngineSpec, ModelConfig, OutputConfig
-from padless.errors import ItemError, ModelError, PadlessError
+from padless.errors import ConfigError, ItemError, ModelError, PadlessError
 from padless.loader import manifest as optimized
 from padless.machine import HeapTrimmer
 from padless.planner import Batch, BatchPolicy, plan
@@ -75,6 +75,8 @@ class Engine:
 
     def _load(self, spec: EngineSpec, *, variant: str | None, runtime_options: dict[str, Any] | None) -> None:
         spec.validate()
+        if spec.model.task not in ("auto", self.task):
+            raise ConfigError(f"{type(self).__name__} runs the {self.task} task, not {spec.model.task}")
         self.spec = spec
         model, backend, threads = spec.model.model, spec.model.backend, spec.model.threads
         from transformers import AutoTokenizer

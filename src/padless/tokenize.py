@@ -17,16 +17,20 @@ With truncation on, text is first cut to ``max_chars`` characters (each text of 
 more than a long one), then the tokenizer truncates to ``max_length`` tokens, keeping the model's closing special
 token. A pair is truncated by ``pair_truncation``: ``longest_first`` (transformers' default: tokens come off the
 longer text first), ``only_first`` or ``only_second``; a pair that policy cannot fit is :class:`TooLongError`.
+``truncation_side="left"`` (TEI's ``truncation_direction``) keeps a text's end instead: the last ``max_chars``
+characters, then the last tokens.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 from padless.errors import DecodeError, EmptyInputError, ItemError, TooLongError
 
 PAIR_TRUNCATIONS = ("longest_first", "only_first", "only_second")
+TRUNCATION_SIDES = ("right", "left")
 
 
 class PairIds(list[int]):
@@ -83,10 +87,20 @@ class TextEncoder:
     """Wraps a Hugging Face fast tokenizer with padless's truncation and error policy."""
 
     def __init__(self, tokenizer: Any, *, max_length: int, truncate: bool = True, max_chars: int = 20_000,
-                 pair_truncation: str = "longest_first") -> None:
+                 pair_truncation: str = "longest_first", truncation_side: str = "right",
+                 own_tokenizer: bool = False) -> None:
+        """``own_tokenizer``: tokenize with a copy of ``tokenizer`` (always for the left side): a fast tokenizer
+        keeps its truncation settings in one shared object, so encoders with other limits must not share it
+        across threads."""
         if pair_truncation not in PAIR_TRUNCATIONS:
             raise ValueError(f"pair_truncation must be one of {', '.join(PAIR_TRUNCATIONS)}")
+        if truncation_side not in TRUNCATION_SIDES:
+            raise ValueError(f"truncation_side must be one of {', '.join(TRUNCATION_SIDES)}")
+        if own_tokenizer or truncation_side != getattr(tokenizer, "truncation_side", "right"):
+            tokenizer = copy.deepcopy(tokenizer)
+            tokenizer.truncation_side = truncation_side
         self.tokenizer = tokenizer
+        self.truncation_side = truncation_side
         self.max_length = max_length
         self.truncate = truncate
         self.max_chars = max_chars
@@ -108,7 +122,7 @@ class TextEncoder:
         if len(text) > self.max_chars:
             if not self.truncate:
                 return TooLongError(f"input has {len(text)} characters, over the limit of {self.max_chars}")
-            text = text[: self.max_chars]
+            text = text[-self.max_chars:] if self.truncation_side == "left" else text[: self.max_chars]
         return text
 
     def check_item(self, item: object) -> str | tuple[str, str] | ItemError:

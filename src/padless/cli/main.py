@@ -53,23 +53,35 @@ models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Buil
 app.add_typer(models_app, name="models")
 
 
-def _load_classifier(engine: EngineSpec, serving: bool = False) -> object:
-    """Validate the engine first (one clear line for impossible settings), build the default model if needed, load.
-    ``serving``: resolve ``auto`` as ``padless serve`` does (:func:`padless.server.run.serving_backend`), and run
-    :data:`padless.config.SERVING_STREAMS`."""
-    if serving:
-        engine = engine.replace(streams=SERVING_STREAMS)
+def _load_classifier(engine: EngineSpec) -> object:
+    """Validate the engine first (one clear line for impossible settings), build the default model if needed, load."""
     engine.validate()
     quiet_libraries()
-    from padless import loader
     from padless.engine import Classifier
 
     ensure_default(engine.model.model)
-    if serving and engine.model.backend == "auto":
+    return Classifier.from_spec(engine)
+
+
+def _load_served(engine: EngineSpec) -> object:
+    """The engine ``padless serve`` runs: its task resolved (a classifier, or an embedder whose graph leaves
+    normalisation to the request), ``auto`` resolved by :func:`padless.server.run.serving_backend`, and
+    :data:`padless.config.SERVING_STREAMS`."""
+    engine = engine.replace(streams=SERVING_STREAMS)
+    engine.validate()
+    quiet_libraries()
+    from padless.tasks import load_engine, model_path, resolve_task
+
+    task = resolve_task(engine.model.model, engine.model.task)
+    if task == "classify":
+        ensure_default(engine.model.model)
+    engine = engine.replace(task=task)
+    if engine.model.backend == "auto":
         from padless.server.run import serving_backend
 
-        engine = engine.replace(backend=serving_backend(str(loader.resolve(engine.model.model)), "auto"))
-    return Classifier.from_spec(engine)
+        path = str(model_path(engine.model.model, task))
+        engine = engine.replace(backend=serving_backend(path, "auto", task))
+    return load_engine(engine, serving=True)
 
 
 @app.command()
@@ -210,7 +222,8 @@ bench_commands.register(app)
 
 @app.command()
 def serve(
-    model: ModelOpt = "default",
+    model: Annotated[str, typer.Option("--model", "-m", envvar="PADLESS_MODEL", help="'default' (padless's classifier; with --task embed all-MiniLM-L6-v2), a local Hugging Face or sentence-transformers folder, or a Hub id.")] = "default",
+    task: Annotated[str, typer.Option(envvar="PADLESS_TASK", help="auto (the folder's: a sentence-transformers or head-less folder embeds), classify or embed.")] = ModelConfig.task,
     backend: ServeBackendOpt = "auto",
     host: Annotated[str, typer.Option(envvar="PADLESS_HOST", help="Bind address (loopback unless you say otherwise).")] = ServerConfig.host,
     port: Annotated[int, typer.Option(envvar="PADLESS_PORT", help="TCP port.")] = ServerConfig.port,
@@ -246,7 +259,8 @@ def serve(
     long_promote_ms: Annotated[int, typer.Option(envvar="PADLESS_LONG_PROMOTE_MS", help="With --ray, when the long tier borrows the short tier's cores at a lower CPU priority: a long request this old (ms) lifts its replica to normal priority until none is left; 0 = never.")] = LONG_PROMOTE_MS,
     ray_proxy: Annotated[str, typer.Option(envvar="PADLESS_RAY_PROXY", help="With --ray: Serve's front door: haproxy (Ray Serve's HAProxy in front of the ingress replicas), python (Serve's proxy actor), or auto = haproxy on a cluster padless starts, the cluster's own setting on a joined one.")] = "auto",
 ) -> None:
-    """Serve a model over HTTP with continuous token-budget batching."""
+    """Serve a classifier or an embedding model over HTTP (TEI's and OpenAI's routes) with continuous token-budget
+    batching."""
     server_cfg = ServerConfig(host=host, port=port, api_key=api_key, cors_origins=cors_origins,
                               max_body_bytes=max_body_bytes, max_inputs_per_request=max_inputs_per_request,
                               request_timeout_s=request_timeout, drain_timeout_s=drain_timeout, cache_size=cache_size,
@@ -254,8 +268,8 @@ def serve(
     queue_cfg = QueueConfig(max_wait_ms=max_wait_ms, max_queue_inputs=max_queue_inputs,
                             max_queue_tokens=max_queue_tokens, lookahead=lookahead, forward_timeout_s=forward_timeout)
     server_cfg.validate()
-    engine = EngineSpec.of(model=model, backend=backend, max_length=max_length, max_chars=max_chars, threads=threads,
-                           pair_truncation=pair_truncation, max_batch_tokens=max_batch_tokens,
+    engine = EngineSpec.of(model=model, task=task, backend=backend, max_length=max_length, max_chars=max_chars,
+                           threads=threads, pair_truncation=pair_truncation, max_batch_tokens=max_batch_tokens,
                            max_batch_size=max_batch_size, width_multiple=width_multiple)
     queue_cfg.validate(engine.batch)
     if ray:  # imported here: Ray is an optional extra, and nothing else in padless may import it
@@ -270,10 +284,10 @@ def serve(
             or long_threads or long_promote_ms != LONG_PROMOTE_MS or ray_proxy != "auto"):
         raise PadlessError("--ray-address, --replicas, --long-threshold, --long-replicas, --long-model, "
                            "--long-backend, --long-threads, --long-promote-ms and --ray-proxy need --ray")
-    clf = _load_classifier(engine, serving=True)
+    served = _load_served(engine)
     from padless.server.run import serve as run_server
 
-    run_server(clf, server_cfg, queue_cfg, log_level=log_level)  # type: ignore[arg-type]
+    run_server(served, server_cfg, queue_cfg, log_level=log_level)  # type: ignore[arg-type]
 
 
 # After the commands above, so that `padless --help` lists them first.

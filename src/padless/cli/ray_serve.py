@@ -96,9 +96,10 @@ def _prepare(opts: ServeOptions, address: str | None, proxy: str) -> tuple[Serve
     proxy_env = controller_env(proxy, local_cluster=local)
     if opts.server.port == 0:  # "any free port": chosen here, since HAProxy cannot bind port 0, and said when ready
         opts = replace(opts, server=replace(opts.server, port=free_port()))
-    ensure_default(opts.engine.model.model)
-    if opts.long_model:
-        ensure_default(opts.long_model)
+    if opts.engine.model.task != "embed":  # `default` with --task embed is the embedding package, never built
+        ensure_default(opts.engine.model.model)
+        if opts.long_model:
+            ensure_default(opts.long_model)
     preflight_for(opts)  # impossible options and mismatched models: one line, before Ray starts
     return opts, proxy_env, local
 

@@ -99,6 +99,17 @@ def _json(file: Path) -> dict[str, Any]:
     return data
 
 
+def read_prompts(path: Path) -> dict[str, str]:
+    """The named prompts of a folder's ``config_sentence_transformers.json`` (a cross-encoder may have them too);
+    empty where there is none."""
+    file = path / "config_sentence_transformers.json"
+    return _prompts_of(_json(file)) if file.is_file() else {}
+
+
+def _prompts_of(st_config: dict[str, Any]) -> dict[str, str]:
+    return {str(k): "" if v is None else str(v) for k, v in (st_config.get("prompts") or {}).items()}
+
+
 def _module_kind(entry: dict[str, Any]) -> str:
     kind = str(entry.get("type", ""))
     return kind.rsplit(".", 1)[-1] if kind.startswith("sentence_transformers.") else kind
@@ -140,7 +151,7 @@ def _read_st_folder(path: Path) -> EmbeddingInfo:
     st_config = _json(st_config_file) if st_config_file.is_file() else {}
     if st_config.get("model_type", "SentenceTransformer") != "SentenceTransformer":
         raise ModelError(f"{path} is a sentence-transformers {st_config['model_type']}, not a SentenceTransformer")
-    prompts = {str(k): "" if v is None else str(v) for k, v in (st_config.get("prompts") or {}).items()}
+    prompts = _prompts_of(st_config)
     default = st_config.get("default_prompt_name")
     if default is not None and default not in prompts:
         raise ModelError(f"{st_config_file}: default_prompt_name {default!r} is not one of its prompts")

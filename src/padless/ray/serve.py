@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,15 @@ class PadlessIngress:
     def __init__(self, settings: IngressSettings, short: Any, long: Any = None) -> None:
         from transformers.utils import logging as hf_logging
 
-        from padless.engine import Classifier
+        from padless.tasks import load_engine
 
         hf_logging.set_verbosity_error()
-        # The tokenizer, labels and post-processing of the model; the dummy runtime loads no weights and is then
-        # replaced by a stand-in that refuses to run: the model runs in the tiers.
-        clf = Classifier.from_spec(settings.engine.replace(backend="dummy", threads=0, streams=0))
-        clf.runtime = RemoteRuntime({"backend": settings.engine.model.backend})
+        # The tokenizer, labels or embedding settings, and post-processing of the model; the dummy runtime loads no
+        # weights and is then replaced by a stand-in that refuses to run: the model runs in the tiers.
+        engine = load_engine(settings.engine.replace(backend="dummy", threads=0, streams=0), serving=True)
+        engine.runtime = RemoteRuntime({"backend": settings.engine.model.backend})
         handles = {"short": short, **({"long": long} if long is not None else {})}
-        self.service = RayService(clf, server=settings.server, queue=settings.queue, handles=handles,
+        self.service = RayService(engine, server=settings.server, queue=settings.queue, handles=handles,
                                   long_threshold=settings.long_threshold, drain_signal=settings.drain_signal)
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -174,14 +174,15 @@ class ServeOptions:
 
 
 # serve_app's keywords that are engine settings (the rest of EngineSpec's are fixed for serving, or unused).
-ENGINE_OPTIONS = ("backend", "max_length", "max_chars", "max_batch_tokens", "max_batch_size", "width_multiple",
+ENGINE_OPTIONS = ("task", "backend", "max_length", "max_chars", "max_batch_tokens", "max_batch_size", "width_multiple",
                   "threads", "pair_truncation")
 
 
 def serve_app(model: str = "default", **options: Any) -> Any:
     """A Ray Serve application (``serve.Application``) serving ``model`` with padless's HTTP API.
 
-    Options (the fields of :class:`ServeOptions`): ``backend`` ("auto" as ``padless serve``: an optimize folder's
+    Options (the fields of :class:`ServeOptions`): ``task`` (auto, classify or embed: as ``padless serve --task``),
+    ``backend`` ("auto" as ``padless serve``: an optimize folder's
     variant, else ONNX Runtime fp32), ``replicas`` (short tier), ``long_threshold`` (0: one tier; else inputs of
     more tokens go to the long tier), ``long_replicas``, ``long_model`` (same tokenizer and labels required),
     ``long_backend``, ``max_length``, ``max_chars``, ``max_batch_tokens``, ``max_batch_size``, ``width_multiple``
@@ -207,12 +208,13 @@ def serve_app_for(opts: ServeOptions) -> Any:
     share = _CpuShare.of(opts)
     # Each tier's engine: the options' whole, with its model folder, serving backend and threads resolved.
     serving = opts.engine.replace(max_length=max_length, streams=SERVING_STREAMS)
-    short_engine = serving.replace(model=short_path, backend=serving_backend(short_path, opts.engine.model.backend),
-                                   threads=share.threads)
+    task = serving.model.task
+    short_engine = serving.replace(model=short_path, threads=share.threads,
+                                   backend=serving_backend(short_path, opts.engine.model.backend, task))
     short = _tier(opts, share, "short", short_engine, opts.replicas)
     long = None
     if opts.long_threshold:
-        long_backend = serving_backend(long_path, opts.long_backend or opts.engine.model.backend)
+        long_backend = serving_backend(long_path, opts.long_backend or opts.engine.model.backend, task)
         long = _tier(opts, share, "long", serving.replace(model=long_path, backend=long_backend,
                                                           threads=share.long_threads), opts.long_replicas)
     settings = IngressSettings(engine=short_engine, long_threshold=opts.long_threshold, server=opts.server,
@@ -299,8 +301,12 @@ def preflight(model: str, **options: Any) -> tuple[ServeOptions, str, str, int]:
 def preflight_for(opts: ServeOptions) -> tuple[ServeOptions, str, str, int]:
     """:func:`preflight` with its options as one value."""
     opts.validate()
-    short_path = _resolve(opts.engine.model.model)
-    long_path = _resolve(opts.long_model) if opts.long_model else short_path
+    from padless.tasks import resolve_task
+
+    task = resolve_task(opts.engine.model.model, opts.engine.model.task)
+    opts = replace(opts, engine=opts.engine.replace(task=task))
+    short_path = _resolve(opts.engine.model.model, task)
+    long_path = _resolve(opts.long_model, task) if opts.long_model else short_path
     max_length = _check_models(short_path, long_path if opts.long_threshold else None, opts)
     return opts, short_path, long_path, max_length
 
@@ -324,10 +330,10 @@ def build_app(args: dict[str, str]) -> Any:
     return serve_app(**values)
 
 
-def _resolve(model: str) -> str:
-    from padless import loader
+def _resolve(model: str, task: str) -> str:
+    from padless.tasks import model_path
 
-    return str(loader.resolve(model).resolve())
+    return str(model_path(model, task).resolve())
 
 
 def _check_models(short_path: str, long_path: str | None, opts: ServeOptions) -> int:
@@ -340,6 +346,9 @@ def _check_models(short_path: str, long_path: str | None, opts: ServeOptions) ->
 
     tok = AutoTokenizer.from_pretrained(short_path)
     limit = model_max_length(tok, AutoConfig.from_pretrained(short_path))
+    if opts.engine.model.task == "embed":  # a sentence-transformers folder may set a lower max_seq_length
+        embedding = loader.read_info(Path(short_path), task="embed").embedding
+        limit = min(limit, getattr(embedding, "max_seq_length", None) or limit)
     max_length = min(opts.engine.model.max_length or limit, limit)
     opts.engine.batch.validate(max_length)
     if long_path is None:
@@ -352,7 +361,13 @@ def _check_models(short_path: str, long_path: str | None, opts: ServeOptions) ->
         if long_tok.get_vocab() != tok.get_vocab():
             raise ConfigError(f"--long-model {long_path} has another tokenizer than {short_path}; the ingress "
                               "tokenizes once for both tiers, so they must share it")
-        if loader.read_info(Path(long_path)).id2label != loader.read_info(Path(short_path)).id2label:
+        task = opts.engine.model.task
+        if task == "embed":
+            short_dim = loader.read_info(Path(short_path), task="embed").embedding
+            long_dim = loader.read_info(Path(long_path), task="embed").embedding
+            if getattr(short_dim, "dimension", None) != getattr(long_dim, "dimension", None):
+                raise ConfigError(f"--long-model {long_path} makes vectors of another size than {short_path}")
+        elif loader.read_info(Path(long_path)).id2label != loader.read_info(Path(short_path)).id2label:
             raise ConfigError(f"--long-model {long_path} has other labels than {short_path}")
         long_limit = model_max_length(long_tok, AutoConfig.from_pretrained(long_path))
         if long_limit < max_length:

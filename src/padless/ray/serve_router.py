@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from padless.batcher import Admission
 from padless.config import QueueConfig, ServerConfig
-from padless.engine import Classifier
+from padless.engine import Engine
 from padless.errors import BatchFailedError, DeadlineExceededError, OverloadedError, PadlessError, ReplicaLostError
 from padless.ray.cluster import import_ray
 from padless.ray.front_door import HAPROXY_ENV
@@ -255,14 +255,15 @@ def translate(err: BaseException, tier: str) -> PadlessError:
 
 
 class RayService(Service):
-    """padless's Service with :class:`TierRouter` in place of the local batcher. ``classifier`` holds the tokenizer,
-    labels and post-processing only: its runtime never runs here (:class:`RemoteRuntime`)."""
+    """padless's Service with :class:`TierRouter` in place of the local batcher. ``engine`` (a classifier or an
+    embedder) holds the tokenizer, labels or embedding settings, and post-processing only: its runtime never runs
+    here (:class:`RemoteRuntime`)."""
 
-    def __init__(self, classifier: Classifier, *, server: ServerConfig, queue: QueueConfig, handles: dict[str, Any],
+    def __init__(self, engine: Engine, *, server: ServerConfig, queue: QueueConfig, handles: dict[str, Any],
                  long_threshold: int, drain_signal: str | None = None) -> None:
-        super().__init__(classifier, server=server, queue=queue)
+        super().__init__(engine, server=server, queue=queue)
         self.router = TierRouter(handles, long_threshold=long_threshold, queue=queue,
-                                 max_length=classifier.max_length, metrics=self.metrics)
+                                 max_length=engine.max_length, metrics=self.metrics)
         self.long_threshold = long_threshold
         self.drain_signal = drain_signal
         self._drain_task: asyncio.Task[None] | None = None

@@ -78,7 +78,7 @@ class TierReplica:
     async def __init__(self, settings: TierSettings) -> None:  # type: ignore[misc]  # Serve awaits it
         from transformers.utils import logging as hf_logging
 
-        from padless.engine import Classifier
+        from padless.tasks import load_engine
 
         hf_logging.set_verbosity_error()
         self.settings = settings
@@ -86,14 +86,15 @@ class TierReplica:
         self.promoter = Promoter(settings.promote_after_s) if settings.background else None
         if self.promoter is not None:
             self.promoter.start()
-        self.clf = Classifier.from_spec(settings.engine, runtime_options=None if settings.spin else {"spin": False})
+        self.engine = load_engine(settings.engine, serving=True,
+                                  runtime_options=None if settings.spin else {"spin": False})
         # Warm up before Serve routes anything here: the constructor's end is what makes this replica "running".
-        await asyncio.get_running_loop().run_in_executor(None, self.clf.runtime.warmup)
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.runtime.warmup)
         self.stats = TierStats(replica=uuid.uuid4().hex[:8])
-        self.batcher = Batcher.for_classifier(self.clf, queue=settings.queue, observer=self.stats)
+        self.batcher = Batcher.for_engine(self.engine, queue=settings.queue, observer=self.stats)
         self.batcher.start()
         self.last_success = time.monotonic()
-        log.info("%s tier replica %s ready: %s", settings.name, self.stats.replica, self.clf.runtime.describe())
+        log.info("%s tier replica %s ready: %s", settings.name, self.stats.replica, self.engine.runtime.describe())
 
     async def score(self, wire: list[WireRow], timeout_s: float, request_id: str) -> tuple[np.ndarray, dict]:
         """Logits rows (input order) for ``wire``, within ``timeout_s``; and this replica's counters."""
@@ -101,9 +102,9 @@ class TierReplica:
             raise DeadlineExceededError("the request's deadline passed before it reached a replica")
         rows: list[list[int]] = [ids if types is None else PairIds(ids, types) for ids, types in wire]
         longest = max(len(r) for r in rows)
-        if longest > self.clf.max_length:  # serve_app refuses a tier model with a lower limit; kept as a guard
+        if longest > self.engine.max_length:  # serve_app refuses a tier model with a lower limit; kept as a guard
             raise TooLongError(f"an input of {longest} tokens is over the {self.settings.name} tier's "
-                                  f"limit of {self.clf.max_length}")
+                                  f"limit of {self.engine.max_length}")
         # Admission as padless serve's, with the real lengths (tokenized at the ingress) instead of a bound.
         ticket = self.batcher.reserve(len(rows), sum(len(r) for r in rows),
                                       f"the {self.settings.name} tier is at capacity; retry shortly")
@@ -131,12 +132,12 @@ class TierReplica:
         if not self.batcher.healthy:
             raise RuntimeError(f"the {self.settings.name} tier's model worker is unhealthy")
         if time.monotonic() - self.last_success >= 5.0:
-            futures = self.batcher.submit([[self.clf.encoder.pad_id]], deadline=time.monotonic() + 5.0,
+            futures = self.batcher.submit([[self.engine.encoder.pad_id]], deadline=time.monotonic() + 5.0,
                                           request_id="readiness")
             await asyncio.wait_for(asyncio.gather(*futures), timeout=5.0)
             self.last_success = time.monotonic()
-        return {"replica": self.stats.replica, "max_length": self.clf.max_length,
-                "backend": {**self.clf.describe_backend(),
+        return {"replica": self.stats.replica, "max_length": self.engine.max_length,
+                "backend": {**self.engine.describe_backend(),
                             **(self.promoter.describe() if self.promoter is not None else {"cpu_priority": "normal"})}}
 
     def check_health(self) -> None:

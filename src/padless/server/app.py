@@ -1,7 +1,9 @@
 """HTTP routes (FastAPI). One JSON error envelope for every failure; no exception text ever reaches a client.
 
 Routes: the Text Embeddings Inference (TEI) set in :mod:`padless.server.tei` (``POST /``, ``/invocations``,
-``/predict``, ``/rerank``, ``/tokenize``, ``/decode``); ``POST /v1/classify`` (padless's richer form); ``GET /health``
+``/predict``, ``/rerank``, ``/tokenize``, ``/decode``) and :mod:`padless.server.embed` (``/embed``,
+``/similarity``, OpenAI's ``/v1/embeddings``; ``POST /`` and ``/invocations`` follow the model's task);
+``POST /v1/classify`` (padless's richer form); ``GET /health``
 (live, no auth); ``GET /ready``, ``GET /`` and ``GET /ping`` (readiness: the model answers); ``GET /info``;
 ``GET /metrics``. Request and response bodies are in :mod:`padless.server.schemas`.
 """
@@ -20,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from padless.errors import PadlessError, status_for
+from padless.server.embed import add_embed_routes
 from padless.server.http import check_count, deadline_for, error_response
 from padless.server.http import request_id as _request_id
 from padless.server.middleware import Gatekeeper
@@ -33,9 +36,10 @@ from padless.server.schemas import (
     ItemErrorBody,
     LabelScore,
     declare_input_limit,
+    declare_model_options,
 )
 from padless.server.service import Service
-from padless.server.tei import add_tei_routes
+from padless.server.tei import add_tei_routes, with_prompt
 
 log = logging.getLogger("padless.server")
 
@@ -53,25 +57,31 @@ def create_app(service: Service) -> FastAPI:
         finally:
             await service.stop()
 
+    what = "Text classification" if service.task == "classify" else "Text embeddings"
     app = FastAPI(title="padless", version=service.info()["version"], lifespan=lifespan,
-                  description="Text classification with token-budget batching.")
+                  description=f"{what} with token-budget batching.")
     app.state.service = service
-    _declare_input_limit(app, service.server_config.max_inputs_per_request)
+    _declare_limits(app, service)
     _add_middleware(app, service)
     _add_error_handlers(app)
     add_tei_routes(app, service)
+    add_embed_routes(app, service)
     _add_classify_route(app, service)
     _add_status_routes(app, service)
     return app
 
 
-def _declare_input_limit(app: FastAPI, max_inputs: int) -> None:
-    """The OpenAPI schema states the server's per-request input limit (built once, on first use)."""
+def _declare_limits(app: FastAPI, service: Service) -> None:
+    """The OpenAPI schema states the server's per-request input limit and the model's prompt names and vector size
+    (built once, on first use)."""
     default_openapi = app.openapi
+    max_inputs = service.server_config.max_inputs_per_request
+    dimension = service.embedder.output_width if service.task == "embed" else None
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = declare_input_limit(default_openapi(), max_inputs)
+            schema = declare_input_limit(default_openapi(), max_inputs)
+            app.openapi_schema = declare_model_options(schema, service.prompt_names(), dimension)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -143,14 +153,16 @@ def _add_classify_route(app: FastAPI, service: Service) -> None:
     async def classify(body: ClassifyRequest, request: Request) -> Any:
         """padless's form: ids, top_k, per-item errors (the request still succeeds), token counts, timing."""
         check_count(len(body.inputs), cfg)
+        prompt = service.prompt(body.prompt_name)  # a request the spec refuses is a 422 whatever the model
+        clf = service.classifier  # an embedding model answers 424
         ids = [item.id if isinstance(item, ClassifyItem) and item.id is not None else str(i)
                for i, item in enumerate(body.inputs)]
-        texts = [_classify_input(item) for item in body.inputs]
+        texts = with_prompt([_classify_input(item) for item in body.inputs], prompt)
         started = time.monotonic()
-        results, rows, timing = await service.classify(texts, truncate=body.truncate,
-                                                       deadline=deadline_for(request, cfg),
-                                                       request_id=_request_id(request),
-                                                       receive=request.receive)
+        results, rows, timing = await service.run(texts, truncate=body.truncate,
+                                                  direction=body.truncation_direction,
+                                                  deadline=deadline_for(request, cfg), request_id=_request_id(request),
+                                                  receive=request.receive)
         post_started = time.monotonic()
         out = []
         for item_id, result, row in zip(ids, results, rows):
@@ -160,13 +172,13 @@ def _add_classify_route(app: FastAPI, service: Service) -> None:
                                                                            message=str(result.error))))
                 continue
             metrics.inputs.labels("ok").inc()
-            pred = service.clf.post(row[None, :], top_k=body.top_k, raw_scores=body.raw_scores)[0]  # type: ignore[index]
+            pred = clf.post(row[None, :], top_k=body.top_k, raw_scores=body.raw_scores)[0]  # type: ignore[index]
             out.append(ClassifyResult(id=item_id, label=pred.label, score=pred.score, tokens=result.tokens,
                                       cached=result.cached,
                                       scores=[LabelScore(label=lab, score=sc) for lab, sc in pred.scores]))
         metrics.stage.labels("post").observe(time.monotonic() - post_started)
         total = time.monotonic() - started
-        return ClassifyResponse(request_id=_request_id(request), model=service.clf.model_config.model, results=out,
+        return ClassifyResponse(request_id=_request_id(request), model=clf.model_config.model, results=out,
                                 timing_ms={"tokenize": timing.tokenize_s * 1e3,
                                            "queue_and_forward": timing.queue_and_forward_s * 1e3,
                                            "total": total * 1e3})

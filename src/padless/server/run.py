@@ -17,7 +17,7 @@ from types import FrameType
 import uvicorn
 
 from padless.config import QueueConfig, ServerConfig
-from padless.engine import Classifier
+from padless.engine import Engine
 from padless.server.app import create_app
 from padless.server.service import Service
 
@@ -58,7 +58,7 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serving_backend(model_dir: str, backend: str) -> str:
+def serving_backend(model_dir: str, backend: str, task: str = "classify") -> str:
     """The backend ``padless serve`` runs: what was asked for, except that ``auto`` on a plain model folder means
     ONNX Runtime fp32 rather than eager PyTorch.
 
@@ -67,24 +67,29 @@ def serving_backend(model_dir: str, backend: str) -> str:
     that releases the lock. The export is made once, cached by content hash, and refused unless its logits match
     PyTorch's within 1e-4 (:func:`padless.loader.export.ensure_onnx`). A ``padless optimize`` folder keeps
     ``auto`` (its manifest's selected variant); a model that cannot be exported is served on torch, with a warning.
+    An embedding model's graph is the one the server runs (:func:`padless.tasks.serving_info`).
     """
+    from pathlib import Path
+
     from padless.loader import manifest as optimized
 
     if backend != "auto" or optimized.is_optimized(model_dir):
         return backend
     from padless.loader.export import ensure_onnx
+    from padless.tasks import serving_info
 
     try:
-        ensure_onnx(model_dir)
+        info = serving_info(Path(model_dir), task)
+        ensure_onnx(model_dir, embedding=info.embedding if info is not None else None)
     except Exception as err:  # noqa: BLE001 - any export failure means: serve the reference weights on torch
         log.warning("serving on torch: the ONNX export of %s failed (%s)", model_dir, type(err).__name__)
         return "torch"
     return "onnx"
 
 
-def serve(classifier: Classifier, server: ServerConfig, queue: QueueConfig, *, log_level: str = "info") -> None:
-    """Serve ``classifier`` until SIGTERM/SIGINT (blocking)."""
-    service = Service(classifier, server=server, queue=queue)
+def serve(engine: Engine, server: ServerConfig, queue: QueueConfig, *, log_level: str = "info") -> None:
+    """Serve ``engine`` (a classifier or an embedder) until SIGTERM/SIGINT (blocking)."""
+    service = Service(engine, server=server, queue=queue)
     app = create_app(service)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["padless"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}

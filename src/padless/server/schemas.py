@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 # A text the model can score has at least one non-space character; the schema says so, so generated clients and
 # schema-driven fuzzers know that "" and "   " are refused (422) rather than learning it from the server.
@@ -33,7 +33,7 @@ def utf8(value: str | None) -> str | None:
     return value
 
 
-def _json_integer(value: Any) -> Any:
+def json_integer(value: Any) -> Any:
     # JSON Schema's "integer" admits 5.0 but not "5" or true; pydantic's strict int refuses the first and its lax
     # int accepts the others. This follows the schema the spec publishes.
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -45,8 +45,19 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
-TokenId = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_json_integer)]
+JsonInt = Annotated[int, BeforeValidator(json_integer)]
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+# TEI's enum is written Left/Right; Hugging Face's client sends left/right. Both are read, and both are in the spec.
+Direction = Annotated[Literal["left", "right", "Left", "Right"], AfterValidator(_lower)]
+DIRECTION: Any = Field("right", description="Which end of an over-long input truncation cuts: right keeps the start")
+PROMPT_NAME: Any = Field(None, description="A prompt the model's folder names (sentence-transformers' prompts), put "
+                                           "before every input [default: an embedding folder's default prompt]")
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(json_integer)]
 
 
 class PredictParameters(BaseModel):
@@ -54,7 +65,7 @@ class PredictParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     # The bound goes before the validator: after it, pydantic writes a non-standard "ge" into the JSON schema.
-    top_k: Annotated[int, Field(ge=1), BeforeValidator(_json_integer)] | None = Field(
+    top_k: Annotated[int, Field(ge=1), BeforeValidator(json_integer)] | None = Field(
         None, description="Labels per input (default: all)")
     function_to_apply: Literal["sigmoid", "softmax", "none"] | None = Field(
         None, description="Override the model's scoring function")
@@ -74,6 +85,8 @@ class PredictRequest(BaseModel):
         "Three or more bare strings are refused."))
     raw_scores: StrictBool = Field(False, description="Logits instead of probabilities")
     truncate: StrictBool = Field(True, description="Cut over-long input to the model's limit; false answers 422")
+    truncation_direction: Direction = DIRECTION
+    prompt_name: str | None = PROMPT_NAME
     parameters: PredictParameters | None = Field(
         None, description="Inference API parameters; when present, a single input is answered as a list of lists")
 
@@ -109,6 +122,8 @@ class ClassifyRequest(BaseModel):
     top_k: JsonInt = Field(1, ge=0, description="Labels per item; 0 = all")
     raw_scores: StrictBool = False
     truncate: StrictBool = True
+    truncation_direction: Direction = DIRECTION
+    prompt_name: str | None = PROMPT_NAME
 
 
 class ItemErrorBody(BaseModel):
@@ -140,6 +155,8 @@ class RerankRequest(BaseModel):
     query: Text
     texts: Annotated[list[Text], Field(min_length=1)]
     truncate: StrictBool = Field(True, description="Cut over-long pairs to the model's limit; false answers 422")
+    truncation_direction: Direction = DIRECTION
+    prompt_name: str | None = PROMPT_NAME
     raw_scores: StrictBool = Field(False, description="The logit instead of its sigmoid")
     return_text: StrictBool = Field(False, description="Echo each text beside its score")
 
@@ -185,10 +202,26 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 413, 422, 429, 500, 503, 504)
-}
+    **{code: {"model": ErrorBody} for code in (400, 401, 413, 422, 429, 500, 503, 504)},
+    424: {"model": ErrorBody, "description": "The model serves another task (a classify route on an embedding "
+                                             "model, an embed route on a classifier)"}}
 RERANK_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES, 424: {"model": ErrorBody, "description": "The model is not a 1-label re-ranker"}}
+
+
+def declare_model_options(schema: dict[str, Any], prompts: list[str], dimension: int | None) -> dict[str, Any]:
+    """Write the model's own choices into the spec: ``prompt_name`` one of its prompts (or null), ``dimensions`` at
+    most its vector size. Like the input limit, they depend on the model served, not on the static models."""
+    for body in schema.get("components", {}).get("schemas", {}).values():
+        props = body.get("properties", {})
+        if "prompt_name" in props:
+            names: dict[str, Any] = {"type": "string", "enum": prompts} if prompts else {"not": {}}
+            props["prompt_name"]["anyOf"] = [names, {"type": "null"}]
+        if "dimensions" in props and dimension is not None:
+            for option in props["dimensions"].get("anyOf", []):
+                if option.get("type") == "integer":
+                    option["maximum"] = dimension
+    return schema
 
 
 def declare_input_limit(schema: dict[str, Any], max_inputs: int) -> dict[str, Any]:
@@ -199,7 +232,8 @@ def declare_input_limit(schema: dict[str, Any], max_inputs: int) -> dict[str, An
     """
     schemas = schema.get("components", {}).get("schemas", {})
     lists = {"PredictRequest": "inputs", "ClassifyRequest": "inputs", "RerankRequest": "texts",
-             "TokenizeRequest": "inputs", "DecodeRequest": "ids"}
+             "TokenizeRequest": "inputs", "DecodeRequest": "ids", "EmbedRequest": "inputs",
+             "OpenAIEmbeddingRequest": "input", "SimilarityInput": "sentences"}
     for name, field in lists.items():
         prop = schemas.get(name, {}).get("properties", {}).get(field, {})
         for option in [prop, *prop.get("anyOf", [])]:

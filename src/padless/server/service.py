@@ -1,17 +1,16 @@
 """The service behind the HTTP routes: cache → admission → tokenize (thread pool) → batcher → post-process.
 
-It owns the loaded model pieces (shared with :class:`padless.engine.Classifier`), its ``scorer`` (the local
-:class:`Batcher`, or another :class:`Scorer`), the result cache and the readiness state. Routes only
-translate HTTP to :meth:`Service.classify` and back.
+It owns the loaded engine (a :class:`~padless.engine.Classifier` or an :class:`~padless.embedder.Embedder`: one
+code path, the task decides only what a row is), its ``scorer`` (the local :class:`Batcher`, or another
+:class:`Scorer`), the result cache and the readiness state. Routes only translate HTTP to :meth:`Service.run` and
+back, and finish the rows as their task does (:attr:`Service.classifier`, :attr:`Service.embedder`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,11 +22,22 @@ import numpy as np
 from padless import __version__
 from padless.batcher import Batcher
 from padless.config import QueueConfig, ServerConfig
-from padless.engine import Classifier
-from padless.errors import DeadlineExceededError, InputError, ItemError, NotReadyError, TooLongError
+from padless.embedder import Embedder
+from padless.engine import Classifier, Engine
+from padless.errors import (
+    ConfigError,
+    DeadlineExceededError,
+    InputError,
+    ItemError,
+    ModelError,
+    NotReadyError,
+    TooLongError,
+)
+from padless.loader.sentence import apply_prompt, read_prompts
 from padless.postprocess import Prediction
+from padless.server.cache import ResultCache, model_revision
 from padless.server.metrics import Metrics
-from padless.tokenize import TextEncoder
+from padless.tokenize import TRUNCATION_SIDES, TextEncoder
 
 log = logging.getLogger("padless.server")
 
@@ -48,40 +58,6 @@ class Timing:
     queue_and_forward_s: float = 0.0
     post_s: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
-
-
-class ResultCache:
-    """LRU of (logits row, token count) keyed by (model revision, text, truncation settings)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[tuple[str, str, bool, int], tuple[np.ndarray, int]] = OrderedDict()
-
-    def get(self, key: tuple[str, str, bool, int]) -> tuple[np.ndarray, int] | None:
-        if self.size == 0:
-            return None
-        row = self._data.get(key)
-        if row is not None:
-            self._data.move_to_end(key)
-        return row
-
-    def put(self, key: tuple[str, str, bool, int], row: tuple[np.ndarray, int]) -> None:
-        if self.size == 0:
-            return
-        self._data[key] = row
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
-
-
-def model_revision(path: Path) -> str:
-    """A short hash of the model's config and weight files (names, sizes, mtimes): changes when the model does."""
-    digest = hashlib.sha256()
-    for file in sorted(path.iterdir()):
-        if file.is_file():
-            stat = file.stat()
-            digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return digest.hexdigest()[:16]
 
 
 class Scorer(Protocol):
@@ -117,19 +93,24 @@ TOKENIZE_WORKERS = 2
 
 
 class Service:
-    """Classification for the server. Create in the event loop with :meth:`start`; stop with :meth:`stop`."""
+    """A model served: classification or embeddings, by the engine's task. Create in the event loop with
+    :meth:`start`; stop with :meth:`stop`."""
 
-    def __init__(self, classifier: Classifier, *, server: ServerConfig, queue: QueueConfig) -> None:
-        self.clf = classifier
+    def __init__(self, engine: Engine, *, server: ServerConfig, queue: QueueConfig) -> None:
+        self.engine = engine
+        self.task = engine.task
         self.server_config = server
         self.queue_config = queue
         self.metrics = Metrics()
-        self.revision = model_revision(Path(classifier.path))
-        tok = classifier.encoder.tokenizer
-        enc = classifier.encoder
-        self.encoders = {flag: TextEncoder(tok, truncate=flag, max_length=classifier.max_length,
-                                           max_chars=enc.max_chars, pair_truncation=enc.pair_truncation)
-                         for flag in (True, False)}
+        self.revision = model_revision(Path(engine.path))
+        enc = engine.encoder
+        # One encoder per (truncate, truncation side), each with its own copy of the tokenizer but the first: a fast
+        # tokenizer holds its truncation settings, and two threads tokenizing with other limits must not share them.
+        self.encoders = {(flag, side): TextEncoder(enc.tokenizer, truncate=flag, max_length=engine.max_length,
+                                                   max_chars=enc.max_chars, pair_truncation=enc.pair_truncation,
+                                                   truncation_side=side, own_tokenizer=(flag, side) != (True, "right"))
+                         for flag in (True, False) for side in TRUNCATION_SIDES}
+        self._prompts = read_prompts(Path(engine.path)) if self.task == "classify" else {}
         self.cache = ResultCache(server.cache_size)
         self._tokenize_pool = ThreadPoolExecutor(max_workers=TOKENIZE_WORKERS, thread_name_prefix="padless-tokenize")
         self.scorer: Scorer | None = None  # the local Batcher, made in start(); a subclass may put another Scorer
@@ -138,19 +119,58 @@ class Service:
         self.in_flight = 0
         self.last_success = 0.0
 
+    # -- the task ---------------------------------------------------------------------------------------------------
+
+    @property
+    def classifier(self) -> Classifier:
+        """The engine, for the classify routes; an embedding model answers them with TEI's 424 and one line."""
+        if not isinstance(self.engine, Classifier):
+            raise ModelError("model is not a classifier: it is an embedding model; use /embed or /v1/embeddings")
+        return self.engine
+
+    @property
+    def embedder(self) -> Embedder:
+        """The engine, for the embed routes; a classifier answers them with TEI's 424 and one line."""
+        if not isinstance(self.engine, Embedder):
+            raise ModelError("model is not an embedding model: it is a classifier; use /predict or /v1/classify")
+        return self.engine
+
+    def prompt_names(self) -> list[str]:
+        """The prompts a request may name."""
+        if isinstance(self.engine, Embedder):
+            return sorted(self.engine.embedding.prompts)
+        return sorted(self._prompts)
+
+    def prompt(self, name: str | None) -> str:
+        """The text put before each input: the named prompt, else an embedding folder's default prompt (if any).
+        An unknown name is the request's error (422)."""
+        if isinstance(self.engine, Embedder):
+            try:
+                return apply_prompt("", self.engine.embedding, name)
+            except ConfigError as err:
+                raise InputError(str(err)) from None
+        if name is None:
+            return ""
+        if name not in self._prompts:
+            known = ", ".join(sorted(self._prompts)) or "none"
+            raise InputError(f"prompt name {name!r} is not one of the model's prompts ({known})")
+        return self._prompts[name]
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+
     async def start(self) -> None:
-        if self.clf.runtime.streams > 1:
+        if self.engine.runtime.streams > 1:
             # The batcher runs one batch at a time: each batch's rows are split across the streams, and a
             # one-row request runs on one stream's share of the threads.
-            log.warning("the runtime has %d streams, but the server runs one batch at a time: load the Classifier "
-                        "with streams=1 for the lowest latency (padless serve does)", self.clf.runtime.streams)
-        batcher = Batcher.for_classifier(self.clf, queue=self.queue_config, observer=self.metrics,
-                                         forward=self._forward)
+            log.warning("the runtime has %d streams, but the server runs one batch at a time: load the engine "
+                        "with streams=1 for the lowest latency (padless serve does)", self.engine.runtime.streams)
+        batcher = Batcher.for_engine(self.engine, queue=self.queue_config, observer=self.metrics,
+                                     forward=self._forward)
         self.scorer = batcher
         self.metrics.bind_queue(batcher)
         batcher.start()
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.run_in_executor(None, self.clf.runtime.warmup), timeout=120)
+        await asyncio.wait_for(loop.run_in_executor(None, self.engine.runtime.warmup), timeout=120)
         self.warmed = True
 
     async def stop(self) -> None:
@@ -159,7 +179,7 @@ class Service:
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
     def _forward(self, rows: Any, width: int) -> np.ndarray:
-        return self.clf.forward_padded(rows, width)
+        return self.engine.forward_padded(rows, width)
 
     # -- readiness ------------------------------------------------------------------------------------------------
 
@@ -174,7 +194,7 @@ class Service:
         if time.monotonic() - self.last_success < 5.0:
             return True, "ok"
         try:  # a real 1-token forward through the same queue as user traffic
-            futures = self.scorer.submit([[self.encoders[True].pad_id]], deadline=time.monotonic() + 5.0,
+            futures = self.scorer.submit([[self.engine.encoder.pad_id]], deadline=time.monotonic() + 5.0,
                                           request_id="readiness")
             await asyncio.wait_for(asyncio.gather(*futures), timeout=5.0)
         except Exception:
@@ -183,11 +203,10 @@ class Service:
         return True, "ok"
 
     def info(self) -> dict[str, Any]:
-        c, s, q = self.clf, self.server_config, self.queue_config
+        c, s, q = self.engine, self.server_config, self.queue_config
         return {
-            "model": c.model_config.model, "model_path": str(c.path), "revision": self.revision,
-            "labels": c.labels, "problem_type": c.info.problem_type, "version": __version__,
-            "backend": c.describe_backend(),
+            "model": c.model_config.model, "model_path": str(c.path), "revision": self.revision, "task": self.task,
+            **self._task_info(), "version": __version__, "backend": c.describe_backend(),
             "limits": {"max_length": c.max_length, "max_chars": c.encoder.max_chars,
                        "max_inputs_per_request": s.max_inputs_per_request, "max_body_bytes": s.max_body_bytes,
                        "max_batch_tokens": c.batch_config.max_batch_tokens,
@@ -198,13 +217,28 @@ class Service:
             **self._tei_info(),
         }
 
+    def _task_info(self) -> dict[str, Any]:
+        """A classifier's labels; an embedder's vector size, pooling, normalisation and prompts."""
+        if isinstance(self.engine, Classifier):
+            return {"labels": self.engine.labels, "problem_type": self.engine.info.problem_type}
+        e = self.embedder
+        return {"embedding": {"dimension": e.output_width, "default_dimensions": e.dimensions,
+                              "pooling": e.embedding.pooling, "normalized_in_graph": e.normalize,
+                              "prompts": sorted(e.embedding.prompts),
+                              "default_prompt_name": e.embedding.default_prompt_name}}
+
     def _tei_info(self) -> dict[str, Any]:
         """The fields of TEI's ``/info`` that its clients read (a 1-label model is a ``reranker``)."""
-        c, s, q = self.clf, self.server_config, self.queue_config
-        id2label = {str(i): label for i, label in enumerate(c.labels)}
-        kind = "reranker" if len(c.labels) == 1 else "classifier"
+        c, s, q = self.engine, self.server_config, self.queue_config
+        if isinstance(c, Classifier):
+            id2label = {str(i): label for i, label in enumerate(c.labels)}
+            kind = "reranker" if len(c.labels) == 1 else "classifier"
+            model_type: dict[str, Any] = {kind: {"id2label": id2label,
+                                                 "label2id": {v: int(k) for k, v in id2label.items()}}}
+        else:
+            model_type = {"embedding": {"pooling": self.embedder.embedding.pooling}}
         return {"model_id": c.model_config.model, "model_sha": None, "model_dtype": c.runtime.describe().get("dtype"),
-                "model_type": {kind: {"id2label": id2label, "label2id": {v: int(k) for k, v in id2label.items()}}},
+                "model_type": model_type,
                 "max_concurrent_requests": q.max_queue_inputs, "max_input_length": c.max_length,
                 "max_batch_tokens": c.batch_config.max_batch_tokens,
                 "max_batch_requests": c.batch_config.max_batch_size,
@@ -217,11 +251,11 @@ class Service:
         """TEI's ``/tokenize``: every token of each text (not truncated), special tokens without offsets."""
         if self.draining:
             raise NotReadyError("the server is shutting down")
-        cap = self.clf.encoder.max_chars
+        cap = self.engine.encoder.max_chars
         for i, text in enumerate(texts):
             if len(text) > cap:
                 raise TooLongError(f"input {i} has {len(text)} characters, over the limit of {cap}")
-        tok = self.clf.encoder.tokenizer
+        tok = self.engine.encoder.tokenizer
 
         def run() -> list[list[dict]]:
             enc = tok(texts, add_special_tokens=add_special_tokens, truncation=False, return_offsets_mapping=True,
@@ -246,7 +280,7 @@ class Service:
         """TEI's ``/decode``: the text of each list of token ids; an id outside the vocabulary is refused."""
         if self.draining:
             raise NotReadyError("the server is shutting down")
-        tok = self.clf.encoder.tokenizer
+        tok = self.engine.encoder.tokenizer
         size = len(tok)
         for ids in batch:
             for tid in ids:
@@ -266,18 +300,20 @@ class Service:
         except asyncio.TimeoutError:
             raise DeadlineExceededError(f"the request's deadline passed while it was {what}") from None
 
-    # -- classification -------------------------------------------------------------------------------------------
+    # -- running inputs ---------------------------------------------------------------------------------------------
 
-    async def classify(self, texts: list[Any], *, truncate: bool, deadline: float, request_id: str,
-                       receive: Any = None) -> tuple[list[ItemResult], list[np.ndarray | None], Timing]:
-        """Score ``texts`` (texts or ``(text, text_pair)`` tuples); returns per-item results (errors in place) and
-        logits rows. Raises for the request."""
+    async def run(self, texts: list[Any], *, truncate: bool, deadline: float, request_id: str,
+                  direction: str = "right", receive: Any = None) -> tuple[list[ItemResult], list[np.ndarray | None],
+                                                                          Timing]:
+        """Run ``texts`` (texts, or ``(text, text_pair)`` tuples for a classifier; any prompt already in front);
+        returns per-item results (errors in place) and output rows: logits, or an embedder's vectors before the
+        request's normalisation and dimensions. ``direction``: the side truncation cuts. Raises for the request."""
         if self.draining or self.scorer is None:
             raise NotReadyError("the server is shutting down" if self.draining else "the server is starting")
         timing = Timing()
-        encoder = self.encoders[truncate]
+        encoder = self.encoders[(truncate, direction)]
         limit = encoder.max_length
-        keys = [(self.revision, t, truncate, limit) if _cacheable(t) else None for t in texts]
+        keys = [(self.revision, t, truncate, direction, limit) if _cacheable(t) else None for t in texts]
         hits = [self.cache.get(k) if k is not None else None for k in keys]
         rows: list[np.ndarray | None] = [hit[0] if hit is not None else None for hit in hits]
         todo = [i for i, row in enumerate(rows) if row is None]

@@ -1,7 +1,9 @@
 """The routes a Text Embeddings Inference (TEI) client expects of a classifier, with TEI's shapes and semantics.
 
-``POST /``, ``POST /invocations`` (SageMaker) and ``POST /predict`` classify (the input rule is in
-:mod:`padless.server.schemas`); ``POST /rerank`` ranks texts against a query with a 1-label model (anything else:
+``POST /predict`` classifies (the input rule is in :mod:`padless.server.schemas`), and so do ``POST /`` and
+``POST /invocations`` (SageMaker) on a classifier (on an embedding model they embed: :mod:`padless.server.embed`);
+every classify route takes TEI's ``truncation_direction`` and ``prompt_name`` and answers an embedding model with
+TEI's 424; ``POST /rerank`` ranks texts against a query with a 1-label model (anything else:
 424, as TEI answers); ``POST /tokenize`` and ``POST /decode`` expose the model's tokenizer. ``GET /`` and
 ``GET /ping`` are readiness checks (what TEI's health route means: the model answers), registered beside
 ``/ready`` in :mod:`padless.server.app`. Errors keep padless's one envelope and status table.
@@ -46,16 +48,27 @@ def _item(seq: list[str]) -> Item:
     return seq[0] if len(seq) == 1 else (seq[0], seq[1])
 
 
+def with_prompt(items: list[Any], prompt: str) -> list[Any]:
+    """``items`` with ``prompt`` in front of each text (of a pair: in front of its first text)."""
+    if not prompt:
+        return items
+    return [(prompt + item[0], item[1]) if isinstance(item, tuple) else prompt + item for item in items]
+
+
 def add_tei_routes(app: FastAPI, service: Service) -> None:
     """Register the TEI routes on ``app`` (see the module docstring)."""
     cfg = service.server_config
     metrics = service.metrics
 
-    async def scored_rows(items: list[Item], truncate: bool, request: Request) -> np.ndarray:
+    async def scored_rows(items: list[Item], body: PredictRequest | RerankRequest, request: Request) -> np.ndarray:
         """Logit rows for every item, or raise for the request: TEI fails the request on any item's error."""
         check_count(len(items), cfg)
-        results, rows, _ = await service.classify(items, truncate=truncate, deadline=deadline_for(request, cfg),
-                                                  request_id=request_id(request), receive=request.receive)
+        prompt = service.prompt(body.prompt_name)  # a request the spec refuses is a 422 whatever the model
+        service.classifier  # noqa: B018 - an embedding model answers 424 before anything runs
+        items = with_prompt(items, prompt)
+        results, rows, _ = await service.run(items, truncate=body.truncate, direction=body.truncation_direction,
+                                             deadline=deadline_for(request, cfg), request_id=request_id(request),
+                                             receive=request.receive)
         for i, result in enumerate(results):
             if result.error is not None:
                 raise type(result.error)(f"input {i}: {result.error}")
@@ -65,16 +78,16 @@ def add_tei_routes(app: FastAPI, service: Service) -> None:
     async def predict(body: PredictRequest, request: Request) -> Any:
         """Classify a text, a pair or a batch (TEI's input rule); every label, best first."""
         items, single = read_predict_inputs(body.inputs)
-        rows = await scored_rows(items, body.truncate, request)
+        rows = await scored_rows(items, body, request)
         params = body.parameters or PredictParameters(top_k=None, function_to_apply=None)
-        preds = service.clf.post(rows, top_k=params.top_k or 0, raw_scores=body.raw_scores,
+        preds = service.classifier.post(rows, top_k=params.top_k or 0, raw_scores=body.raw_scores,
                                  function=params.function_to_apply)
         lists = [[{"label": label, "score": score} for label, score in p.scores] for p in preds]
         # TEI answers one input with one list; the Inference API (whose client sends `parameters`) with a list of
         # lists, and its client takes element [0] of the answer.
         return lists[0] if single and body.parameters is None else lists
 
-    for path in ("/", "/invocations", "/predict"):
+    for path in ("/", "/invocations", "/predict") if service.task == "classify" else ("/predict",):
         app.add_api_route(path, predict, methods=["POST"], response_model=PredictResponse,
                           responses=ERROR_RESPONSES, name=f"predict{path.replace('/', '_')}")
 
@@ -82,11 +95,13 @@ def add_tei_routes(app: FastAPI, service: Service) -> None:
     async def rerank(body: RerankRequest, request: Request) -> Any:
         """Score each (query, text) pair with a 1-label model; best first. Other models answer 424."""
         check_count(len(body.texts), cfg)  # a request that breaks the schema is a 422 whatever the model
-        if len(service.clf.labels) != 1:
+        service.prompt(body.prompt_name)
+        labels = service.classifier.labels
+        if len(labels) != 1:
             raise ModelError(f"model is not a re-ranker model: /rerank needs a 1-label (cross-encoder) model and "
-                             f"this one has {len(service.clf.labels)} labels; use /predict")
-        rows = await scored_rows([(body.query, text) for text in body.texts], body.truncate, request)
-        preds = service.clf.post(rows, top_k=1, raw_scores=body.raw_scores)
+                             f"this one has {len(labels)} labels; use /predict")
+        rows = await scored_rows([(body.query, text) for text in body.texts], body, request)
+        preds = service.classifier.post(rows, top_k=1, raw_scores=body.raw_scores)
         order = sorted(range(len(preds)), key=lambda i: (-preds[i].score, i))
         return [Rank(index=i, score=preds[i].score, text=body.texts[i] if body.return_text else None) for i in order]
 
