@@ -2,10 +2,11 @@
 
 ``DIR/manifest.json`` names the selected variant (a backend plus its options, with files and folders relative to
 ``DIR``), every candidate's measurements and verdict, the gate thresholds, and a small check sample: texts, and each
-candidate's own logits on them (the torch fp32 reference's among them) with a tolerance, as recorded when the folder
-was built. Loading the folder (:func:`selected_runtime` then :func:`recheck`) refuses to start, with one line, if a
-file's SHA-256 differs from the manifest (a corrupted or tampered file: an OpenVINO variant's ``.bin`` as well as
-its ``.xml``) or if the variant's logits on the sample no longer match (a mismatched runtime or library).
+candidate's own outputs on them (the torch fp32 reference's among them; stored as ``logits``, which for an embedding
+model's folder, ``"task": "embed"``, are its vectors) with a tolerance, as recorded when the folder was built.
+Loading the folder with any engine (:func:`selected_runtime` then :func:`recheck`) refuses to start, with one line, if
+a file's SHA-256 differs from the manifest (a corrupted or tampered file: an OpenVINO variant's ``.bin`` as well as
+its ``.xml``) or if the variant's outputs on the sample no longer match (a mismatched runtime or library).
 
 :mod:`padless.optimize.search` writes the folder; the format lives here, with loading, so that the engine and the
 server can read and check a folder without importing the optimizer.

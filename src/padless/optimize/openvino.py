@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from padless.engine import Classifier
+from padless.engine import Classifier, Engine
 from padless.errors import ConfigError, ModelError
+from padless.loader.sentence import EmbeddingInfo
 from padless.optimize.gate import GateConfig
 
 CANDIDATES = ("openvino-fp32", "openvino-bf16", "openvino-int8", "openvino-int8-bf16", "openvino-int8-accuracy")
@@ -87,7 +88,7 @@ def validation_of(ref: Classifier, texts: list[str], rows: list[int], ref_logits
                       reference=ref_logits[[rows[k] for k in keep]].argmax(axis=1), gold=gold[[rows[k] for k in keep]])
 
 
-def text_feeds(ref: Classifier, texts: list[str], *, segments: bool) -> list[dict[str, np.ndarray]]:
+def text_feeds(ref: Engine, texts: list[str], *, segments: bool) -> list[dict[str, np.ndarray]]:
     """One feed per text (``1 × length`` int64 arrays), the calibration items NNCF takes; ``segments`` adds the
     zero ``token_type_ids`` of a single text, for an IR that has that input."""
     feeds = []
@@ -102,7 +103,7 @@ def text_feeds(ref: Classifier, texts: list[str], *, segments: bool) -> list[dic
     return feeds
 
 
-def build(name: str, out: Path, ref: Classifier, cal_texts: list[str], validation: Validation | None,
+def build(name: str, out: Path, ref: Engine, cal_texts: list[str], validation: Validation | None,
           gate: GateConfig, control: AccuracyControl, say: Callable[[str], None]) -> dict[str, Any] | None:
     """Make one OpenVINO candidate's IR; return its backend/options/notes, or None when it cannot apply here."""
     from padless.loader.openvino import export_openvino, ir_inputs, quantize_openvino
@@ -117,13 +118,13 @@ def build(name: str, out: Path, ref: Classifier, cal_texts: list[str], validatio
         return None
     notes: dict[str, Any] = {}
     if not fp32.is_file():
-        notes = {"export": export_openvino(out, fp32)}
+        notes = {"export": export_openvino(out, fp32, embedding=ref.info.embedding)}
     if name in ("openvino-fp32", "openvino-bf16"):
         return _spec(name, fp32, out, "float32", {**notes, "precision_hint": "bf16" if bf16 else "f32"})
     segments = "token_type_ids" in ir_inputs(fp32)
     cal = text_feeds(ref, cal_texts, segments=segments)
     if name == ACCURACY:
-        if validation is None:
+        if validation is None or not isinstance(ref, Classifier):
             raise ConfigError(f"{ACCURACY} needs validation rows from the eval set")
         target = out / "variants" / ACCURACY / "model.xml"
         return _spec(name, target, out, "int8", quantize_with_accuracy_control(
@@ -133,13 +134,15 @@ def build(name: str, out: Path, ref: Classifier, cal_texts: list[str], validatio
     return _spec(name, int8, out, "int8", {**notes, "precision_hint": "bf16" if bf16 else "f32"})
 
 
-def build_student(name: str, student_dir: Path, out: Path, ref: Classifier, cal_texts: list[str],
-                  control: AccuracyControl, notes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def build_student(name: str, student_dir: Path, out: Path, ref: Engine, cal_texts: list[str],
+                  control: AccuracyControl, notes: dict[str, Any],
+                  embedding: EmbeddingInfo | None = None) -> dict[str, dict[str, Any]]:
     """A student's OpenVINO candidates: ``<student>-openvino-int8`` (NNCF PTQ on the calibration text) and, where the
     CPU computes bf16 natively, ``<student>-openvino-bf16`` (its fp32 IR with the bf16 hint; the IR is kept for it,
     in a scratch folder otherwise). On the 50%-pruned default model bf16 ran faster than int8 here (915 against 755
     texts/s, 2 cores with AMX): the int8 IR runs everything but its quantized MatMuls in f32 (its f32 hint), and with
-    half the heads and neurons that rest is a larger share of the work."""
+    half the heads and neurons that rest is a larger share of the work. ``embedding``: an embedding student's pooling
+    (its IRs output pooled vectors)."""
     from padless.loader.openvino import export_openvino, ir_inputs, quantize_openvino
     from padless.machine import cpu_has_native_bf16
 
@@ -147,7 +150,7 @@ def build_student(name: str, student_dir: Path, out: Path, ref: Classifier, cal_
     bf16 = cpu_has_native_bf16()
     with tempfile.TemporaryDirectory(prefix="padless-ov-") as scratch:
         fp32 = (out / "variants" / f"{name}-openvino-bf16" if bf16 else Path(scratch)) / "model.xml"
-        export = export_openvino(student_dir, fp32)
+        export = export_openvino(student_dir, fp32, embedding=embedding)
         cal = text_feeds(ref, cal_texts, segments="token_type_ids" in ir_inputs(fp32))
         quantized = quantize_openvino(fp32, target, cal, subset_size=min(control.calibration_rows, len(cal)))
     specs = {f"{name}-openvino-int8": _spec(f"{name}-openvino-int8", target, out, "int8",
