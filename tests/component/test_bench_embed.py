@@ -157,3 +157,19 @@ def test_embed_bench_with_onnx(tiny_model_dir: Path) -> None:
     assert configs["padless-onnx"]["min_cosine_vs_st_b32"] >= 0.9999
     assert result["method"]["orders"][1][0] == "st-b128"  # the order rotates from round to round
     assert len(configs["padless-onnx"]["seconds_per_round"]) == 2
+
+
+def test_gated_variant_reports_the_manifests_fidelity_figures(tmp_path: Path) -> None:
+    """An optimize folder's selected variant comes with the three figures its gate measured; a plain folder none."""
+    from padless.bench.embed import gated_variant
+    from padless.loader import manifest as mf
+
+    assert gated_variant(tmp_path) is None
+    figures = {"cosine_mean": 0.99998, "cosine_p1": 0.99996, "recall_at_10": 0.992, "rows": 2000, "queries": 200,
+               "passed": True, "cosine_min": 0.9999}
+    mf.write(tmp_path, {"selected": "openvino-bf16", "gate": {"min_recall_at_10": 0.95},
+                        "candidates": [{"name": "torch-fp32", "eval": {**figures, "recall_at_10": 1.0}},
+                                       {"name": "openvino-bf16", "eval": figures}]})
+    got = gated_variant(tmp_path)
+    assert got == {"selected": "openvino-bf16", "gate": {"min_recall_at_10": 0.95},
+                   **{k: v for k, v in figures.items() if k != "cosine_min"}}

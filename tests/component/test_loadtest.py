@@ -112,6 +112,18 @@ class StandIn:
         finally:
             self.in_flight -= 1
 
+    async def embed(self, request: Request) -> Response:
+        """TEI's ``/embed`` form: ``{"inputs": [text, ...], "truncate": true}`` → one vector per text."""
+        body = await request.json()
+        inputs = body.get("inputs")
+        if not (isinstance(inputs, list) and inputs and all(isinstance(t, str) for t in inputs)
+                and body.get("truncate") is True and set(body) == {"inputs", "truncate"}):
+            self.bad_bodies += 1
+            return self._error(422)
+        self.served += 1
+        self.rows += len(inputs)
+        return JSONResponse([[0.5, 0.5] for _ in inputs])
+
     async def metrics(self, request: Request) -> Response:
         text = (
             "# HELP padless_batch_size Rows per batch.\n# TYPE padless_batch_size histogram\n"
@@ -132,6 +144,7 @@ class StandIn:
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/predict", self.predict, methods=["POST"]),
+                                 Route("/embed", self.embed, methods=["POST"]),
                                  Route("/metrics", self.metrics), Route("/info", self.info)])
 
 
@@ -348,6 +361,19 @@ def test_every_scheduled_request_has_exactly_one_outcome() -> None:
     for word in ("offered rate", "rejected_429", "server_error_5xx", "timeout", "p99", "padding fraction"):
         assert word in text
 
+
+
+def test_the_embed_route_sends_teis_embed_form() -> None:
+    """``route="/embed"`` posts ``{"inputs": [text, ...]}`` and counts one vector per text as ok."""
+    stand_in = StandIn()
+    with serve(stand_in) as url:
+        report = asyncio.run(run_load(url, rate=30.0, duration=0.5, texts=["a", "b c", "d e f"], seed=1,
+                                      inputs_per_request=2, route="/embed"))
+    assert report["scheduled"] > 0 and report["outcomes"]["ok"] == report["scheduled"]
+    assert stand_in.bad_bodies == 0 and stand_in.served == report["scheduled"]
+    assert report["url"].endswith("/embed")
+    with pytest.raises(ValueError, match="route must be one of"):
+        asyncio.run(run_load(url, rate=1.0, duration=0.1, texts=["a"], route="/v1/embeddings"))
 
 
 def test_latency_is_reported_per_group_of_texts() -> None:

@@ -63,6 +63,7 @@ async def find_capacity(
     headers: dict[str, str] | None = None,
     settle_s: float = 0.5,
     min_requests: int = 0,
+    route: str = "/predict",
 ) -> dict[str, Any]:
     """The highest offered rate (requests/s) at which a :func:`run_load` of ``duration`` s held p99 ≤ ``p99_limit_ms``
     with every request ``ok`` (no 429, no error, no timeout, nothing dropped) and without a queue still growing at
@@ -75,7 +76,8 @@ async def find_capacity(
     a few metrics requests); ``timeout`` defaults low because a request slower than that has failed any sensible p99
     limit anyway. Every run uses the same ``seed``, so rates are compared on the same arrival pattern shape.
     ``min_requests`` stretches a run at a low rate to ``min_requests / rate`` seconds: the p99 of 80 requests is
-    their single slowest, so a short run at a low rate passes or fails on one request.
+    their single slowest, so a short run at a low rate passes or fails on one request. ``route``: what each request
+    is (:func:`run_load`).
 
     Returns ``rate`` (``None`` if no run passed), ``report`` (the :func:`run_load` report at ``rate``, or ``None``),
     ``p99_limit_ms``, ``failed_rate`` (lowest failing rate seen above ``rate``, or ``None``), ``stopped_by``
@@ -92,7 +94,7 @@ async def find_capacity(
     search = _Search(url, budget_s=budget_s, settle_s=settle_s, p99_limit_ms=p99_limit_ms, timeout=timeout,
                      length=lambda rate: step_seconds(rate, duration, min_requests),
                      load={"texts": texts, "inputs_per_request": inputs_per_request, "timeout": timeout, "seed": seed,
-                           "max_in_flight": max_in_flight, "headers": headers})
+                           "max_in_flight": max_in_flight, "headers": headers, "route": route})
     stopped_by = await search.bracket(start_rate, growth, min_rate, max_rate)
     if stopped_by == "bracketed":
         stopped_by = await search.bisect(bisect_steps)

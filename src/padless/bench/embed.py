@@ -229,12 +229,27 @@ def _run(model: str, *, mix: str, n: int, rounds: int, seed: int, backends: list
         "configs": configs,
         "ratios": _ratios(names, seconds),
         "notes": _notes(load_start),
+        "gated_variant": gated_variant(emb.path),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / OUTPUT).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def gated_variant(path: Path) -> dict[str, Any] | None:
+    """For a ``padless optimize`` folder: the variant ``auto`` runs and the fidelity figures its gate measured
+    (mean and 1st-percentile cosine to fp32, recall@10 against fp32); None for a plain folder."""
+    from padless.loader import manifest as optimized
+
+    if not optimized.is_optimized(path):
+        return None
+    manifest = optimized.read(path)
+    selected = str(manifest["selected"])
+    figures = optimized.candidate(manifest, selected).get("eval", {})
+    keep = ("cosine_mean", "cosine_p1", "recall_at_10", "rows", "queries", "passed")
+    return {"selected": selected, "gate": manifest.get("gate"), **{k: figures.get(k) for k in keep}}
 
 
 def _torch_threads() -> int:
@@ -361,8 +376,14 @@ def render_table(result: dict[str, Any]) -> Table:
 
     peaks = ", ".join(f"{d} {v:.0f}" for d, v in result["peak"]["gflops"].items())
     work = result["workload"]
+    notes = list(result.get("notes", []))
+    gated = result.get("gated_variant")
+    if gated:
+        notes.append(f"auto = the folder's gated {gated['selected']}: mean cosine to fp32 {gated['cosine_mean']}, "
+                     f"1st percentile {gated['cosine_p1']}, recall@10 against fp32 {gated['recall_at_10']} "
+                     f"({gated['rows']} texts, {gated['queries']} queries, measured by padless optimize)")
     table = Table(title=f"embeddings offline: {work['mix']} mix, {work['n']} texts; fp32 matmul peak (GFLOP/s): "
-                        f"{peaks}", caption="\n".join(result.get("notes", [])) or None)
+                        f"{peaks}", caption="\n".join(notes) or None)
     others = [name for name in ST_BATCHES if name != REFERENCE]
     columns = ["config", "texts/s", f"× {REFERENCE}", *(f"× {o}" for o in others), "padding", "% of fp32 peak",
                "min cos", "mean cos"]

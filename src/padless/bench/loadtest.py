@@ -96,13 +96,19 @@ def check_loopback(url: str) -> httpx.URL:
                      "127.0.0.0/8, localhost and ::1")
 
 
-def _split_url(url: str) -> tuple[str, str]:
-    """``(base, predict_url)``: ``url`` may be the server root (``http://127.0.0.1:8000``) or its ``/predict``."""
+# The routes the load generator drives: TEI's classify batch form, or TEI's /embed (a list of texts).
+ROUTES = ("/predict", "/embed")
+
+
+def _split_url(url: str, route: str = "/predict") -> tuple[str, str]:
+    """``(base, route_url)``: ``url`` may be the server root (``http://127.0.0.1:8000``) or its ``route``."""
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {', '.join(ROUTES)}, got {route!r}")
     parsed = check_loopback(url)
     text = str(parsed.copy_with(query=None, fragment=None)).rstrip("/")
-    if text.endswith("/predict"):
-        return text[: -len("/predict")], text
-    return text, text + "/predict"
+    if text.endswith(route):
+        return text[: -len(route)], text
+    return text, text + route
 
 
 def poisson_schedule(rate: float, duration: float, seed: int = 0) -> list[float]:
@@ -191,8 +197,10 @@ async def run_load(
     headers: dict[str, str] | None = None,
     groups: list[str] | None = None,
     keep_latencies: bool = False,
+    route: str = "/predict",
 ) -> dict[str, Any]:
-    """Offer ``rate`` requests/s of Poisson arrivals to ``POST {url}/predict`` for ``duration`` seconds.
+    """Offer ``rate`` requests/s of Poisson arrivals to ``POST {url}/predict`` for ``duration`` seconds (``route``
+    ``/embed``: TEI's embed form, ``{"inputs": [text, ...], "truncate": true}``, to ``{url}/embed``).
 
     ``url`` is the server root (``http://127.0.0.1:8000``) or its ``/predict`` URL; it must be a loopback address
     (:class:`ValueError` otherwise). Each request carries ``inputs_per_request`` texts taken in order from ``texts``,
@@ -232,7 +240,7 @@ async def run_load(
       (:func:`~padless.bench.loadstats.latency_summary` of a pooled list).
     """
     _check_load_args(texts, inputs_per_request, timeout, max_in_flight, groups)
-    base, predict_url = _split_url(url)  # refuses non-loopback before anything is opened
+    base, predict_url = _split_url(url, route)  # refuses non-loopback before anything is opened
     offsets = poisson_schedule(rate, duration, seed)
     warnings: list[str] = []
     fd_warning = _raise_fd_limit(max_in_flight + 64)
@@ -247,7 +255,7 @@ async def run_load(
                                      timeout=aiohttp.ClientTimeout(total=None)) as client:
         metrics_before = await _fetch_metrics(client, base)
         info = await _fetch_info(client, base)
-        sender = _Sender(client, predict_url, texts, inputs_per_request, timeout)
+        sender = _Sender(client, predict_url, texts, inputs_per_request, timeout, embed=route == "/embed")
         sent = await sender.send_all(offsets, max_in_flight)
         metrics_after = await _fetch_metrics(client, base)
 
@@ -291,9 +299,9 @@ class _Sender:
     """Sends one run's requests through one client session, each at its scheduled time."""
 
     def __init__(self, client: aiohttp.ClientSession, predict_url: str, texts: list[str], inputs_per_request: int,
-                 timeout: float) -> None:
+                 timeout: float, *, embed: bool = False) -> None:
         self.client, self.predict_url, self.texts, self.n_texts = client, predict_url, texts, len(texts)
-        self.inputs_per_request, self.timeout = inputs_per_request, timeout
+        self.inputs_per_request, self.timeout, self.embed = inputs_per_request, timeout, embed
         self.loop = asyncio.get_running_loop()
         self.bodies: dict[int, bytes] = {}
 
@@ -305,7 +313,8 @@ class _Sender:
         body = self.bodies.get(start)
         if body is None:
             chosen = [self.texts[(start + j) % n_texts] for j in range(self.inputs_per_request)]
-            payload = {"inputs": [[text] for text in chosen], "raw_scores": False, "truncate": True}
+            payload: dict[str, Any] = ({"inputs": chosen, "truncate": True} if self.embed else
+                                       {"inputs": [[text] for text in chosen], "raw_scores": False, "truncate": True})
             body = self.bodies[start] = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         return body
 

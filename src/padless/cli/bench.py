@@ -87,25 +87,33 @@ def bench_serve(
     budget: BudgetOpt = 240.0,
     min_requests: MinRequestsOpt = 400,
     backend: Annotated[str, typer.Option(envvar="PADLESS_BENCH_BACKENDS", help="Comma-separated backends, one padless server each (auto: what `padless serve` runs; torch is named padless).")] = "auto,torch",
+    task: Annotated[str, typer.Option(envvar="PADLESS_TASK", help="auto (the model folder's), classify or embed; embed compares with a FastAPI server calling SentenceTransformer.encode per request, at /embed ('default' with embed: all-MiniLM-L6-v2).")] = "auto",
+    inputs_per_request: Annotated[int, typer.Option(envvar="PADLESS_BENCH_INPUTS_PER_REQUEST", help="Texts in each request.")] = 1,
 ) -> None:
-    """padless serve vs a FastAPI server calling transformers.pipeline per request, on one machine, one run.
+    """padless serve vs a FastAPI server calling transformers.pipeline (or, for an embedding model,
+    SentenceTransformer.encode) per request, on one machine, one run.
 
     Takes --model, --mix, -n, --seed and --out-dir from `padless bench` (before `serve`)."""
     quiet_libraries()
     from rich.console import Console
 
-    from padless import loader
     from padless.bench.serve import run_serve_bench
+    from padless.tasks import model_path, resolve_task
 
     opts = ctx.obj
     _stop_servers_on_sigterm()
     _check_mix(opts["mix"])
-    ensure_default(opts["model"])
-    path = str(loader.resolve(opts["model"]))
+    if inputs_per_request < 1:
+        raise PadlessError("--inputs-per-request must be at least 1")
+    task = resolve_task(opts["model"], task)
+    if task == "classify":
+        ensure_default(opts["model"])
+    path = str(model_path(opts["model"], task))
     console = Console(stderr=True)
     result = run_serve_bench(path, mix=opts["mix"], n=opts["n"], seed=opts["seed"], p99_limit_ms=p99_limit_ms,
                              duration=duration, capacity_budget_s=budget, out_dir=opts["out_dir"], log=console.print,
-                             backends=[b.strip() for b in backend.split(",") if b.strip()], min_requests=min_requests)
+                             backends=[b.strip() for b in backend.split(",") if b.strip()], min_requests=min_requests,
+                             task=task, inputs_per_request=inputs_per_request)
     typer.echo(json.dumps({"ratios": result["ratios"], "offline_texts_per_s": result["offline_texts_per_s"],
                            "capacity_rps": {k: v["capacity_rps"] for k, v in result["servers"].items()}}, indent=2))
     typer.echo(f"wrote {opts['out_dir'] / 'bench-serve.json'}")
