@@ -138,12 +138,12 @@ def test_streams_compute_whole_batches_at_once_and_change_no_logit(pair_model_di
 
 
 def test_padless_serve_loads_one_stream_where_classify_lets_openvino_choose(pair_model_dir: Path) -> None:  # noqa: F811
-    from padless.cli.main import _load_classifier
+    from padless.cli.main import _load_classifier, _load_served
     from padless.config import SERVING_STREAMS, EngineSpec
 
     engine = EngineSpec.of(model=str(pair_model_dir), backend="openvino", max_length=MAX_LENGTH, truncate=True,
                            max_chars=20_000, threads=2, max_batch_tokens=512, max_batch_size=64)
-    served: Any = _load_classifier(engine, serving=True)
+    served: Any = _load_served(engine)
     offline: Any = _load_classifier(engine)
     assert served.runtime.streams == SERVING_STREAMS == 1 and served.model_config.streams == 1
     assert offline.model_config.streams == 0  # OpenVINO's THROUGHPUT choice (2 streams on 2 threads here)

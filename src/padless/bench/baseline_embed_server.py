@@ -8,8 +8,6 @@ each as one ``encode`` call with its default ``batch_size=32``.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -43,11 +41,9 @@ def create_app(model_dir: str) -> Any:
 
 
 def main() -> None:
-    import uvicorn
+    from padless.bench import baseline_server
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    model_dir, port = sys.argv[1], int(sys.argv[2])
-    uvicorn.run(create_app(model_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    baseline_server.main(create_app)
 
 
 if __name__ == "__main__":

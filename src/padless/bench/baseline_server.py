@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -43,12 +44,14 @@ def create_app(model_dir: str) -> Any:
     return app
 
 
-def main() -> None:
+def main(create: Callable[[str], Any] = create_app) -> None:
+    """``python -m … MODEL_DIR PORT``: serve ``create(MODEL_DIR)`` on loopback (the embedding baseline passes its
+    own app)."""
     import uvicorn
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     model_dir, port = sys.argv[1], int(sys.argv[2])
-    uvicorn.run(create_app(model_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(create(model_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

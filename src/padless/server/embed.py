@@ -54,7 +54,7 @@ def json_response(body: Any) -> Response:
 
 def add_embed_routes(app: FastAPI, service: Service) -> None:
     """Register the embedding routes on ``app`` (see the module docstring)."""
-    cfg, metrics = service.server_config, service.metrics
+    cfg = service.server_config
 
     async def vectors(texts: list[str], request: Request, *, truncate: bool, direction: str,
                       prompt_name: str | None, dimensions: int | None, normalize: bool) -> tuple[np.ndarray, int]:
@@ -64,14 +64,10 @@ def add_embed_routes(app: FastAPI, service: Service) -> None:
         width = emb.dimensions if dimensions is None else dimensions
         if width > emb.output_width:
             raise InputError(f"dimensions must be in 1..{emb.output_width} (the model's embedding size); got {width}")
-        results, rows, _ = await service.run([prompt + t for t in texts], truncate=truncate, direction=direction,
-                                             deadline=deadline_for(request, cfg), request_id=request_id(request),
-                                             receive=request.receive)
-        for i, result in enumerate(results):
-            if result.error is not None:
-                raise type(result.error)(f"input {i}: {result.error}")
-        metrics.inputs.labels("ok").inc(len(texts))
-        return finish(np.stack(rows), width, normalize), sum(r.tokens for r in results)  # type: ignore[arg-type]
+        rows, results = await service.run_whole([prompt + t for t in texts], truncate=truncate, direction=direction,
+                                                deadline=deadline_for(request, cfg), request_id=request_id(request),
+                                                receive=request.receive)
+        return finish(rows, width, normalize), sum(r.tokens for r in results)
 
     async def embed(body: EmbedRequest, request: Request) -> Any:
         texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)

@@ -336,6 +336,18 @@ class Service:
                 self.scorer.release(ticket)
         return results, rows, timing  # type: ignore[return-value]
 
+    async def run_whole(self, texts: list[Any], *, truncate: bool, deadline: float, request_id: str,
+                        direction: str = "right", receive: Any = None) -> tuple[np.ndarray, list[ItemResult]]:
+        """:meth:`run` as TEI's routes answer: the rows stacked (input order) and the results, or the first item's
+        error raised for the whole request (input ``i`` named)."""
+        results, rows, _ = await self.run(texts, truncate=truncate, deadline=deadline, request_id=request_id,
+                                          direction=direction, receive=receive)
+        for i, result in enumerate(results):
+            if result.error is not None:
+                raise type(result.error)(f"input {i}: {result.error}")
+        self.metrics.inputs.labels("ok").inc(len(texts))
+        return np.stack(rows), results  # type: ignore[arg-type]
+
     async def _run(self, texts: list[Any], todo: list[int], encoder: TextEncoder, rows: list[np.ndarray | None],
                    results: list[ItemResult | None], keys: list[Any], ticket: Any, deadline: float, request_id: str,
                    timing: Timing, receive: Any) -> None:

@@ -58,7 +58,6 @@ def with_prompt(items: list[Any], prompt: str) -> list[Any]:
 def add_tei_routes(app: FastAPI, service: Service) -> None:
     """Register the TEI routes on ``app`` (see the module docstring)."""
     cfg = service.server_config
-    metrics = service.metrics
 
     async def scored_rows(items: list[Item], body: PredictRequest | RerankRequest, request: Request) -> np.ndarray:
         """Logit rows for every item, or raise for the request: TEI fails the request on any item's error."""
@@ -66,14 +65,10 @@ def add_tei_routes(app: FastAPI, service: Service) -> None:
         prompt = service.prompt(body.prompt_name)  # a request the spec refuses is a 422 whatever the model
         service.classifier  # noqa: B018 - an embedding model answers 424 before anything runs
         items = with_prompt(items, prompt)
-        results, rows, _ = await service.run(items, truncate=body.truncate, direction=body.truncation_direction,
-                                             deadline=deadline_for(request, cfg), request_id=request_id(request),
-                                             receive=request.receive)
-        for i, result in enumerate(results):
-            if result.error is not None:
-                raise type(result.error)(f"input {i}: {result.error}")
-        metrics.inputs.labels("ok").inc(len(items))
-        return np.stack(rows)  # type: ignore[arg-type]
+        rows, _ = await service.run_whole(items, truncate=body.truncate, direction=body.truncation_direction,
+                                          deadline=deadline_for(request, cfg), request_id=request_id(request),
+                                          receive=request.receive)
+        return rows
 
     async def predict(body: PredictRequest, request: Request) -> Any:
         """Classify a text, a pair or a batch (TEI's input rule); every label, best first."""
