@@ -56,8 +56,7 @@ def load_engine(spec: EngineSpec, *, serving: bool = False, runtime_options: dic
     spec = spec.replace(task=task)
     if task == "classify":
         return Classifier.from_spec(spec, runtime_options=runtime_options)
-    normalize = None
-    if serving:
-        info = serving_info(model_path(spec.model.model, task), task)
-        normalize = info.embedding.normalize if info is not None and info.embedding is not None else None
-    return Embedder.from_spec(spec, runtime_options=runtime_options, normalize=normalize)
+    # Serving a plain folder: the graph leaves normalisation to the request (as serving_info says); an optimize
+    # folder's variant runs as it was built. None: the folder's own choice.
+    plain = serving and not optimized.is_optimized(model_path(spec.model.model, task))
+    return Embedder.from_spec(spec, runtime_options=runtime_options, normalize=False if plain else None)

@@ -79,14 +79,19 @@ def apply_prompt(text: str, info: EmbeddingInfo, prompt_name: str | None = None,
     ``prompt_name`` (which must be one of the folder's prompts: ConfigError otherwise); with neither, the folder's
     default prompt, if it has one."""
     if prompt is None:
-        if prompt_name is not None:
-            if prompt_name not in info.prompts:
-                known = ", ".join(sorted(info.prompts)) or "none"
-                raise ConfigError(f"prompt name {prompt_name!r} is not one of the model's prompts ({known})")
-            prompt = info.prompts[prompt_name]
-        elif info.default_prompt_name is not None:
-            prompt = info.prompts.get(info.default_prompt_name)
+        prompt = named_prompt(info.prompts, prompt_name, default=info.default_prompt_name)
     return text if not prompt else prompt + text
+
+
+def named_prompt(prompts: dict[str, str], name: str | None, *, default: str | None = None) -> str:
+    """The text of the prompt called ``name`` (ConfigError, one line, if ``prompts`` has none by that name), or with
+    no name the ``default`` prompt's ("" when there is none)."""
+    if name is None:
+        return prompts.get(default, "") if default is not None else ""
+    if name not in prompts:
+        known = ", ".join(sorted(prompts)) or "none"
+        raise ConfigError(f"prompt name {name!r} is not one of the model's prompts ({known})")
+    return prompts[name]
 
 
 def _json(file: Path) -> dict[str, Any]:

@@ -346,9 +346,10 @@ def _check_models(short_path: str, long_path: str | None, opts: ServeOptions) ->
 
     tok = AutoTokenizer.from_pretrained(short_path)
     limit = model_max_length(tok, AutoConfig.from_pretrained(short_path))
-    if opts.engine.model.task == "embed":  # a sentence-transformers folder may set a lower max_seq_length
-        embedding = loader.read_info(Path(short_path), task="embed").embedding
-        limit = min(limit, getattr(embedding, "max_seq_length", None) or limit)
+    embed = opts.engine.model.task == "embed"
+    short_embedding = loader.read_info(Path(short_path), task="embed").embedding if embed else None
+    if short_embedding is not None:  # a sentence-transformers folder may set a lower max_seq_length
+        limit = min(limit, short_embedding.max_seq_length or limit)
     max_length = min(opts.engine.model.max_length or limit, limit)
     opts.engine.batch.validate(max_length)
     if long_path is None:
@@ -361,11 +362,9 @@ def _check_models(short_path: str, long_path: str | None, opts: ServeOptions) ->
         if long_tok.get_vocab() != tok.get_vocab():
             raise ConfigError(f"--long-model {long_path} has another tokenizer than {short_path}; the ingress "
                               "tokenizes once for both tiers, so they must share it")
-        task = opts.engine.model.task
-        if task == "embed":
-            short_dim = loader.read_info(Path(short_path), task="embed").embedding
-            long_dim = loader.read_info(Path(long_path), task="embed").embedding
-            if getattr(short_dim, "dimension", None) != getattr(long_dim, "dimension", None):
+        if embed:
+            long_embedding = loader.read_info(Path(long_path), task="embed").embedding
+            if getattr(short_embedding, "dimension", None) != getattr(long_embedding, "dimension", None):
                 raise ConfigError(f"--long-model {long_path} makes vectors of another size than {short_path}")
         elif loader.read_info(Path(long_path)).id2label != loader.read_info(Path(short_path)).id2label:
             raise ConfigError(f"--long-model {long_path} has other labels than {short_path}")

@@ -33,7 +33,7 @@ from padless.errors import (
     NotReadyError,
     TooLongError,
 )
-from padless.loader.sentence import apply_prompt, read_prompts
+from padless.loader.sentence import named_prompt, read_prompts
 from padless.postprocess import Prediction
 from padless.server.cache import ResultCache, model_revision
 from padless.server.metrics import Metrics
@@ -110,7 +110,11 @@ class Service:
                                                    max_chars=enc.max_chars, pair_truncation=enc.pair_truncation,
                                                    truncation_side=side, own_tokenizer=(flag, side) != (True, "right"))
                          for flag in (True, False) for side in TRUNCATION_SIDES}
-        self._prompts = read_prompts(Path(engine.path)) if self.task == "classify" else {}
+        # The prompts a request may name: an embedding folder's (with its default), or a classifier folder's
+        # config_sentence_transformers.json (a cross-encoder may have them), without a default.
+        embedding = engine.embedding if isinstance(engine, Embedder) else None
+        self._prompts = dict(embedding.prompts) if embedding is not None else read_prompts(Path(engine.path))
+        self._default_prompt = embedding.default_prompt_name if embedding is not None else None
         self.cache = ResultCache(server.cache_size)
         self._tokenize_pool = ThreadPoolExecutor(max_workers=TOKENIZE_WORKERS, thread_name_prefix="padless-tokenize")
         self.scorer: Scorer | None = None  # the local Batcher, made in start(); a subclass may put another Scorer
@@ -137,24 +141,15 @@ class Service:
 
     def prompt_names(self) -> list[str]:
         """The prompts a request may name."""
-        if isinstance(self.engine, Embedder):
-            return sorted(self.engine.embedding.prompts)
         return sorted(self._prompts)
 
     def prompt(self, name: str | None) -> str:
         """The text put before each input: the named prompt, else an embedding folder's default prompt (if any).
         An unknown name is the request's error (422)."""
-        if isinstance(self.engine, Embedder):
-            try:
-                return apply_prompt("", self.engine.embedding, name)
-            except ConfigError as err:
-                raise InputError(str(err)) from None
-        if name is None:
-            return ""
-        if name not in self._prompts:
-            known = ", ".join(sorted(self._prompts)) or "none"
-            raise InputError(f"prompt name {name!r} is not one of the model's prompts ({known})")
-        return self._prompts[name]
+        try:
+            return named_prompt(self._prompts, name, default=self._default_prompt)
+        except ConfigError as err:
+            raise InputError(str(err)) from None
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
 
