@@ -57,7 +57,7 @@ def test_embed_peak_memory_flat_in_file_size(suffix: str, tmp_path: Path) -> Non
         import pyarrow.parquet as pq
 
         assert pq.ParquetFile(tmp_path / "large.parquet").metadata.num_rows == 40_000
-    assert large_mb - small_mb < 40, f"peak RSS grew from {small_mb:.0f} MiB to {large_mb:.0f} MiB"  # PRINTME
+    assert large_mb - small_mb < 40, f"peak RSS grew from {small_mb:.0f} MiB to {large_mb:.0f} MiB"
 
 
 def test_embed_on_torch_peak_memory_flat_in_row_count(tmp_path: Path) -> None:
@@ -73,4 +73,4 @@ def test_embed_on_torch_peak_memory_flat_in_row_count(tmp_path: Path) -> None:
     small_mb = _peak_rss_mb(small, tmp_path / "small.parquet", MINILM, "embed", backend="torch")
     large_mb = _peak_rss_mb(large, tmp_path / "large.parquet", MINILM, "embed", backend="torch")
     # Measured here: 18–40 MiB more for the 10,000 extra rows with the trims, 128 MiB without them.
-    assert large_mb - small_mb < 70, f"peak RSS grew from {small_mb:.0f} MiB to {large_mb:.0f} MiB"  # PRINTME
+    assert large_mb - small_mb < 70, f"peak RSS grew from {small_mb:.0f} MiB to {large_mb:.0f} MiB"
