@@ -577,12 +577,12 @@ def _report(p99: float, thirds: list[float | None]) -> dict[str, Any]:
 
 def test_a_run_whose_queue_grows_fails_even_under_the_p99_limit() -> None:
     # Limit 200 ms: a climb must be over 2x and over 25 ms to count as a growing queue.
-    assert capacity._verdict(_report(150, [20, 30, 90]), 200) == (
+    assert capacity.verdict(_report(150, [20, 30, 90]), 200) == (
         False, "did not keep up: median latency rose from 20.0 ms (first third) to 90.0 ms (last third)")
-    assert capacity._verdict(_report(150, [10, 15, 21]), 200)[0]  # doubled, but by 11 ms: jitter on an idle server
-    assert capacity._verdict(_report(150, [50, 60, 95]), 200)[0]  # up 45 ms, but not doubled
-    assert capacity._verdict(_report(150, [20, None, None]), 200)[0]  # nothing to compare with
-    assert capacity._verdict(_report(250, [20, 20, 20]), 200) == (False, "p99 250.0 ms > 200 ms")
+    assert capacity.verdict(_report(150, [10, 15, 21]), 200)[0]  # doubled, but by 11 ms: jitter on an idle server
+    assert capacity.verdict(_report(150, [50, 60, 95]), 200)[0]  # up 45 ms, but not doubled
+    assert capacity.verdict(_report(150, [20, None, None]), 200)[0]  # nothing to compare with
+    assert capacity.verdict(_report(250, [20, 20, 20]), 200) == (False, "p99 250.0 ms > 200 ms")
 
 
 def test_medians_by_third_climb_only_when_the_server_falls_behind() -> None:
@@ -596,7 +596,7 @@ def test_medians_by_third_climb_only_when_the_server_falls_behind() -> None:
     assert first < middle < last and last > 2 * first
     assert over["outcomes"]["ok"] == over["scheduled"]
     # A generous p99 limit passes the overloaded run on p99 alone; the climb fails it.
-    passed, reason = capacity._verdict(over, p99_limit_ms=20_000)
+    passed, reason = capacity.verdict(over, p99_limit_ms=20_000)
     assert not passed and reason.startswith("did not keep up")
     low = [m for m in under["latency_p50_ms_by_third"] if m is not None]
-    assert len(low) == 3 and max(low) < 200 and capacity._verdict(under, p99_limit_ms=500)[0]
+    assert len(low) == 3 and max(low) < 200 and capacity.verdict(under, p99_limit_ms=500)[0]

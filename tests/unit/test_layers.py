@@ -14,10 +14,10 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "padless"
 # Every top-level module and package of padless, by layer, bottom up ("__init__" is the package's own face).
 LAYERS = {
     "core": ("__init__", "config", "datasets", "default_model", "embedder", "engine", "errors", "evaluate", "loader",
-             "machine", "planner", "pooling", "postprocess", "runtime", "tasks", "tokenize", "train"),
+             "machine", "planner", "pooling", "postprocess", "runtime", "tasks", "tokenize", "train", "tuned"),
     "jobs": ("batcher", "commit", "faults", "fileio", "job", "sinks"),
     "faces": ("cli", "ray", "server"),
-    "tools": ("bench", "compress", "optimize"),
+    "tools": ("bench", "compress", "optimize", "tune"),
 }
 # Faces and tools share the top floor: the CLI runs the tools, and the benchmarks start the servers they measure.
 RANK = {"core": 0, "jobs": 1, "faces": 2, "tools": 2}

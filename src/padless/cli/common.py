@@ -1,4 +1,5 @@
-"""What every ``padless`` command shares: quiet libraries, and building the default model with a progress bar.
+"""What every ``padless`` command shares: quiet libraries, building the default model with a progress bar, and
+applying ``padless tune``'s settings file to the options the user left at their defaults.
 
 The command modules (:mod:`~padless.cli.main`, :mod:`~padless.cli.optimize`, :mod:`~padless.cli.compress`) import
 these; this module imports none of them.
@@ -6,9 +7,40 @@ these; this module imports none of them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import typer
 
 from padless.loader.folders import quiet_libraries as quiet_libraries  # defined below the engine; named here too
+
+if TYPE_CHECKING:
+    from padless.config import EngineSpec, QueueConfig
+
+
+# click's ParameterSource members, by name: recent typer vendors its own click, whose enum is not click's.
+GIVEN_SOURCES = ("COMMANDLINE", "ENVIRONMENT")
+
+
+def explicit_options(ctx: typer.Context) -> set[str]:
+    """The parameters of ``ctx``'s command the user gave, by flag or ``PADLESS_*`` environment variable."""
+    return {name for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", None) in GIVEN_SOURCES}
+
+
+def apply_tuned(ctx: typer.Context, engine: EngineSpec, *, section: str, tuned: str | None,
+                queue: QueueConfig | None = None, task: str | None = None) -> tuple[EngineSpec, QueueConfig | None]:
+    """``engine`` (and ``queue``) with the tuned file's ``section`` applied to every setting the user left at its
+    default (see :func:`padless.tuned.apply`), the file's note or warning printed on stderr. ``task``: the task whose
+    model folder holds the file, when ``engine`` does not say (``embed``'s ``default`` is the embedding model); the
+    returned engine keeps ``engine``'s own task. Loads nothing; a ``--tuned`` file that is missing or not padless's
+    raises :class:`~padless.errors.ConfigError`."""
+    from padless import tuned as tuned_file
+
+    looked_up = engine if task is None else engine.replace(task=task)
+    applied = tuned_file.apply(looked_up, section=section, explicit=explicit_options(ctx), tuned=tuned, queue=queue)
+    applied.announce(lambda line: typer.echo(line, err=True))
+    spec = applied.spec if task is None else applied.spec.replace(task=engine.model.task)
+    return spec, applied.queue
 
 
 def build_progress(console: object) -> object:

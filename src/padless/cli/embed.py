@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from padless.cli.common import quiet_libraries
+from padless.cli.common import apply_tuned, quiet_libraries
 from padless.cli.options import (
     BackendOpt,
     MaxCharsOpt,
@@ -23,6 +23,7 @@ from padless.cli.options import (
     StreamsOpt,
     ThreadsOpt,
     TokensOpt,
+    TunedOpt,
     WidthOpt,
     WorkersOpt,
 )
@@ -37,6 +38,7 @@ VECTOR_FORMATS = ("parquet", "jsonl", "npy")
 
 
 def embed(
+    ctx: typer.Context,
     input: Annotated[str, typer.Argument(help="Input file (CSV, TSV, JSONL, Parquet, text) or - for stdin.")],
     output: Annotated[str, typer.Option("--output", "-o", envvar="PADLESS_OUTPUT", help="Output file (.parquet, .jsonl or .npy: a float32 rows × dimension array, NaN rows for errors), or - for stdout (JSONL).")] = "-",
     column: Annotated[str, typer.Option("--column", "-c", envvar="PADLESS_COLUMN", help="Text column or field.")] = "text",
@@ -70,25 +72,29 @@ def embed(
     use_ray: RayDataOpt = False,
     ray_address: RayAddressOpt = None,
     workers: WorkersOpt = 0,
+    tuned: TunedOpt = None,
 ) -> None:
     """Embed every row of a file; keeps the input's columns and adds embedding and error."""
     engine = EngineSpec.of(model=model, backend=backend, max_length=max_length, truncate=truncate,
                            max_chars=max_chars, threads=threads, streams=streams, max_batch_tokens=max_batch_tokens,
                            max_batch_size=max_batch_size, width_multiple=width_multiple)
+    engine, _ = apply_tuned(ctx, engine, section="offline", tuned=tuned, task="embed")
     chunk_rows = chunk_rows if chunk_rows is not None else (
         BatchConfig.ray_chunk_rows if use_ray else BatchConfig.chunk_rows)
     _check_embed_options(engine, chunk_rows=chunk_rows, pooling=pooling, dimensions=dimensions, long=long,
                          chunk_overlap=chunk_overlap, prompt=prompt, prompt_name=prompt_name)
     if use_ray:  # imported here: without --ray the CLI never imports Ray
+        # A tuned thread count was measured for one process; Ray plans threads per worker from the user's own.
+        engine = engine.replace(threads=threads)
         from padless.cli.ray_job import run_ray_offline
         from padless.embedder import EmbedOptions
 
         options = EmbedOptions(pooling=pooling, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name,
                                prompt=prompt, long=long, chunk_overlap=chunk_overlap)
-        run_ray_offline(input=input, output=output, address=ray_address, workers=workers, threads=threads,
-                        chunk_rows=chunk_rows, input_format=input_format, output_format=format, resume=resume,
-                        overwrite=overwrite, progress=progress, engine=engine, column=column,
-                        output_prefix=output_prefix, embed=options)
+        run_ray_offline(input=input, output=output, address=ray_address, workers=workers,
+                        threads=threads, chunk_rows=chunk_rows, input_format=input_format,
+                        output_format=format, resume=resume, overwrite=overwrite, progress=progress, engine=engine,
+                        column=column, output_prefix=output_prefix, embed=options)
         return
     if ray_address or workers:
         raise PadlessError("--ray-address and --workers need --ray")

@@ -17,7 +17,8 @@ from padless.cli import bench as bench_commands  # `bench` and `loadtest`, regis
 from padless.cli import compress as compress_commands  # `prune` and `distill`, registered below
 from padless.cli import embed as embed_commands  # `embed`, registered below
 from padless.cli import optimize as optimize_commands  # `optimize` and `verify`, registered below
-from padless.cli.common import build_default_with_progress, ensure_default, quiet_libraries
+from padless.cli import tune as tune_commands  # `tune`, registered below
+from padless.cli.common import apply_tuned, build_default_with_progress, ensure_default, quiet_libraries
 from padless.cli.options import (
     BackendOpt,
     MaxCharsOpt,
@@ -31,6 +32,7 @@ from padless.cli.options import (
     StreamsOpt,
     ThreadsOpt,
     TokensOpt,
+    TunedOpt,
     WidthOpt,
     WorkersOpt,
 )
@@ -86,6 +88,7 @@ def _load_served(engine: EngineSpec) -> object:
 
 @app.command()
 def classify(
+    ctx: typer.Context,
     input: Annotated[str, typer.Argument(help="Input file (CSV, TSV, JSONL, Parquet, text) or - for stdin.")],
     output: Annotated[str, typer.Option("--output", "-o", envvar="PADLESS_OUTPUT", help="Output file, or - for stdout.")] = "-",
     column: Annotated[str, typer.Option("--column", "-c", envvar="PADLESS_COLUMN", help="Text column or field.")] = "text",
@@ -116,16 +119,21 @@ def classify(
     use_ray: RayDataOpt = False,
     ray_address: RayAddressOpt = None,
     workers: WorkersOpt = 0,
+    tuned: TunedOpt = None,
 ) -> None:
     """Classify every row of a file; keeps the input's columns and adds label, score and error."""
     engine = EngineSpec.of(model=model, backend=backend, max_length=max_length, truncate=truncate,
                            max_chars=max_chars, threads=threads, streams=streams, pair_truncation=pair_truncation,
                            max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                            width_multiple=width_multiple)
+    engine, _ = apply_tuned(ctx, engine, section="offline", tuned=tuned)
     if use_ray:  # imported here: without --ray the CLI never imports Ray
+        # A tuned thread count was measured for one process; Ray plans threads per worker from the user's own.
+        engine = engine.replace(threads=threads)
         from padless.cli.ray_job import run_ray_offline
 
-        run_ray_offline(input=input, output=output, address=ray_address, workers=workers, threads=threads,
+        run_ray_offline(input=input, output=output, address=ray_address, workers=workers,
+                        threads=threads,
                         chunk_rows=BatchConfig.ray_chunk_rows if chunk_rows is None else chunk_rows,
                         input_format=input_format, output_format=format, resume=resume, overwrite=overwrite,
                         progress=progress, engine=engine, column=column, pair_column=pair_column, top_k=top_k,
@@ -222,6 +230,7 @@ bench_commands.register(app)
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", envvar="PADLESS_MODEL", help="'default' (padless's classifier; with --task embed all-MiniLM-L6-v2), a local Hugging Face or sentence-transformers folder, or a Hub id.")] = "default",
     task: Annotated[str, typer.Option(envvar="PADLESS_TASK", help="auto (the folder's: a sentence-transformers or head-less folder embeds), classify or embed.")] = ModelConfig.task,
     backend: ServeBackendOpt = "auto",
@@ -258,6 +267,7 @@ def serve(
     long_threads: Annotated[int, typer.Option(envvar="PADLESS_LONG_THREADS", help="With --ray: threads per long-tier replica; 0 = every CPU of a node (long batches use the cores the short tier leaves idle).")] = 0,
     long_promote_ms: Annotated[int, typer.Option(envvar="PADLESS_LONG_PROMOTE_MS", help="With --ray, when the long tier borrows the short tier's cores at a lower CPU priority: a long request this old (ms) lifts its replica to normal priority until none is left; 0 = never.")] = LONG_PROMOTE_MS,
     ray_proxy: Annotated[str, typer.Option(envvar="PADLESS_RAY_PROXY", help="With --ray: Serve's front door: haproxy (Ray Serve's HAProxy in front of the ingress replicas), python (Serve's proxy actor), or auto = haproxy on a cluster padless starts, the cluster's own setting on a joined one.")] = "auto",
+    tuned: TunedOpt = None,
 ) -> None:
     """Serve a classifier or an embedding model over HTTP (TEI's and OpenAI's routes) with continuous token-budget
     batching."""
@@ -271,6 +281,8 @@ def serve(
     engine = EngineSpec.of(model=model, task=task, backend=backend, max_length=max_length, max_chars=max_chars,
                            threads=threads, pair_truncation=pair_truncation, max_batch_tokens=max_batch_tokens,
                            max_batch_size=max_batch_size, width_multiple=width_multiple)
+    engine, applied_queue = apply_tuned(ctx, engine, section="serving", tuned=tuned, queue=queue_cfg)
+    queue_cfg = applied_queue or queue_cfg
     queue_cfg.validate(engine.batch)
     if ray:  # imported here: Ray is an optional extra, and nothing else in padless may import it
         from padless.cli.ray_serve import run_ray_serve
@@ -293,6 +305,7 @@ def serve(
 # After the commands above, so that `padless --help` lists them first.
 optimize_commands.register(app)
 compress_commands.register(app)
+tune_commands.register(app)
 
 
 def main() -> None:

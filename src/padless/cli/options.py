@@ -23,3 +23,4 @@ PairTruncOpt = Annotated[str, typer.Option(envvar="PADLESS_PAIR_TRUNCATION", hel
 RayDataOpt = Annotated[bool, typer.Option("--ray", envvar="PADLESS_RAY", help="Run on Ray Data: INPUT may be a file, a folder or a glob (any filesystem Ray reads); -o is a Parquet dataset folder.")]
 RayAddressOpt = Annotated[str | None, typer.Option(envvar="PADLESS_RAY_ADDRESS", help="Ray cluster to join ('auto' = the running one) [default: start a local cluster].", show_default=False)]
 WorkersOpt = Annotated[int, typer.Option(envvar="PADLESS_WORKERS", help="--ray: worker actors; 0 = one per CPU of the cluster (--threads then defaults to CPUs / workers).")]
+TunedOpt = Annotated[str | None, typer.Option("--tuned", envvar="PADLESS_TUNED", help="Settings file written by `padless tune` [default: padless-tuned.json in the model's folder, when there].", show_default=False)]

@@ -1,0 +1,35 @@
+"""The GPU step's sizing rule, and its one line on a machine without a GPU."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from padless.tune import gpu
+
+
+def test_budget_is_free_memory_less_the_model_over_bytes_per_token_with_a_margin() -> None:
+    gib = 1024**3
+    # 10 GiB free, a 2 GiB model, 64 KiB of activations per token, 80% of it: 8 GiB * 0.8 / 64 KiB = 104,857 tokens.
+    assert gpu.budget_tokens(10 * gib, 2 * gib, 64 * 1024) == int(8 * gib * 0.8 / (64 * 1024))
+    assert gpu.budget_tokens(1 * gib, 2 * gib, 1024) == 0  # the model alone does not fit: no budget at all
+    assert gpu.budget_tokens(4 * gib, 0, 1024, margin=0.5) == 2 * gib // 1024
+    with pytest.raises(ValueError, match="per_token_bytes"):
+        gpu.budget_tokens(gib, 0, 0)
+
+
+def test_skipped_with_one_line_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu, "gpu_available", lambda: False)
+    said: list[str] = []
+    engine = SimpleNamespace(runtime=SimpleNamespace(device="cpu"), backend="onnx")
+    assert gpu.tune_gpu(engine, ["a text"], said.append) is None  # type: ignore[arg-type]
+    assert said == ["GPU step skipped: no CUDA GPU on this machine"]
+
+
+def test_skipped_for_a_backend_on_the_cpu_of_a_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu, "gpu_available", lambda: True)
+    said: list[str] = []
+    engine = SimpleNamespace(runtime=SimpleNamespace(), backend="onnx")
+    assert gpu.tune_gpu(engine, ["a text"], said.append) is None  # type: ignore[arg-type]
+    assert said == ["GPU step skipped: the onnx backend runs on the CPU here"]
