@@ -33,3 +33,15 @@ def test_skipped_for_a_backend_on_the_cpu_of_a_gpu_machine(monkeypatch: pytest.M
     engine = SimpleNamespace(runtime=SimpleNamespace(), backend="onnx")
     assert gpu.tune_gpu(engine, ["a text"], said.append) is None  # type: ignore[arg-type]
     assert said == ["GPU step skipped: the onnx backend runs on the CPU here"]
+
+
+def test_the_offline_search_starts_at_the_gpu_budget_and_stays_under_what_memory_allows() -> None:
+    from padless.config import EngineSpec
+    from padless.tune.offline import OfflineBench
+
+    bench = object.__new__(OfflineBench)  # the dimensions need no engine: only the limits below
+    bench.spec, bench.max_length, bench.has_streams, bench.default_layout = EngineSpec(), 512, False, (2, 0)
+    start = {**bench.start(), "max_batch_tokens": 12_000}
+    tokens = dict((d.name, d.values) for d in bench.dimensions(start, max_tokens=16_000))["max_batch_tokens"]
+    assert tokens == (1024, 2048, 4096, 8192, 12_000)
+    assert dict((d.name, d.values) for d in bench.dimensions())["max_batch_tokens"][-1] == 32768

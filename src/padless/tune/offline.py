@@ -80,11 +80,13 @@ class OfflineBench:
             point["streams"] = streams
         return point
 
-    def dimensions(self) -> list[Dimension]:
-        """What is searched, in order: the token budget, the row cap, then the thread layout. Each list holds the
-        default; budgets below the model's token limit cannot hold one full-length input and are left out."""
-        start = self.start()
-        tokens = sorted({t for t in TOKEN_STEPS if t >= self.max_length} | {start["max_batch_tokens"]})
+    def dimensions(self, start: Point | None = None, max_tokens: int | None = None) -> list[Dimension]:
+        """What is searched, in order: the token budget, the row cap, then the thread layout. Each list holds
+        ``start``'s value (default: the defaults); budgets below the model's token limit cannot hold one full-length
+        input and are left out, and so are budgets over ``max_tokens`` (what a GPU's memory allows)."""
+        start = start or self.start()
+        tokens = sorted({t for t in TOKEN_STEPS if t >= self.max_length and (max_tokens is None or t <= max_tokens)}
+                        | {start["max_batch_tokens"]})
         rows = sorted(set(ROW_STEPS) | {start["max_batch_size"]})
         cores = max(usable_cores(), start["threads"])
         dims = [Dimension("max_batch_tokens", tuple(tokens)), Dimension("max_batch_size", tuple(rows)),

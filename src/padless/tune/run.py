@@ -3,10 +3,11 @@ reads them (:mod:`padless.tuned`).
 
 Phases, inside one time budget (``minutes``, counted from the start; Ctrl-C ends it early, keeping the best so far):
 
-1. offline (:mod:`padless.tune.offline`): the engine ``classify``/``embed`` runs, timed on one workload; a coordinate
+1. the GPU step (:mod:`padless.tune.gpu`), one line on a CPU: on a GPU, the token budget memory and utilisation
+   allow, where the offline search starts (and which bounds it);
+2. offline (:mod:`padless.tune.offline`): the engine ``classify``/``embed`` runs, timed on one workload; a coordinate
    search (:mod:`padless.tune.search`) over the token budget, row cap and thread layout, then the chosen point and
    the defaults timed against each other, interleaved;
-2. the GPU step (:mod:`padless.tune.gpu`), one line on a CPU;
 3. serving (:mod:`padless.tune.serving`), per p99 bound: the batcher settings of ``padless serve`` with the highest
    capacity at the bound, against the defaults' capacity measured in the same run.
 
@@ -100,13 +101,13 @@ def run_tune(cfg: TuneConfig, events: Events | None = None, *, log_dir: Path,
         spec = EngineSpec.of(model=cfg.model, task=task, backend=cfg.backend)
         engine = load(spec)
         texts = _workload(cfg, engine)
-        offline_end = end if not cfg.p99_ms else started + (end - started) * OFFLINE_SHARE
-        if cfg.offline:
-            doc["offline"] = {}
-            _offline(doc["offline"], cfg, spec, engine, load, texts, offline_end, events, clock)
         from padless.tune.gpu import tune_gpu
 
         doc["gpu"] = tune_gpu(engine, texts, events.say)
+        offline_end = end if not cfg.p99_ms else started + (end - started) * OFFLINE_SHARE
+        if cfg.offline:
+            doc["offline"] = {}
+            _offline(doc["offline"], cfg, spec, engine, load, texts, offline_end, events, clock, doc["gpu"])
         serve_texts = _serve_texts(cfg, engine)
         max_length = engine.max_length
         del engine
@@ -152,14 +153,17 @@ def _serve_texts(cfg: TuneConfig, engine: Any) -> list[str]:
 
 def _offline(section: dict[str, Any], cfg: TuneConfig, spec: EngineSpec, engine: Any,
              load: Callable[[EngineSpec], Any], texts: list[str], deadline: float, events: Events,
-             clock: Callable[[], float]) -> None:
-    """Phase 1, filled into ``section`` as it goes (so Ctrl-C keeps the best so far): the search, then the chosen
-    point against the defaults, interleaved."""
+             clock: Callable[[], float], gpu: dict[str, Any] | None = None) -> None:
+    """Phase 2, filled into ``section`` as it goes (so Ctrl-C keeps the best so far): the search (from the GPU
+    step's budget where there was one), then the chosen point against the defaults, interleaved."""
     from padless.tune.offline import OfflineBench
 
     events.phase("offline", deadline)
     bench = OfflineBench(spec, engine, load, texts)
-    start = bench.start()
+    start = defaults = bench.start()
+    if gpu is not None:
+        start = {**defaults, "max_batch_tokens": gpu["max_batch_tokens"]}
+    dimensions = bench.dimensions(start, gpu["allowed_tokens"] if gpu is not None else None)
     t0 = clock()
     bench.measure(start)
     one = clock() - t0
@@ -170,27 +174,27 @@ def _offline(section: dict[str, Any], cfg: TuneConfig, spec: EngineSpec, engine:
         bench.hold(best, candidate)
         return judge(best, candidate)
 
-    search = CoordinateSearch(bench.dimensions(), start, challenge, deadline=deadline - confirm, clock=clock,
+    search = CoordinateSearch(dimensions, start, challenge, deadline=deadline - confirm, clock=clock,
                               valid=bench.valid, min_cost=2 * cfg.repeats * one,
                               on_outcome=lambda o: events.outcome("offline", o, search.best))
     section.update(backend=cfg.backend, resolved_backend=bench.backend, workload=cfg.mix, texts=len(texts),
-                   defaults=start, settings=start, dimensions={d.name: list(d.values) for d in bench.dimensions()})
+                   defaults=defaults, settings=start, dimensions={d.name: list(d.values) for d in dimensions})
     try:
         search.run()
     finally:
         section.update(settings=search.best, stopped_by=search.stopped_by,
                        trials=[_trial(o) for o in search.outcomes])
     best = search.best
-    bench.hold(start, best)
-    if best != start:
-        defaults_s, chosen_s = judge.pair(start, best)
+    bench.hold(defaults, best)
+    if best != defaults:
+        defaults_s, chosen_s = judge.pair(defaults, best)
     else:
-        defaults_s = chosen_s = [bench.measure(start) for _ in range(cfg.repeats)]
+        defaults_s = chosen_s = [bench.measure(defaults) for _ in range(cfg.repeats)]
     section["comparison"] = _comparison(defaults_s, chosen_s)
     if section["comparison"]["ratio"] < 1:
         # The search's steps each won, yet the end point lost to the defaults head to head: keep the defaults.
         events.say("offline: the chosen settings did not beat the defaults head to head; keeping the defaults")
-        section.update(settings=start, kept_defaults=True)
+        section.update(settings=defaults, kept_defaults=True)
 
 
 def _comparison(defaults: list[float], chosen: list[float]) -> dict[str, Any]:
