@@ -136,6 +136,7 @@ def test_classify_ray_is_handed_the_applied_settings(model: Path, src: Path, mon
     assert handed["engine"].batch.max_batch_tokens == 640
     # The tuned thread count was measured for one process: Ray plans each worker's threads from the user's own.
     assert handed["threads"] == 0 and handed["engine"].model.threads == 0
+    assert "threads" not in _first(err)  # the first line names only what applies
 
 
 def test_serve_runs_the_serving_settings(model: Path, monkeypatch: pytest.MonkeyPatch,

@@ -28,16 +28,18 @@ def explicit_options(ctx: typer.Context) -> set[str]:
 
 
 def apply_tuned(ctx: typer.Context, engine: EngineSpec, *, section: str, tuned: str | None,
-                queue: QueueConfig | None = None, task: str | None = None) -> tuple[EngineSpec, QueueConfig | None]:
+                queue: QueueConfig | None = None, task: str | None = None,
+                keep: tuple[str, ...] = ()) -> tuple[EngineSpec, QueueConfig | None]:
     """``engine`` (and ``queue``) with the tuned file's ``section`` applied to every setting the user left at its
-    default (see :func:`padless.tuned.apply`), the file's note or warning printed on stderr. ``task``: the task whose
-    model folder holds the file, when ``engine`` does not say (``embed``'s ``default`` is the embedding model); the
-    returned engine keeps ``engine``'s own task. Loads nothing; a ``--tuned`` file that is missing or not padless's
-    raises :class:`~padless.errors.ConfigError`."""
+    default (see :func:`padless.tuned.apply`), except those named in ``keep``; the file's note or warning printed
+    on stderr. ``task``: the task whose model folder holds the file, when ``engine`` does not say (``embed``'s
+    ``default`` is the embedding model); the returned engine keeps ``engine``'s own task. Loads nothing; a
+    ``--tuned`` file that is missing or not padless's raises :class:`~padless.errors.ConfigError`."""
     from padless import tuned as tuned_file
 
     looked_up = engine if task is None else engine.replace(task=task)
-    applied = tuned_file.apply(looked_up, section=section, explicit=explicit_options(ctx), tuned=tuned, queue=queue)
+    applied = tuned_file.apply(looked_up, section=section, explicit=explicit_options(ctx) | set(keep), tuned=tuned,
+                               queue=queue)
     applied.announce(lambda line: typer.echo(line, err=True))
     spec = applied.spec if task is None else applied.spec.replace(task=engine.model.task)
     return spec, applied.queue

@@ -78,23 +78,23 @@ def embed(
     engine = EngineSpec.of(model=model, backend=backend, max_length=max_length, truncate=truncate,
                            max_chars=max_chars, threads=threads, streams=streams, max_batch_tokens=max_batch_tokens,
                            max_batch_size=max_batch_size, width_multiple=width_multiple)
-    engine, _ = apply_tuned(ctx, engine, section="offline", tuned=tuned, task="embed")
+    # A tuned thread count was measured for one process: --ray plans each worker's threads from the user's own.
+    engine, _ = apply_tuned(ctx, engine, section="offline", tuned=tuned, task="embed",
+                            keep=("threads",) if use_ray else ())
     chunk_rows = chunk_rows if chunk_rows is not None else (
         BatchConfig.ray_chunk_rows if use_ray else BatchConfig.chunk_rows)
     _check_embed_options(engine, chunk_rows=chunk_rows, pooling=pooling, dimensions=dimensions, long=long,
                          chunk_overlap=chunk_overlap, prompt=prompt, prompt_name=prompt_name)
     if use_ray:  # imported here: without --ray the CLI never imports Ray
-        # A tuned thread count was measured for one process; Ray plans threads per worker from the user's own.
-        engine = engine.replace(threads=threads)
         from padless.cli.ray_job import run_ray_offline
         from padless.embedder import EmbedOptions
 
         options = EmbedOptions(pooling=pooling, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name,
                                prompt=prompt, long=long, chunk_overlap=chunk_overlap)
-        run_ray_offline(input=input, output=output, address=ray_address, workers=workers,
-                        threads=threads, chunk_rows=chunk_rows, input_format=input_format,
-                        output_format=format, resume=resume, overwrite=overwrite, progress=progress, engine=engine,
-                        column=column, output_prefix=output_prefix, embed=options)
+        run_ray_offline(input=input, output=output, address=ray_address, workers=workers, threads=threads,
+                        chunk_rows=chunk_rows, input_format=input_format, output_format=format, resume=resume,
+                        overwrite=overwrite, progress=progress, engine=engine, column=column,
+                        output_prefix=output_prefix, embed=options)
         return
     if ray_address or workers:
         raise PadlessError("--ray-address and --workers need --ray")

@@ -126,14 +126,12 @@ def classify(
                            max_chars=max_chars, threads=threads, streams=streams, pair_truncation=pair_truncation,
                            max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                            width_multiple=width_multiple)
-    engine, _ = apply_tuned(ctx, engine, section="offline", tuned=tuned)
+    # A tuned thread count was measured for one process: --ray plans each worker's threads from the user's own.
+    engine, _ = apply_tuned(ctx, engine, section="offline", tuned=tuned, keep=("threads",) if use_ray else ())
     if use_ray:  # imported here: without --ray the CLI never imports Ray
-        # A tuned thread count was measured for one process; Ray plans threads per worker from the user's own.
-        engine = engine.replace(threads=threads)
         from padless.cli.ray_job import run_ray_offline
 
-        run_ray_offline(input=input, output=output, address=ray_address, workers=workers,
-                        threads=threads,
+        run_ray_offline(input=input, output=output, address=ray_address, workers=workers, threads=threads,
                         chunk_rows=BatchConfig.ray_chunk_rows if chunk_rows is None else chunk_rows,
                         input_format=input_format, output_format=format, resume=resume, overwrite=overwrite,
                         progress=progress, engine=engine, column=column, pair_column=pair_column, top_k=top_k,

@@ -25,7 +25,7 @@ from typing import Any
 
 from padless.config import TASKS, EngineSpec
 from padless.errors import ConfigError
-from padless.tune.search import CoordinateSearch, Interleaved, Outcome, Point
+from padless.tune.search import CoordinateSearch, Interleaved, Outcome, Point, key
 
 OFFLINE_SHARE = 0.35
 END_RESERVE_S = 8.0  # stopping the last server and writing the report (at most a tenth of the budget)
@@ -229,7 +229,7 @@ def _serving(section: dict[str, Any], cfg: TuneConfig, task: str, texts: list[st
     backend = serving_backend(str(model_path(cfg.model, task)), cfg.backend, task)
     trials = serving.ServingTrials(model=cfg.model, task=task, backend=backend, texts=texts, p99_ms=p99,
                                    deadline=deadline, log_dir=log_dir, route="/embed" if task == "embed" else
-                                   "/predict", say=events.say)
+                                   "/predict")
     start = serving.start_point()
     section.update(backend=cfg.backend, resolved_backend=backend, defaults=start, inputs_per_request=1)
     try:
@@ -255,7 +255,7 @@ def _serving(section: dict[str, Any], cfg: TuneConfig, task: str, texts: list[st
             search.run()
         finally:
             best = search.best
-            section.update(settings=best, capacity_rps=trials.capacity.get(_key(best)),
+            section.update(settings=best, capacity_rps=trials.capacity.get(key(best)),
                            stopped_by=search.stopped_by, trials=[_trial(o) for o in search.outcomes])
         section.update(_recheck(trials, start, best, base, deadline, clock, events))
         section["ratio"] = round((section["capacity_rps"] or 0) / section["defaults_capacity_rps"], 3)
@@ -267,7 +267,7 @@ def _recheck(trials: Any, start: Point, best: Point, base: float, deadline: floa
              events: Events) -> dict[str, Any]:
     """The defaults run again at the chosen point's capacity, after the search (the first server of a run may have
     started cold). If they hold it twice, the gain was not real: the defaults stay, at that capacity."""
-    chosen = trials.capacity.get(_key(best))
+    chosen = trials.capacity.get(key(best))
     if best == start or chosen is None:
         return {}
     if clock() + trials.recheck_cost(chosen) > deadline:
@@ -279,8 +279,3 @@ def _recheck(trials: Any, start: Point, best: Point, base: float, deadline: floa
                 "capacity_rps": chosen}
     return {"defaults_rechecked": False}
 
-
-def _key(point: Point) -> Any:
-    from padless.tune.search import key
-
-    return key(point)

@@ -15,7 +15,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +56,10 @@ class ServingTrials:
     it. Logs go to ``log_dir``."""
 
     def __init__(self, *, model: str, task: str, backend: str, texts: list[str], p99_ms: float, deadline: float,
-                 log_dir: Path, route: str, duration: float = 5.0, min_requests: int = 150,
-                 say: Callable[[str], None] = lambda msg: None) -> None:
+                 log_dir: Path, route: str, duration: float = 5.0, min_requests: int = 150) -> None:
         self.model, self.task, self.backend, self.texts, self.p99_ms = model, task, backend, texts, p99_ms
         self.deadline, self.log_dir, self.route = deadline, log_dir, route
-        self.duration, self.min_requests, self.say = duration, min_requests, say
+        self.duration, self.min_requests = duration, min_requests
         self.capacity: dict[Any, float | None] = {}
         self.running: tuple[Any, subprocess.Popen[bytes], str] | None = None
 
@@ -124,10 +122,7 @@ class ServingTrials:
             return None, f"did not hold {rung:.1f} req/s"
         if time.monotonic() + step_seconds(rate, self.duration, self.min_requests) + 10 > self.deadline:
             return None, "no time left to repeat its top rate"
-        again = asyncio.run(run_load(self._url(point), rate=rate, texts=self.texts, route=self.route,
-                                     duration=step_seconds(rate, self.duration, self.min_requests),
-                                     timeout=5.0, seed=1))
-        held, reason = verdict(again, self.p99_ms)
+        held, reason = self._held(point, rate, seed=1)
         if not held:
             return None, f"held {rate:.1f} req/s once, then {reason}"
         return rate, f"held {rate:.1f} req/s twice"
@@ -145,13 +140,14 @@ class ServingTrials:
     def holds(self, point: Point, rate: float, runs: int = 2) -> bool:
         """Whether ``point`` holds ``rate`` in ``runs`` runs in a row (the defaults, re-checked at the chosen
         point's capacity before the choice is written)."""
-        for run in range(runs):
-            report = asyncio.run(run_load(self._url(point), rate=rate, texts=self.texts, route=self.route,
-                                          duration=step_seconds(rate, self.duration, self.min_requests),
-                                          timeout=5.0, seed=2 + run))
-            if not verdict(report, self.p99_ms)[0]:
-                return False
-        return True
+        return all(self._held(point, rate, seed=2 + run)[0] for run in range(runs))
+
+    def _held(self, point: Point, rate: float, *, seed: int) -> tuple[bool, str]:
+        """One load step at ``rate`` outside the capacity search (a repeat), judged as the search judges its own."""
+        report = asyncio.run(run_load(self._url(point), rate=rate, texts=self.texts, route=self.route,
+                                      duration=step_seconds(rate, self.duration, self.min_requests),
+                                      timeout=5.0, seed=seed))
+        return verdict(report, self.p99_ms)
 
     def recheck_cost(self, rate: float) -> float:
         """Seconds :meth:`holds` may take at ``rate``, a server start included."""
